@@ -1,0 +1,56 @@
+// Package budget counts bytes held against a process-wide limit.
+//
+// Whoever keeps media bytes reserves them here before keeping them and
+// releases them at the point where it drops them, so the count is what the
+// process really holds, not an estimate.
+package budget
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// Budget is a byte limit shared by many holders. The zero value has no
+// limit. It is safe for concurrent use.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+	peak  atomic.Int64
+}
+
+// New returns a Budget of limit bytes; limit <= 0 means unlimited.
+func New(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Reserve takes n bytes if they fit and reports whether they did.
+func (b *Budget) Reserve(n int64) bool {
+	if n < 0 {
+		panic(fmt.Sprintf("budget: reserve %d", n))
+	}
+	for {
+		u := b.used.Load()
+		if b.limit > 0 && u+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			for p := b.peak.Load(); u+n > p && !b.peak.CompareAndSwap(p, u+n); p = b.peak.Load() {
+			}
+			return true
+		}
+	}
+}
+
+// Release gives back n bytes taken with Reserve.
+func (b *Budget) Release(n int64) {
+	if v := b.used.Add(-n); v < 0 {
+		panic(fmt.Sprintf("budget: released more than reserved (now %d)", v))
+	}
+}
+
+// Used returns the bytes held now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Peak returns the most bytes ever held at once.
+func (b *Budget) Peak() int64 { return b.peak.Load() }
+
+// Limit returns the limit, 0 for none.
+func (b *Budget) Limit() int64 { return b.limit }
