@@ -1,0 +1,140 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// entry is one broadcast this origin holds. Guarded by Node.mu, except
+// nextGroup, which only the current publisher's session touches.
+type entry struct {
+	name      string
+	b         *media.Broadcast
+	pub       *Session // nil while waiting for a publisher to return
+	remote    string
+	epoch     uint64
+	nextGroup uint64
+	started   time.Time
+	grace     *time.Timer
+}
+
+func (e *entry) end() {
+	if e.grace != nil {
+		e.grace.Stop()
+	}
+	if e.pub != nil {
+		e.pub.cancel()
+	}
+	e.b.Close()
+}
+
+// Publish starts a publishing session for name: it checks the name and
+// the token and makes sure nobody else is publishing it. A broadcast whose
+// publisher left less than Grace ago continues, with a new epoch and group
+// numbers that keep rising.
+func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Session, error) {
+	if err := media.ValidName(name); err != nil {
+		return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
+	}
+	if err := n.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Publish, Broadcast: name, Token: token, Remote: remote}); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
+	}
+	e := n.bcasts[name]
+	if e != nil && e.pub != nil {
+		return nil, wire.Errorf(wire.CodeConflict, "broadcast %q already has a publisher", name)
+	}
+	if e == nil {
+		e = &entry{name: name, b: media.New(name, n.cacheLimits()), started: time.Now()}
+		n.bcasts[name] = e
+		n.log.Info("broadcast started", "broadcast", name, "remote", remote)
+	} else if e.grace != nil {
+		e.grace.Stop()
+		e.grace = nil
+	}
+	e.epoch++
+	e.remote = remote
+	s := newSession(n, e)
+	e.pub = s
+	n.metrics.publishers.Inc()
+	return s, nil
+}
+
+// left is called by a session when its publisher is gone. The broadcast
+// waits Grace for a new publisher, then ends.
+func (n *Node) left(e *entry, s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e.pub != s {
+		return
+	}
+	e.pub = nil
+	n.metrics.publishers.Dec()
+	if n.bcasts[e.name] != e {
+		return // the node is closing
+	}
+	e.grace = time.AfterFunc(n.cfg.Grace, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if e.pub != nil || n.bcasts[e.name] != e {
+			return
+		}
+		delete(n.bcasts, e.name)
+		e.b.Close()
+		n.log.Info("broadcast ended", "broadcast", e.name)
+	})
+}
+
+// Lookup returns the live broadcast name, if this origin holds it.
+func (n *Node) Lookup(name string) (*media.Broadcast, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.bcasts[name]
+	if !ok {
+		return nil, false
+	}
+	return e.b, true
+}
+
+// BroadcastInfo is one row of GET /broadcasts.
+type BroadcastInfo struct {
+	Name       string        `json:"name"`
+	Publishing bool          `json:"publishing"`
+	Remote     string        `json:"remote,omitempty"`
+	Epoch      uint64        `json:"epoch"`
+	Started    time.Time     `json:"started"`
+	Catalog    *wire.Catalog `json:"catalog,omitempty"`
+	CacheBytes int64         `json:"cacheBytes"`
+}
+
+// Broadcasts lists the broadcasts this origin holds, by name.
+func (n *Node) Broadcasts() []BroadcastInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]BroadcastInfo, 0, len(n.bcasts))
+	for _, e := range n.bcasts {
+		bi := BroadcastInfo{Name: e.name, Publishing: e.pub != nil, Remote: e.remote, Epoch: e.epoch, Started: e.started, CacheBytes: e.b.Bytes()}
+		if c := e.b.Catalog(); c != nil {
+			bi.Catalog = &c.Catalog
+		}
+		out = append(out, bi)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (n *Node) serveBroadcasts(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(n.Broadcasts())
+}

@@ -1,0 +1,44 @@
+package origin
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+type originMetrics struct {
+	publishers prometheus.Gauge
+	objects    prometheus.Counter
+	groups     prometheus.Counter
+	bytes      prometheus.Counter
+	errors     *prometheus.CounterVec
+}
+
+func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
+	m := &originMetrics{
+		publishers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quiccast_origin_publishers", Help: "Publishers connected now."}),
+		objects:    prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_ingest_objects_total", Help: "Objects (CMAF chunks) ingested."}),
+		groups:     prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_ingest_groups_total", Help: "Groups (GOPs) finished."}),
+		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_ingest_bytes_total", Help: "CMAF chunk bytes ingested."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quiccast_origin_publish_errors_total",
+			Help: "Publish requests refused or publishers dropped, by the wire close code they were sent.",
+		}, []string{"code"}),
+	}
+	r.MustRegister(m.publishers, m.objects, m.groups, m.bytes, m.errors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_broadcasts", Help: "Broadcasts held (publishing or waiting for their publisher)."},
+			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.bcasts)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_bytes", Help: "Bytes held by the group caches."},
+			func() float64 { return float64(n.budget.Used()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_budget_bytes", Help: "Limit on the bytes the group caches may hold."},
+			func() float64 { return float64(n.budget.Limit()) }),
+	)
+	return m
+}
+
+// refuse counts a refused or dropped publisher by its close code.
+func (m *originMetrics) refuse(err error) {
+	m.errors.WithLabelValues(fmt.Sprint(uint16(wire.CodeOf(err)))).Inc()
+}

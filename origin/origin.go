@@ -1,0 +1,220 @@
+// Package origin is the node broadcasters publish to. It validates the
+// incoming CMAF, cuts it into groups and objects, and keeps a bounded cache
+// of recent groups per broadcast for edges to pull.
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/budget"
+	"github.com/quiccast/quiccast/shared/cmaf"
+	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/metrics"
+)
+
+// Config configures an origin. Zero fields take the defaults Flags shows.
+type Config struct {
+	// Listen is the HTTP address of /publish, /metrics, /healthz.
+	Listen string
+	// PublishTokens is a comma-separated list of accepted publish
+	// tokens; empty allows anyone. Ignored when Auth is set.
+	PublishTokens string
+	// Auth decides publish requests; nil means from PublishTokens.
+	Auth auth.Authorizer
+
+	// MaxMessage bounds one WebSocket message from a publisher.
+	MaxMessage int
+	// MaxRate bounds a publisher's bytes per second (averaged with a
+	// burst of MaxRate bytes) and MaxMessages its messages per second.
+	MaxRate     int64
+	MaxMessages int
+	// MaxBox bounds one MP4 box (a moof+mdat pair counts as one).
+	MaxBox int
+	// IdleTimeout drops a publisher that sends nothing for this long.
+	IdleTimeout time.Duration
+	// Grace is how long a broadcast and its viewers wait for a
+	// publisher that left to come back before the broadcast ends.
+	Grace time.Duration
+
+	// Cache bounds per track: groups, bytes, age.
+	CacheGroups int
+	CacheBytes  int64
+	CacheAge    time.Duration
+	// MemoryBudget bounds the bytes all caches of the process hold.
+	MemoryBudget int64
+
+	Logger *slog.Logger
+}
+
+// Flags declares every setting on s.
+func (c *Config) Flags(s *config.Set) {
+	s.String(&c.Listen, "listen", ":7000", "HTTP address for WebSocket ingest (/publish/{broadcast}), /metrics and /healthz")
+	s.String(&c.PublishTokens, "publish-tokens", "", "comma-separated tokens a publisher must present (?token= or Authorization: Bearer); empty allows anyone")
+	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
+	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
+	s.Int(&c.MaxMessages, "max-messages", 1000, "most WebSocket messages per second one publisher may send")
+	s.Int(&c.MaxBox, "max-box", 8<<20, "largest MP4 box (moof+mdat together), bytes")
+	s.Duration(&c.IdleTimeout, "idle-timeout", 10*time.Second, "drop a publisher that sends nothing for this long")
+	s.Duration(&c.Grace, "grace", 15*time.Second, "how long a broadcast waits for its publisher to return")
+	s.Int(&c.CacheGroups, "cache-groups", 8, "groups kept per track")
+	s.Int64(&c.CacheBytes, "cache-bytes", 32<<20, "bytes kept per track")
+	s.Duration(&c.CacheAge, "cache-age", 30*time.Second, "groups older than this are dropped")
+	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all broadcast caches of the process may hold")
+}
+
+func (c *Config) withDefaults() {
+	d := Config{}
+	d.Flags(config.New("origin", ""))
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.MaxMessage <= 0 {
+		c.MaxMessage = d.MaxMessage
+	}
+	if c.MaxRate <= 0 {
+		c.MaxRate = d.MaxRate
+	}
+	if c.MaxMessages <= 0 {
+		c.MaxMessages = d.MaxMessages
+	}
+	if c.MaxBox <= 0 {
+		c.MaxBox = d.MaxBox
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.Grace <= 0 {
+		c.Grace = d.Grace
+	}
+	if c.MemoryBudget <= 0 {
+		c.MemoryBudget = d.MemoryBudget
+	}
+	if c.Auth == nil {
+		c.Auth = auth.FromConfig(c.PublishTokens, "", "")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a running origin.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	budget  *budget.Budget
+	ln      net.Listener
+	srv     *http.Server
+	reg     *prometheus.Registry
+	metrics *originMetrics
+
+	mu     sync.Mutex
+	bcasts map[string]*entry
+	closed bool
+}
+
+// New validates cfg and binds the listener, so Addr works at once.
+func New(cfg Config) (*Node, error) {
+	cfg.withDefaults()
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("node", "origin"),
+		budget: budget.New(cfg.MemoryBudget),
+		bcasts: map[string]*entry{},
+		reg:    metrics.NewRegistry(),
+	}
+	n.metrics = newOriginMetrics(n.reg, n)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("origin: listen %s: %w", cfg.Listen, err)
+	}
+	n.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /publish/{name...}", n.servePublish)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.HandleFunc("GET /broadcasts", n.serveBroadcasts)
+	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	n.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	return n, nil
+}
+
+// Addr returns the bound HTTP address.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// Registry returns the node's Prometheus registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Budget returns the process-wide cache budget of this node.
+func (n *Node) Budget() *budget.Budget { return n.budget }
+
+// Run serves until ctx is done, then closes the node.
+func (n *Node) Run(ctx context.Context) error {
+	n.log.Info("origin listening", "addr", n.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- n.srv.Serve(n.ln) }()
+	select {
+	case <-ctx.Done():
+		return n.Close()
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("origin: serve: %w", err)
+	}
+}
+
+// Close stops serving, disconnects publishers and ends every broadcast.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	entries := n.bcasts
+	n.bcasts = map[string]*entry{}
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := n.srv.Shutdown(ctx) // hijacked WebSockets are not waited for
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = n.srv.Close()
+	}
+	for _, e := range entries {
+		e.end()
+	}
+	return err
+}
+
+func (n *Node) cmafLimits() cmaf.Limits { return cmaf.Limits{MaxBox: n.cfg.MaxBox} }
+
+func (n *Node) cacheLimits() media.Limits {
+	return media.Limits{MaxGroups: n.cfg.CacheGroups, MaxBytes: n.cfg.CacheBytes, MaxAge: n.cfg.CacheAge, Budget: n.budget}
+}
+
+func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		http.Error(w, "closing", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}

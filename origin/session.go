@@ -1,0 +1,192 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/cmaf"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// audioGroup is the group length of broadcasts without video, whose every
+// chunk could start a group.
+const audioGroup = time.Second
+
+// Session is one publisher's connection to one broadcast. It turns the
+// init segment into the epoch's catalog and each CMAF chunk into an object,
+// opening a new group at every keyframe. One goroutine drives it.
+type Session struct {
+	n      *Node
+	e      *entry
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	init       *cmaf.Init
+	group      uint64
+	index      uint32
+	groupStart uint64 // decode time of the group's first chunk
+	started    bool   // a group is open
+	first      bool   // the next object is the epoch's first
+	dropped    int    // chunks before the first keyframe
+	closed     bool
+}
+
+func newSession(n *Node, e *entry) *Session {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Session{n: n, e: e, ctx: ctx, cancel: cancel, first: true}
+}
+
+// Done is closed when the origin ends the session (shutdown).
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
+
+// Broadcast returns the broadcast being published.
+func (s *Session) Broadcast() *media.Broadcast { return s.e.b }
+
+// Init takes the publisher's init segment and starts the epoch.
+func (s *Session) Init(in *cmaf.Init) error {
+	if s.init != nil {
+		return wire.Errorf(wire.CodeInvalidMedia, "%v", cmaf.ErrInitChanged)
+	}
+	p := in.PrimaryTrak()
+	ti := wire.TrackInfo{
+		ID:        0,
+		Kind:      in.Kind(),
+		Codec:     in.Codec(),
+		MimeType:  in.MimeType(),
+		Timescale: p.Timescale,
+	}
+	for _, t := range in.Traks {
+		if t.Handler == "vide" && ti.Width == 0 {
+			ti.Width, ti.Height = t.Width, t.Height
+		}
+		if t.Handler == "soun" && ti.SampleRate == 0 {
+			ti.SampleRate, ti.Channels = t.SampleRate, t.Channels
+		}
+	}
+	cat, err := media.NewCatalog(wire.Catalog{Broadcast: s.e.name, Epoch: s.e.epoch, Tracks: []wire.TrackInfo{ti}}, [][]byte{in.Data})
+	if err != nil {
+		return err
+	}
+	if err := s.e.b.SetCatalog(cat); err != nil {
+		return wire.Errorf(wire.CodeGoingAway, "broadcast closed")
+	}
+	s.init = in
+	s.n.log.Info("publisher ready", "broadcast", s.e.name, "epoch", s.e.epoch, "codec", ti.Codec, "width", ti.Width, "height", ti.Height)
+	return nil
+}
+
+// Chunk takes one CMAF chunk. Chunks before the first keyframe are
+// dropped: a group must start with one.
+func (s *Session) Chunk(c *cmaf.Chunk) error {
+	if s.init == nil {
+		return wire.Errorf(wire.CodeInvalidMedia, "%v", cmaf.ErrMissingInit)
+	}
+	now := time.Now()
+	video := s.init.PrimaryTrak().Handler == "vide"
+	ts := uint64(s.init.PrimaryTrak().Timescale)
+	newGroup := c.Keyframe && (!s.started || video || c.DecodeTime-s.groupStart >= uint64(audioGroup.Seconds()*float64(ts)))
+	if !s.started && !newGroup {
+		s.dropped++
+		return nil
+	}
+	h := wire.Header{Kind: wire.KindObject, Track: 0, DecodeTime: c.DecodeTime, Capture: c.Capture}
+	if h.Capture == 0 {
+		h.Capture = now.UnixMicro()
+	}
+	if newGroup {
+		if s.started {
+			s.e.b.Finish(0, s.group, now.UnixNano())
+			s.n.metrics.groups.Inc()
+		}
+		s.group = s.e.nextGroup
+		s.e.nextGroup++
+		s.index = 0
+		s.groupStart = c.DecodeTime
+		s.started = true
+		h.Flags |= wire.FlagKeyframe
+	} else {
+		s.index++
+	}
+	if s.first {
+		h.Flags |= wire.FlagDiscontinuity
+		s.first = false
+	}
+	h.Group, h.Index = s.group, s.index
+	if err := s.e.b.Append(media.NewObject(h, c.Data, now.UnixNano())); err != nil {
+		switch {
+		case errors.Is(err, media.ErrGroupTooLarge):
+			return wire.Errorf(wire.CodeTooLarge, "%v", err)
+		case errors.Is(err, media.ErrOverBudget):
+			return wire.Errorf(wire.CodeOverCapacity, "origin memory budget exhausted; try another origin")
+		case errors.Is(err, media.ErrClosed):
+			return wire.Errorf(wire.CodeGoingAway, "broadcast closed")
+		}
+		return fmt.Errorf("append: %w", err)
+	}
+	s.n.metrics.objects.Inc()
+	s.n.metrics.bytes.Add(float64(len(c.Data)))
+	return nil
+}
+
+// Feed reads a fragmented-MP4 byte stream from r to its end. It returns
+// nil at a clean end, else an error carrying a wire code for the sender.
+func (s *Session) Feed(r io.Reader) error {
+	cr := cmaf.NewReader(r, s.n.cmafLimits())
+	for {
+		seg, err := cr.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return mediaError(err)
+		}
+		switch seg := seg.(type) {
+		case *cmaf.Init:
+			err = s.Init(seg)
+		case *cmaf.Chunk:
+			err = s.Chunk(seg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// mediaError gives a cmaf error the code its sender should see. Errors
+// that already carry a code keep it.
+func mediaError(err error) error {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		return err
+	case errors.Is(err, cmaf.ErrBoxTooLarge):
+		return &wire.Error{Code: wire.CodeTooLarge, Msg: err.Error(), Err: err}
+	case errors.Is(err, cmaf.ErrNotMP4), errors.Is(err, cmaf.ErrMissingInit), errors.Is(err, cmaf.ErrMoofWithoutMdat),
+		errors.Is(err, cmaf.ErrNonMonotonic), errors.Is(err, cmaf.ErrUnsupportedCodec), errors.Is(err, cmaf.ErrInvalid),
+		errors.Is(err, cmaf.ErrInitChanged):
+		return &wire.Error{Code: wire.CodeInvalidMedia, Msg: err.Error(), Err: err}
+	}
+	return err
+}
+
+// Close ends the session: the open group is finished and the broadcast
+// waits for the publisher to return. err is why (nil for a clean end).
+func (s *Session) Close(err error) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if s.started {
+		s.e.b.Finish(0, s.group, time.Now().UnixNano())
+		s.n.metrics.groups.Inc()
+	}
+	s.cancel()
+	s.n.left(s.e, s)
+	if err != nil {
+		s.n.metrics.refuse(err)
+	}
+}
