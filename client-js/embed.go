@@ -1,0 +1,10 @@
+// Package clientjs embeds the browser player so that edges serve it from
+// the one quiccast binary: /player.js, /wire.js and the watch page.
+package clientjs
+
+import "embed"
+
+// Files holds index.html and src/*.js.
+//
+//go:embed index.html src/*.js
+var Files embed.FS

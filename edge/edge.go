@@ -1,0 +1,248 @@
+// Package edge is the node viewers connect to. It holds one upstream
+// subscription per broadcast however many viewers watch it, and fans the
+// cached objects out to every viewer without copying them.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/metrics"
+)
+
+// Source finds live broadcasts: in-process from an origin (the demo) or
+// over the relay.
+type Source interface {
+	// Subscribe returns the live broadcast name. The edge calls it once
+	// per broadcast however many viewers watch, and calls release when
+	// the last viewer has been gone for Linger. A broadcast that does
+	// not exist is a *wire.Error with CodeNotFound.
+	Subscribe(ctx context.Context, name string) (b *media.Broadcast, release func(), err error)
+}
+
+// Config configures an edge. Zero fields take the defaults Flags shows.
+type Config struct {
+	// Listen is the HTTP address of /ws, the player page and /metrics.
+	Listen string
+	// PlayTokens is a comma-separated list of accepted play tokens;
+	// empty allows anyone. Ignored when Auth is set.
+	PlayTokens string
+	Auth       auth.Authorizer
+	// AllowedOrigins lists the page origins allowed to open viewer
+	// WebSockets, comma-separated; "*" allows any.
+	AllowedOrigins string
+	// Source finds broadcasts. Required.
+	Source Source
+
+	// WriteTimeout bounds every write to a viewer; a viewer whose
+	// socket stays full that long is dropped.
+	WriteTimeout time.Duration
+	// MaxLag, MaxSkips and SkipWindow: a viewer whose next object is
+	// MaxLag behind the newest skips to the newest group; one that
+	// skips more than MaxSkips times in SkipWindow is disconnected.
+	MaxLag     time.Duration
+	MaxSkips   int
+	SkipWindow time.Duration
+	// MaxViewers bounds concurrent viewers of this node.
+	MaxViewers int
+	// Linger keeps an upstream subscription this long after its last
+	// viewer left, so a reload does not resubscribe.
+	Linger time.Duration
+
+	Logger *slog.Logger
+}
+
+// Flags declares every setting on s.
+func (c *Config) Flags(s *config.Set) {
+	s.String(&c.Listen, "listen", ":8080", "HTTP address for viewers (/ws/{broadcast}, /watch/{broadcast}), /metrics and /healthz")
+	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
+	s.String(&c.AllowedOrigins, "allowed-origins", "*", "page origins allowed to open viewer connections, comma-separated; * allows any")
+	s.Duration(&c.WriteTimeout, "write-timeout", 5*time.Second, "drop a viewer whose socket accepts nothing for this long")
+	s.Duration(&c.MaxLag, "max-lag", 2*time.Second, "a viewer this far behind the newest object skips to the newest group")
+	s.Int(&c.MaxSkips, "max-skips", 3, "skips tolerated within -skip-window before a viewer is disconnected as too slow")
+	s.Duration(&c.SkipWindow, "skip-window", 30*time.Second, "window for -max-skips")
+	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
+	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
+}
+
+func (c *Config) withDefaults() {
+	d := Config{}
+	d.Flags(config.New("edge", ""))
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.AllowedOrigins == "" {
+		c.AllowedOrigins = d.AllowedOrigins
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.MaxLag <= 0 {
+		c.MaxLag = d.MaxLag
+	}
+	if c.MaxSkips <= 0 {
+		c.MaxSkips = d.MaxSkips
+	}
+	if c.SkipWindow <= 0 {
+		c.SkipWindow = d.SkipWindow
+	}
+	if c.MaxViewers <= 0 {
+		c.MaxViewers = d.MaxViewers
+	}
+	if c.Linger <= 0 {
+		c.Linger = d.Linger
+	}
+	if c.Auth == nil {
+		c.Auth = auth.FromConfig("", c.PlayTokens, "")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a running edge.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	srv     *http.Server
+	reg     *prometheus.Registry
+	metrics *edgeMetrics
+
+	ctx    context.Context // cancelled by Close: ends upstreams and viewers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // viewers
+
+	mu      sync.Mutex
+	ups     map[string]*upstream
+	viewers int
+	closed  bool
+}
+
+// New validates cfg and binds the listener, so Addr works at once.
+func New(cfg Config) (*Node, error) {
+	cfg.withDefaults()
+	if cfg.Source == nil {
+		return nil, errors.New("edge: no Source configured")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("node", "edge"),
+		reg:    metrics.NewRegistry(),
+		ups:    map[string]*upstream{},
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	n.metrics = newEdgeMetrics(n.reg, n)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("edge: listen %s: %w", cfg.Listen, err)
+	}
+	n.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws/{name...}", n.serveWS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	n.pageRoutes(mux)
+	n.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	return n, nil
+}
+
+// Addr returns the bound HTTP address.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// Registry returns the node's Prometheus registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Run serves until ctx is done, then drains and closes the node.
+func (n *Node) Run(ctx context.Context) error {
+	n.log.Info("edge listening", "addr", n.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- n.srv.Serve(n.ln) }()
+	select {
+	case <-ctx.Done():
+		return n.Close()
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("edge: serve: %w", err)
+	}
+}
+
+// Close stops accepting, sends every viewer a GOAWAY and a 1001 close so it
+// moves to another edge, waits for the viewers to finish and releases the
+// upstreams.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := n.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = n.srv.Close()
+	}
+	n.cancel()
+	n.wg.Wait()
+	n.mu.Lock()
+	ups := n.ups
+	n.ups = map[string]*upstream{}
+	n.mu.Unlock()
+	for _, u := range ups {
+		u.stop()
+	}
+	return err
+}
+
+func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// originAllowed implements AllowedOrigins for WebSocket upgrades.
+func (n *Node) originAllowed(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" || n.cfg.AllowedOrigins == "*" {
+		return true
+	}
+	if strings.EqualFold(o, "http://"+r.Host) || strings.EqualFold(o, "https://"+r.Host) {
+		return true
+	}
+	for _, a := range strings.Split(n.cfg.AllowedOrigins, ",") {
+		if strings.EqualFold(strings.TrimSpace(a), o) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,43 @@
+package edge
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+type edgeMetrics struct {
+	viewers     *prometheus.GaugeVec
+	sent        prometheus.Counter
+	skips       prometheus.Counter
+	subscribes  prometheus.Counter
+	disconnects *prometheus.CounterVec
+}
+
+func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
+	m := &edgeMetrics{
+		viewers:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quiccast_edge_viewers", Help: "Viewers connected now, by transport."}, []string{"transport"}),
+		sent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_sent_bytes_total", Help: "Bytes written to viewers, framing included."}),
+		skips:      prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_skipped_groups_total", Help: "Times a viewer fell behind and skipped to the newest group."}),
+		subscribes: prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_upstream_subscribes_total", Help: "Upstream subscriptions made (one per broadcast while it has viewers)."}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quiccast_edge_viewer_disconnects_total",
+			Help: "Viewers refused or disconnected by the edge, by close code; code 0 counts viewers that left by themselves.",
+		}, []string{"code"}),
+	}
+	r.MustRegister(m.viewers, m.sent, m.skips, m.subscribes, m.disconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_upstreams", Help: "Upstream subscriptions held now."},
+			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.ups)) }))
+	return m
+}
+
+// disconnect counts a viewer's end by the code it was sent (0: it left).
+func (m *edgeMetrics) disconnect(err error) {
+	code := "0"
+	if err != nil {
+		code = fmt.Sprint(uint16(wire.CodeOf(err)))
+	}
+	m.disconnects.WithLabelValues(code).Inc()
+}

@@ -1,0 +1,36 @@
+package edge
+
+import (
+	"io/fs"
+	"net/http"
+
+	clientjs "github.com/quiccast/quiccast/client-js"
+)
+
+// pageRoutes serves the player: the watch page at / and /watch/{name}, and
+// the ES modules it imports.
+func (n *Node) pageRoutes(mux *http.ServeMux) {
+	page, err := fs.ReadFile(clientjs.Files, "index.html")
+	if err != nil {
+		panic("edge: player page not embedded: " + err.Error())
+	}
+	servePage := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(page)
+	}
+	mux.HandleFunc("GET /{$}", servePage)
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("GET /watch/{name...}", servePage)
+	for _, m := range []string{"player.js", "wire.js"} {
+		js, err := fs.ReadFile(clientjs.Files, "src/"+m)
+		if err != nil {
+			panic("edge: " + m + " not embedded: " + err.Error())
+		}
+		mux.HandleFunc("GET /"+m, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+			w.Write(js)
+		})
+	}
+}

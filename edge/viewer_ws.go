@@ -1,0 +1,222 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// serveWS is GET /ws/{name}: the viewer WebSocket. The edge sends the
+// catalog (text) and init segments (binary frames of kind init), then one
+// binary message per object, starting at the newest group. See
+// shared/wire/README.md for the frames and messages.
+func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   512,
+		WriteBufferSize:  512,
+		CheckOrigin:      n.originAllowed,
+	}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	name := r.PathValue("name")
+	v := &wsViewer{n: n, conn: conn, nc: conn.NetConn(), name: name, remote: r.RemoteAddr}
+	if err := n.admit(r.Context(), name, auth.TokenFromRequest(r), r.RemoteAddr); err != nil {
+		n.refuse(v, err)
+		return
+	}
+	defer n.leave()
+	u, err := n.attach(r.Context(), name)
+	if err != nil {
+		n.refuse(v, err)
+		return
+	}
+	defer n.detach(u)
+	n.metrics.viewers.WithLabelValues("ws").Inc()
+	defer n.metrics.viewers.WithLabelValues("ws").Dec()
+	v.run(u.b)
+}
+
+// admit checks the name, the token and the viewer limit, and counts the
+// viewer in. Every admitted viewer must leave.
+func (n *Node) admit(ctx context.Context, name, token, remote string) error {
+	if err := media.ValidName(name); err != nil {
+		return wire.Errorf(wire.CodeBadRequest, "%v", err)
+	}
+	if err := n.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: remote}); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
+	}
+	if n.viewers >= n.cfg.MaxViewers {
+		return wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); connect to another edge", n.cfg.MaxViewers)
+	}
+	n.viewers++
+	n.wg.Add(1)
+	return nil
+}
+
+func (n *Node) leave() {
+	n.mu.Lock()
+	n.viewers--
+	n.mu.Unlock()
+	n.wg.Done()
+}
+
+func (n *Node) refuse(v *wsViewer, err error) {
+	n.log.Info("viewer refused", "broadcast", v.name, "remote", v.remote, "err", err)
+	n.metrics.disconnect(err)
+	v.close(err)
+}
+
+// wsViewer is one WebSocket viewer. One goroutine writes (run); another
+// reads, only to notice the viewer leaving and to answer pings.
+type wsViewer struct {
+	n      *Node
+	conn   *websocket.Conn
+	nc     net.Conn
+	name   string
+	remote string
+
+	wmu    sync.Mutex // one writer at a time on nc; guards broken
+	broken bool       // a write failed: the socket is unusable
+	bufs   net.Buffers
+}
+
+// run sends the broadcast until the viewer leaves, falls too far behind,
+// the broadcast ends or the node drains.
+func (v *wsViewer) run(b *media.Broadcast) {
+	ctx, cancel := context.WithCancel(v.n.ctx)
+	defer cancel()
+	go v.read(cancel)
+	cur := b.NewCursor(media.CursorConfig{MaxLag: v.n.cfg.MaxLag, MaxSkips: v.n.cfg.MaxSkips, SkipWindow: v.n.cfg.SkipWindow})
+	var err error
+	for err == nil {
+		var items []media.Item
+		items, err = cur.Next(ctx)
+		if len(items) > 0 {
+			if werr := v.send(items); werr != nil {
+				err = werr
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, media.ErrTooSlow):
+		err = wire.Errorf(wire.CodeTooSlow, "fell behind the live edge more than %d times in %s; check your bandwidth", v.n.cfg.MaxSkips, v.n.cfg.SkipWindow)
+	case isTimeout(err):
+		err = wire.Errorf(wire.CodeTooSlow, "socket accepted nothing for %s", v.n.cfg.WriteTimeout)
+	case errors.Is(err, errWrite) || ctx.Err() != nil && v.n.ctx.Err() == nil:
+		err = nil // the viewer left
+	case errors.Is(err, media.ErrClosed):
+		v.writeRaw(wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgEnded, Reason: "broadcast ended"}).Marshal()))
+		err = wire.Errorf(wire.CodeNormal, "broadcast ended")
+	case v.n.ctx.Err() != nil:
+		v.writeRaw(wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgGoAway, Reason: "edge draining"}).Marshal()))
+		err = wire.Errorf(wire.CodeGoingAway, "edge draining; reconnect to another edge")
+	}
+	v.n.metrics.disconnect(err)
+	if err != nil && wire.CodeOf(err) != wire.CodeNormal {
+		v.n.log.Info("viewer dropped", "broadcast", v.name, "remote", v.remote, "err", err)
+	}
+	v.close(err)
+}
+
+// send writes items in one writev.
+func (v *wsViewer) send(items []media.Item) error {
+	v.bufs = v.bufs[:0]
+	for _, it := range items {
+		switch {
+		case it.Object != nil:
+			v.bufs = append(v.bufs, it.Object.WebSocketMessage())
+		case it.Catalog != nil:
+			v.bufs = append(v.bufs, it.Catalog.WebSocketMessage())
+			for _, in := range it.Catalog.Inits {
+				v.bufs = append(v.bufs, in.WebSocketMessage())
+			}
+		case it.Skip != nil:
+			v.n.metrics.skips.Inc()
+			m := wire.Message{Type: wire.MsgSkip, Track: it.Skip.Track, From: it.Skip.From, To: it.Skip.To}
+			v.bufs = append(v.bufs, wire.WSMessage(wire.WSText, m.Marshal()))
+		}
+	}
+	return v.writeRaw(v.bufs...)
+}
+
+// writeRaw writes complete WebSocket frames under the write deadline.
+func (v *wsViewer) writeRaw(frames ...[]byte) error {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	if v.broken {
+		return errWrite
+	}
+	v.nc.SetWriteDeadline(time.Now().Add(v.n.cfg.WriteTimeout))
+	bufs := net.Buffers(frames)
+	k, err := bufs.WriteTo(v.nc)
+	v.n.metrics.sent.Add(float64(k))
+	if err != nil {
+		// Even a timed-out write may have left half a frame on the
+		// wire: nothing more can be written after it.
+		v.broken = true
+		return fmt.Errorf("%w: %w", errWrite, err)
+	}
+	return nil
+}
+
+// errWrite wraps every failed write to a viewer.
+var errWrite = errors.New("edge: write to viewer")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// read consumes what the viewer sends: pings (answered), a close, or
+// nothing. It cancels the viewer when the connection ends.
+func (v *wsViewer) read(cancel context.CancelFunc) {
+	defer cancel()
+	v.conn.SetReadLimit(4096)
+	v.conn.SetPingHandler(func(data string) error {
+		if len(data) > 125 {
+			data = data[:125]
+		}
+		return v.writeRaw(wire.WSMessage(wire.WSPong, []byte(data)))
+	})
+	v.conn.SetCloseHandler(func(int, string) error { return nil })
+	for {
+		if _, _, err := v.conn.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// close sends err's code (1000 when nil) and closes the socket.
+func (v *wsViewer) close(err error) {
+	code, reason := wire.CodeNormal, ""
+	if err != nil {
+		code, reason = wire.CodeOf(err), wire.Reason(err)
+	}
+	v.wmu.Lock()
+	// After a timed-out write the frame may not fit either: try briefly.
+	if !v.broken {
+		v.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		v.nc.Write(wire.WSCloseMessage(code, reason))
+		v.broken = true
+	}
+	v.wmu.Unlock()
+	v.conn.Close()
+}
