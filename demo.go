@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/quiccast/quiccast/edge"
+	"github.com/quiccast/quiccast/origin"
+	"github.com/quiccast/quiccast/shared/clip"
+	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+type demoConfig struct {
+	Listen       string // edge
+	OriginListen string
+	Name         string // built-in broadcast; empty for none
+	Logger       *slog.Logger
+}
+
+// demo is an origin and an edge in one process, the edge reading the
+// origin's broadcasts directly, plus a looping test broadcast.
+type demo struct {
+	origin *origin.Node
+	edge   *edge.Node
+	cfg    demoConfig
+	clip   *clip.Clip
+}
+
+// originSource lets an in-process edge read an origin's broadcasts.
+type originSource struct{ o *origin.Node }
+
+func (s originSource) Subscribe(_ context.Context, name string) (*media.Broadcast, func(), error) {
+	b, ok := s.o.Lookup(name)
+	if !ok {
+		return nil, nil, wire.Errorf(wire.CodeNotFound, "no broadcast %q", name)
+	}
+	return b, func() {}, nil
+}
+
+func newDemo(cfg demoConfig) (*demo, error) {
+	d := &demo{cfg: cfg}
+	var err error
+	if cfg.Name != "" {
+		if d.clip, err = clip.Demo(); err != nil {
+			return nil, err
+		}
+	}
+	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+		d.origin.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// run serves until ctx is done.
+func (d *demo) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Add(2)
+	go func() { defer wg.Done(); errs[0] = d.origin.Run(ctx); cancel() }()
+	go func() { defer wg.Done(); errs[1] = d.edge.Run(ctx); cancel() }()
+	if d.clip != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[2] = d.loop(ctx); cancel() }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// loop publishes the built-in clip into the origin.
+func (d *demo) loop(ctx context.Context) error {
+	s, err := d.origin.Publish(ctx, d.cfg.Name, "", "demo")
+	if err != nil {
+		return err
+	}
+	err = d.clip.Loop(ctx, s)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	s.Close(err)
+	return err
+}
+
+// watchURL is the player page of the built-in broadcast.
+func (d *demo) watchURL() string {
+	return fmt.Sprintf("http://%s/watch/%s", browsable(d.edge.Addr()), d.cfg.Name)
+}
+
+// browsable turns a listen address into one a browser can open.
+func browsable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
+	var cfg demoConfig
+	var lf logFlags
+	s := config.New("demo", "Demo runs an origin and an edge in one process with a looping built-in test broadcast, and prints the URL of its player page. No Redis, no ffmpeg.")
+	s.String(&cfg.Listen, "listen", ":8080", "edge HTTP address: player page and /ws/{broadcast}")
+	s.String(&cfg.OriginListen, "origin-listen", "127.0.0.1:7000", "origin HTTP address: publish more broadcasts to /publish/{broadcast}")
+	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
+	log, err := parse(s, &lf, args)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	d, err := newDemo(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.Name != "" {
+		fmt.Fprintf(stdout, "watch: %s\n", d.watchURL())
+	}
+	fmt.Fprintf(stdout, "publish more: quiccast publish -url ws://%s/publish/{name}\n", browsable(d.origin.Addr()))
+	return d.run(ctx)
+}
