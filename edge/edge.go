@@ -55,6 +55,11 @@ type Config struct {
 	MaxLag     time.Duration
 	MaxSkips   int
 	SkipWindow time.Duration
+	// UnsentLimit caps the bytes a viewer's socket holds unsent in the
+	// kernel (TCP_NOTSENT_LOWAT), so a slow viewer's lag shows up here,
+	// where it can skip to a newer group, instead of hiding in megabytes
+	// of socket buffer. Bytes in flight are not limited by it.
+	UnsentLimit int
 	// MaxViewers bounds concurrent viewers of this node.
 	MaxViewers int
 	// Linger keeps an upstream subscription this long after its last
@@ -73,6 +78,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Duration(&c.MaxLag, "max-lag", 2*time.Second, "a viewer this far behind the newest object skips to the newest group")
 	s.Int(&c.MaxSkips, "max-skips", 3, "skips tolerated within -skip-window before a viewer is disconnected as too slow")
 	s.Duration(&c.SkipWindow, "skip-window", 30*time.Second, "window for -max-skips")
+	s.Int(&c.UnsentLimit, "unsent-limit", 128<<10, "bytes a viewer socket may hold unsent in the kernel (TCP_NOTSENT_LOWAT); 0 keeps the system default")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 }

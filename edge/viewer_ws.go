@@ -32,6 +32,9 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if n.cfg.UnsentLimit > 0 {
+		setUnsentLimit(conn.NetConn(), n.cfg.UnsentLimit)
+	}
 	v := &wsViewer{n: n, conn: conn, nc: conn.NetConn(), name: name, remote: r.RemoteAddr}
 	if err := n.admit(r.Context(), name, auth.TokenFromRequest(r), r.RemoteAddr); err != nil {
 		n.refuse(v, err)
@@ -93,9 +96,12 @@ type wsViewer struct {
 	name   string
 	remote string
 
-	wmu    sync.Mutex // one writer at a time on nc; guards broken
+	wmu    sync.Mutex // one writer at a time on nc; guards what follows
 	broken bool       // a write failed: the socket is unusable
-	bufs   net.Buffers
+	wstore [][]byte   // backing array of wbuf, reused for every write
+	wbuf   net.Buffers
+
+	bufs net.Buffers // send's frames, reused
 }
 
 // run sends the broadcast until the viewer leaves, falls too far behind,
@@ -154,7 +160,9 @@ func (v *wsViewer) send(items []media.Item) error {
 			v.bufs = append(v.bufs, wire.WSMessage(wire.WSText, m.Marshal()))
 		}
 	}
-	return v.writeRaw(v.bufs...)
+	err := v.writeRaw(v.bufs...)
+	clear(v.bufs) // let sent objects go when the cache drops them
+	return err
 }
 
 // writeRaw writes complete WebSocket frames under the write deadline.
@@ -165,8 +173,11 @@ func (v *wsViewer) writeRaw(frames ...[]byte) error {
 		return errWrite
 	}
 	v.nc.SetWriteDeadline(time.Now().Add(v.n.cfg.WriteTimeout))
-	bufs := net.Buffers(frames)
-	k, err := bufs.WriteTo(v.nc)
+	// WriteTo consumes the slice it is called on; a field of v, rebuilt
+	// on the reused backing array, keeps this write free of allocations.
+	v.wstore = append(v.wstore[:0], frames...)
+	v.wbuf = v.wstore
+	k, err := v.wbuf.WriteTo(v.nc)
 	v.n.metrics.sent.Add(float64(k))
 	if err != nil {
 		// Even a timed-out write may have left half a frame on the

@@ -20,8 +20,11 @@ type CursorConfig struct {
 	// ErrTooSlow. Defaults 3 and 30 s.
 	MaxSkips   int
 	SkipWindow time.Duration
-	// MaxBatch bounds the items one Next returns. Default 64.
-	MaxBatch int
+	// MaxBatch and MaxBatchBytes bound what one Next returns, so a slow
+	// write of one batch cannot hide lag for long. Defaults 64 items and
+	// 256 KiB.
+	MaxBatch      int
+	MaxBatchBytes int
 }
 
 func (c CursorConfig) withDefaults() CursorConfig {
@@ -36,6 +39,9 @@ func (c CursorConfig) withDefaults() CursorConfig {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 64
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 256 << 10
 	}
 	return c
 }
@@ -71,6 +77,7 @@ type Cursor struct {
 	sent  *Catalog
 	skips []int64
 	items []Item
+	bytes int // in items
 	err   error
 	now   func() int64
 }
@@ -94,7 +101,7 @@ func (c *Cursor) Next(ctx context.Context) ([]Item, error) {
 			b.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		c.items = c.items[:0]
+		c.items, c.bytes = c.items[:0], 0
 		for ti := range b.tracks {
 			c.collect(ti)
 		}
@@ -127,7 +134,7 @@ func (c *Cursor) collect(ti int) {
 		}
 		p.next = 0
 	}
-	for len(c.items) < c.cfg.MaxBatch {
+	for c.room() {
 		if newest := t.newest(); newest != nil && newest != p.g && c.lagging(t, p, newest) {
 			c.skip(ti, p.g.Seq, newest)
 			if c.err != nil {
@@ -140,8 +147,10 @@ func (c *Cursor) collect(ti int) {
 				c.items = append(c.items, Item{Catalog: p.g.Catalog})
 				c.sent = p.g.Catalog
 			}
-			for p.next < len(p.g.objects) && len(c.items) < c.cfg.MaxBatch {
-				c.items = append(c.items, Item{Object: p.g.objects[p.next]})
+			for p.next < len(p.g.objects) && c.room() {
+				o := p.g.objects[p.next]
+				c.items = append(c.items, Item{Object: o})
+				c.bytes += len(o.buf)
 				p.next++
 			}
 			continue
@@ -164,6 +173,11 @@ func (c *Cursor) collect(ti int) {
 		}
 		p.g, p.next = nx, 0
 	}
+}
+
+// room reports whether the batch may take another item.
+func (c *Cursor) room() bool {
+	return len(c.items) < c.cfg.MaxBatch && c.bytes < c.cfg.MaxBatchBytes
 }
 
 // lagging reports whether the next thing p waits for arrived more than
