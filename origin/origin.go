@@ -187,7 +187,9 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	entries := n.bcasts
+	for _, e := range n.bcasts {
+		e.end() // stops timers and wakes readers; never blocks
+	}
 	n.bcasts = map[string]*entry{}
 	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -195,9 +197,6 @@ func (n *Node) Close() error {
 	err := n.srv.Shutdown(ctx) // hijacked WebSockets are not waited for
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = n.srv.Close()
-	}
-	for _, e := range entries {
-		e.end()
 	}
 	return err
 }

@@ -55,6 +55,9 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 		conn.SetReadDeadline(time.Now())
 	}()
 	conn.SetReadLimit(int64(n.cfg.MaxMessage) * 2) // our own limit below speaks first, with a clearer message
+	// Answer a publisher's close only once the session is closed, so a
+	// publisher that reconnects at once finds the name free.
+	conn.SetCloseHandler(func(int, string) error { return nil })
 	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
 	err = s.Feed(rd)
 	if err == nil && s.ctx.Err() != nil {
