@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -34,13 +35,19 @@ type Config struct {
 	// Input is a media file to loop; empty means the testsrc2 + sine
 	// test pattern.
 	Input string
+	// Stream, when set, is a fragmented-MP4 byte stream to send instead
+	// of running ffmpeg (-stdin: another encoder's stdout). Run returns
+	// nil once it is sent to its end.
+	Stream io.Reader
 	// Copy sends Input's streams without re-encoding (they must be
 	// H.264/HEVC/AV1 + AAC/Opus with regular keyframes).
-	Copy    bool
-	Size    string        // test pattern size, WxH
-	FPS     int           // test pattern frame rate
-	Bitrate string        // video bitrate, ffmpeg syntax
-	GOP     time.Duration // keyframe interval = group length
+	Copy bool
+	// FromStdin makes Run read Stream from os.Stdin (the -stdin flag).
+	FromStdin bool
+	Size      string        // test pattern size, WxH
+	FPS       int           // test pattern frame rate
+	Bitrate   string        // video bitrate, ffmpeg syntax
+	GOP       time.Duration // keyframe interval = group length
 	// Frag is the fragment (object) duration.
 	Frag   time.Duration
 	FFmpeg string
@@ -59,6 +66,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.URL, "url", "ws://127.0.0.1:7000/publish/test", "origin ingest URL: ws(s)://host:port/publish/{broadcast}")
 	s.String(&c.Token, "token", "", "publish token, sent as Authorization: Bearer")
 	s.String(&c.Input, "input", "", "media file to loop; empty publishes a test pattern (testsrc2 + sine)")
+	s.Bool(&c.FromStdin, "stdin", false, "read fragmented MP4 from stdin instead of running ffmpeg (pipe any encoder in)")
 	s.Bool(&c.Copy, "copy", false, "send -input's streams without re-encoding")
 	s.String(&c.Size, "size", "1280x720", "test pattern size")
 	s.Int(&c.FPS, "fps", 30, "test pattern frame rate")
@@ -132,22 +140,58 @@ func (c *Config) FFmpegArgs() []string {
 // ffmpeg cannot start at all.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.withDefaults()
-	if _, err := exec.LookPath(cfg.FFmpeg); err != nil {
-		return fmt.Errorf("publish: %w (install ffmpeg)", err)
+	if cfg.FromStdin && cfg.Stream == nil {
+		cfg.Stream = os.Stdin
+	}
+	if cfg.Stream == nil {
+		if _, err := exec.LookPath(cfg.FFmpeg); err != nil {
+			return fmt.Errorf("publish: %w (install ffmpeg)", err)
+		}
 	}
 	segs := make(chan any, 64)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
+	var serr error
 	go func() {
 		defer wg.Done()
+		if cfg.Stream != nil {
+			serr = readStream(ctx, cfg.Stream, segs)
+			return
+		}
 		runFFmpeg(ctx, &cfg, segs)
 	}()
 	err := sendLoop(ctx, &cfg, segs)
 	cancel()
 	wg.Wait()
+	if errors.Is(err, errStreamEnd) {
+		return serr
+	}
 	return err
+}
+
+// errStreamEnd says the input stream was sent to its end.
+var errStreamEnd = errors.New("publish: input ended")
+
+// readStream hands the segments of r to segs and closes segs at the end.
+func readStream(ctx context.Context, r io.Reader, segs chan<- any) error {
+	defer close(segs)
+	cr := cmaf.NewReader(r, cmaf.Limits{})
+	for {
+		seg, err := cr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("publish: input: %w", err)
+		}
+		select {
+		case segs <- seg:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // runFFmpeg keeps ffmpeg running and hands its init and chunks to segs.
@@ -219,7 +263,10 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case s := <-segs:
+			case s, ok := <-segs:
+				if !ok {
+					return errStreamEnd
+				}
 				if in, ok := s.(*cmaf.Init); ok {
 					init = in
 				}
@@ -230,6 +277,9 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 		init, err = session(ctx, cfg, init, segs)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errStreamEnd) {
+			return err
 		}
 		if time.Since(started) > 10*time.Second {
 			backoff.reset()
@@ -246,7 +296,10 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 				return ctx.Err()
 			case <-t.C:
 				break drain
-			case s := <-segs:
+			case s, ok := <-segs:
+				if !ok {
+					return errStreamEnd
+				}
 				if in, ok := s.(*cmaf.Init); ok {
 					init = in
 				}
@@ -303,7 +356,13 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 			return init, ctx.Err()
 		case err := <-closed:
 			return init, closeReason(err)
-		case s := <-segs:
+		case s, ok := <-segs:
+			if !ok {
+				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+				conn.SetReadDeadline(time.Now().Add(writeWait))
+				<-closed // the origin answers once it has taken everything
+				return init, errStreamEnd
+			}
 			switch s := s.(type) {
 			case *cmaf.Init:
 				if !bytes.Equal(s.Data, init.Data) {
