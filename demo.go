@@ -110,14 +110,14 @@ func browsable(a net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg demoConfig
 	var lf logFlags
 	s := config.New("demo", "Demo runs an origin and an edge in one process with a looping built-in test broadcast, and prints the URL of its player page. No Redis, no ffmpeg.")
 	s.String(&cfg.Listen, "listen", ":8080", "edge HTTP address: player page and /ws/{broadcast}")
 	s.String(&cfg.OriginListen, "origin-listen", "127.0.0.1:7000", "origin HTTP address: publish more broadcasts to /publish/{broadcast}")
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
-	log, err := parse(s, &lf, args)
+	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err
 	}

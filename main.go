@@ -18,7 +18,7 @@ import (
 
 type command struct {
 	name, summary string
-	run           func(ctx context.Context, args []string, stdout io.Writer) error
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 var commands = []command{
@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, args[1:], stdout)
+		err := c.run(ctx, args[1:], stdout, stderr)
 		switch {
 		case err == nil, errors.Is(err, context.Canceled):
 			return 0
@@ -96,8 +96,10 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log-format %q: want text or json", l.format)
 }
 
-// parse parses a command's flags and builds its logger (on stderr).
-func parse(s *config.Set, l *logFlags, args []string) (*slog.Logger, error) {
+// parse parses a command's flags (usage and errors go to stderr) and
+// builds its logger, which writes to stderr too.
+func parse(s *config.Set, l *logFlags, args []string, stderr io.Writer) (*slog.Logger, error) {
+	s.SetOutput(stderr)
 	l.declare(s)
 	if err := s.Parse(args); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -108,5 +110,5 @@ func parse(s *config.Set, l *logFlags, args []string) (*slog.Logger, error) {
 	if len(s.Args()) > 0 {
 		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, s.Args())
 	}
-	return l.logger(os.Stderr)
+	return l.logger(stderr)
 }

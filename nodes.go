@@ -11,12 +11,12 @@ import (
 	"github.com/quiccast/quiccast/shared/publish"
 )
 
-func runOrigin(ctx context.Context, args []string, _ io.Writer) error {
+func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg origin.Config
 	var lf logFlags
 	s := config.New("origin", "An origin accepts broadcasts: WebSocket ingest at /publish/{broadcast} (fragmented MP4).")
 	cfg.Flags(s)
-	log, err := parse(s, &lf, args)
+	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -28,12 +28,12 @@ func runOrigin(ctx context.Context, args []string, _ io.Writer) error {
 	return n.Run(ctx)
 }
 
-func runEdge(ctx context.Context, args []string, _ io.Writer) error {
+func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
 	var lf logFlags
 	s := config.New("edge", "An edge delivers broadcasts to viewers: /ws/{broadcast}, the player at /watch/{broadcast}.")
 	cfg.Flags(s)
-	if _, err := parse(s, &lf, args); err != nil {
+	if _, err := parse(s, &lf, args, stderr); err != nil {
 		return err
 	}
 	// A standalone edge pulls from origins over the QUIC relay, which is
@@ -41,12 +41,12 @@ func runEdge(ctx context.Context, args []string, _ io.Writer) error {
 	return errors.New("a standalone edge needs an upstream (the QUIC relay to origins); run `quiccast demo` for origin and edge in one process")
 }
 
-func runPublish(ctx context.Context, args []string, _ io.Writer) error {
+func runPublish(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg publish.Config
 	var lf logFlags
 	s := config.New("publish", "Publish runs ffmpeg (a file in a loop, or a test pattern) to fragmented MP4 and streams it to an origin's /publish/{broadcast}, reconnecting with backoff.")
 	cfg.Flags(s)
-	log, err := parse(s, &lf, args)
+	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err
 	}
