@@ -42,7 +42,7 @@ export class Player extends EventTarget {
     /** @type {WebSocket|null} */ this.ws = null;
     /** @type {MediaSource|null} */ this.ms = null;
     /** @type {SourceBuffer|null} */ this.sb = null;
-    /** @type {Uint8Array[]} */ this.queue = [];
+    /** @type {Uint8Array<ArrayBuffer>[]} */ this.queue = [];
     /** @type {any} */ this.catalog = null;
     this.stopped = true;
     this.backoff = 500;
@@ -133,6 +133,7 @@ export class Player extends EventTarget {
         break;
       case 'skip':
         this._stats.skippedGroups += Math.max(1, m.to - m.from);
+        this.dispatchEvent(new CustomEvent('skip', { detail: m }));
         this.waitKey = true;
         break;
       case 'ended':
@@ -204,7 +205,7 @@ export class Player extends EventTarget {
     this.enqueue(f.payload);
   }
 
-  /** @param {Uint8Array} b */
+  /** @param {Uint8Array<ArrayBuffer>} b */
   enqueue(b) {
     if (this.queue.length >= MAX_QUEUE) {
       // The decoder cannot keep up: drop and restart at a keyframe.
@@ -219,7 +220,7 @@ export class Player extends EventTarget {
   pump() {
     const sb = this.sb;
     if (!sb || sb.updating || this.queue.length === 0) return;
-    const next = /** @type {Uint8Array} */ (this.queue.shift());
+    const next = /** @type {Uint8Array<ArrayBuffer>} */ (this.queue.shift());
     try {
       sb.appendBuffer(next);
     } catch (e) {

@@ -28,12 +28,12 @@ export const FLAG_DISCONTINUITY = 4;
  * @property {number} group       exact below 2^53
  * @property {number} decodeTime  exact below 2^53
  * @property {number} capture     µs since the Unix epoch
- * @property {Uint8Array} payload a view into the input, not a copy
+ * @property {Uint8Array<ArrayBuffer>} payload a view into the input, not a copy
  */
 
 /**
  * Parses one whole frame (one WebSocket message).
- * @param {ArrayBuffer|Uint8Array} data
+ * @param {ArrayBuffer|Uint8Array<ArrayBuffer>} data
  * @returns {Frame}
  * @throws {Error} when the frame is malformed
  */
