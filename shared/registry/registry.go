@@ -1,0 +1,323 @@
+// Package registry is quiccast's shared state in Redis: which origin holds
+// which broadcast (qc:bcast:{name}), the log of every finished group of a
+// broadcast (qc:groups:{name}) and the cluster's event stream (qc:events).
+// Without a Redis URL the same code runs on an embedded, in-process
+// miniredis.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/quiccast/quiccast/shared/media"
+)
+
+// ErrNotFound is returned when no node holds the broadcast.
+var ErrNotFound = errors.New("registry: broadcast not found")
+
+// ErrTaken is returned (wrapped in *TakenError with the holder) when another
+// live node publishes the broadcast.
+var ErrTaken = errors.New("registry: broadcast held by another origin")
+
+// ErrClosed is returned by calls on a closed Registry.
+var ErrClosed = errors.New("registry: closed")
+
+// TakenError says which node holds a broadcast this node wanted.
+type TakenError struct {
+	Holder Broadcast
+}
+
+func (e *TakenError) Error() string {
+	return fmt.Sprintf("registry: broadcast %q is held by node %q (relay %s, publishing %t)",
+		e.Holder.Name, e.Holder.Origin, e.Holder.Relay, e.Holder.Publishing)
+}
+
+// Unwrap returns ErrTaken.
+func (e *TakenError) Unwrap() error { return ErrTaken }
+
+// Defaults of Options.
+const (
+	DefaultTTL         = 5 * time.Second
+	DefaultGroupLogMax = 1000
+	DefaultGroupLogTTL = 10 * time.Minute
+	DefaultEventsMax   = 10000
+)
+
+const (
+	callTimeout = time.Second     // every command but the blocking XREAD
+	blockTime   = 2 * time.Second // XREAD BLOCK of Follow
+	minBackoff  = 100 * time.Millisecond
+	maxBackoff  = 2 * time.Second
+)
+
+// Options configures Open. The zero value of every field but NodeID means
+// its default.
+type Options struct {
+	// URL is redis://[user:password@]host:port/db, or rediss:// for TLS
+	// (go-redis ParseURL syntax, query options included). Empty runs an
+	// embedded, in-process miniredis: a single node needs no Redis.
+	URL string
+	// NodeID is this node's id, written as the holder of the broadcasts it
+	// claims and as the node of its events. Required.
+	NodeID string
+	// TTL of qc:bcast:{name}; the holder calls Refresh more often than
+	// that (every TTL/3, say). Another node may take a broadcast over once
+	// its heartbeat is older than TTL/2. Default 5 s.
+	TTL time.Duration
+	// GroupLogMax bounds qc:groups:{name} (XADD MAXLEN ~). Default 1000.
+	GroupLogMax int64
+	// GroupLogTTL is the TTL of qc:groups:{name}, refreshed by every
+	// LogGroup. Default 10 min.
+	GroupLogTTL time.Duration
+	// EventsMax bounds qc:events (XADD MAXLEN ~). Default 10000.
+	EventsMax int64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Registry is a node's handle on the shared state. Its methods are safe
+// for concurrent use; each Redis command gives up after about a second, so
+// a dead Redis never hangs a caller.
+type Registry struct {
+	o       Options
+	rdb     *redis.Client
+	mini    *miniredis.Miniredis // nil unless embedded
+	ownMini bool                 // Close closes mini
+	log     *slog.Logger
+	healthy atomic.Bool
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // Follow's in-flight XREADs
+}
+
+// Open connects to the Redis of o.URL, or starts an embedded miniredis
+// when o.URL is empty. It PINGs once but does not fail when Redis is down
+// or refuses the credentials (it logs a warning, Healthy reports false,
+// and calls succeed once Redis answers): nodes start without Redis and
+// recover later. It fails only on a malformed URL or a missing NodeID.
+func Open(ctx context.Context, o Options) (*Registry, error) {
+	return open(ctx, o, nil)
+}
+
+// open is Open; with mini set (tests: a second node on one embedded
+// store) it uses that miniredis instead of o.URL and leaves it running at
+// Close.
+func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry, error) {
+	if o.NodeID == "" {
+		return nil, errors.New("registry: NodeID is required")
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.GroupLogMax <= 0 {
+		o.GroupLogMax = DefaultGroupLogMax
+	}
+	if o.GroupLogTTL <= 0 {
+		o.GroupLogTTL = DefaultGroupLogTTL
+	}
+	if o.EventsMax <= 0 {
+		o.EventsMax = DefaultEventsMax
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	r := &Registry{o: o, log: o.Logger.With("component", "registry")}
+
+	var ropt *redis.Options
+	if o.URL == "" || mini != nil {
+		r.mini = mini
+		if mini == nil {
+			r.mini, r.ownMini = miniredis.NewMiniRedis(), true
+			r.mini.ClockTTL(true) // TTLs run on the wall clock, as in Redis
+		}
+		// In-memory connections (net.Pipe): no listener, no port.
+		ropt = &redis.Options{Addr: "embedded", Dialer: func(context.Context, string, string) (net.Conn, error) {
+			if r.isClosed() {
+				return nil, ErrClosed
+			}
+			return r.mini.Dial()
+		}}
+	} else {
+		var err error
+		if ropt, err = redis.ParseURL(o.URL); err != nil {
+			return nil, fmt.Errorf("registry: bad Redis URL %q: %w", redactURL(o.URL), redactErr(err))
+		}
+	}
+	setDefaults(ropt)
+	r.rdb = redis.NewClient(ropt)
+
+	pctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	err := r.rdb.Ping(pctx).Err()
+	r.note(err)
+	switch {
+	case err != nil:
+		r.log.Warn("redis unavailable at start; carrying on, calls fail until it answers",
+			"addr", ropt.Addr, "err", explain(err))
+	case r.mini != nil:
+		r.log.Info("embedded registry (no Redis URL)", "addr", ropt.Addr)
+	default:
+		r.log.Info("redis connected", "addr", ropt.Addr, "db", ropt.DB, "tls", ropt.TLSConfig != nil)
+	}
+	return r, nil
+}
+
+// setDefaults bounds every wait of the client (unless the URL set one):
+// commands also carry a context deadline, which the client honours.
+func setDefaults(o *redis.Options) {
+	if o.DialTimeout == 0 {
+		o.DialTimeout = callTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = callTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = callTimeout
+	}
+	if o.PoolTimeout == 0 {
+		o.PoolTimeout = callTimeout
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 1 // a connection broken by a Redis restart is retried once
+	}
+	if o.MaxRetryBackoff == 0 {
+		o.MaxRetryBackoff = 100 * time.Millisecond
+	}
+	if o.DialerRetries == 0 {
+		o.DialerRetries = 1 // callers retry; no dial loop inside one call
+	}
+	o.ContextTimeoutEnabled = true
+	o.DisableIdentity = true // CLIENT SETINFO needs Redis 7.2
+	if o.MaintNotificationsConfig == nil {
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+}
+
+// Close stops Follow's reads, closes the client and, when embedded, the
+// in-process Redis.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	err := r.rdb.Close() // also closes connections in use, ending a blocked XREAD
+	r.wg.Wait()
+	if r.ownMini {
+		r.mini.Close()
+	}
+	r.healthy.Store(false)
+	return err
+}
+
+func (r *Registry) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// Embedded reports whether the registry runs on the in-process miniredis.
+func (r *Registry) Embedded() bool { return r.mini != nil }
+
+// Client returns the Redis client, for tests and tools.
+func (r *Registry) Client() redis.UniversalClient { return r.rdb }
+
+// Healthy reports whether the last Redis call succeeded (for /readyz and
+// metrics).
+func (r *Registry) Healthy() bool { return r.healthy.Load() }
+
+// note records the health a call's outcome shows and returns err. A
+// caller's cancellation says nothing about Redis.
+func (r *Registry) note(err error) error {
+	switch {
+	case err == nil, errors.Is(err, redis.Nil):
+		r.healthy.Store(true)
+	case errors.Is(err, context.Canceled):
+	default:
+		r.healthy.Store(false)
+	}
+	return err
+}
+
+// call runs fn with the per-call timeout and records the outcome.
+func (r *Registry) call(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return r.note(fn(ctx))
+}
+
+// explain adds a hint to errors whose cause is the configuration.
+func explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "WRONGPASS") || strings.HasPrefix(s, "NOAUTH") || strings.Contains(s, "invalid password") {
+		return fmt.Errorf("redis refused the credentials (check the password in the Redis URL): %w", err)
+	}
+	return err
+}
+
+// wrap gives an error the operation, the broadcast and a hint.
+func wrap(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if name == "" {
+		return fmt.Errorf("registry: %s: %w", op, explain(err))
+	}
+	return fmt.Errorf("registry: %s %q: %w", op, name, explain(err))
+}
+
+func checkName(name string) error {
+	if err := media.ValidName(name); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return nil
+}
+
+// redactURL hides the password of a Redis URL, for messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if i := strings.LastIndexByte(s, '@'); i >= 0 {
+			if j := strings.Index(s, "://"); j >= 0 && j < i {
+				return s[:j+3] + "xxxxx" + s[i:]
+			}
+			return "xxxxx" + s[i:]
+		}
+		return s
+	}
+	return u.Redacted()
+}
+
+// redactErr drops the URL that url.Parse puts into its errors.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func keyBcast(name string) string  { return "qc:bcast:" + name }
+func keyGroups(name string) string { return "qc:groups:" + name }
+
+const keyEvents = "qc:events"
+
+const bcastPrefix = "qc:bcast:"
