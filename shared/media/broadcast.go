@@ -164,29 +164,47 @@ func (b *Broadcast) Catalog() *Catalog {
 // opens a new group, whose Seq must be above every cached one; other
 // objects must come next in their group. An object with FlagEndOfGroup
 // finishes its group. Older groups are dropped to keep the limits.
-func (b *Broadcast) Append(o *Object) error {
+func (b *Broadcast) Append(o *Object) error { return b.AppendIn(o, nil) }
+
+// AppendIn is Append for a relay's mirror of a broadcast: a group it opens
+// belongs to cat (nil: the current catalog), and a group may arrive after
+// newer ones (its stream was slower) as long as it is newer than the oldest
+// cached group.
+func (b *Broadcast) AppendIn(o *Object, cat *Catalog) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
 	}
-	if b.catalog == nil {
+	mirror := cat != nil
+	if cat == nil {
+		cat = b.catalog
+	}
+	if cat == nil {
 		return ErrNoCatalog
 	}
-	if int(o.Track) >= len(b.catalog.Tracks) {
+	if int(o.Track) >= len(cat.Tracks) || int(o.Track) >= len(b.tracks) {
 		return fmt.Errorf("%w: %d", ErrNoTrack, o.Track)
 	}
 	t := b.tracks[o.Track]
 	g := t.find(o.Group)
 	if g == nil {
+		at := len(t.groups)
 		if n := t.newest(); n != nil && o.Group <= n.Seq {
-			return fmt.Errorf("%w: group %d, cache holds %d..%d", ErrStale, o.Group, t.groups[0].Seq, n.Seq)
+			if !mirror || n.Seq-o.Group >= uint64(b.lim.MaxGroups) {
+				return fmt.Errorf("%w: group %d, cache holds %d..%d", ErrStale, o.Group, t.groups[0].Seq, n.Seq)
+			}
+			for at > 0 && t.groups[at-1].Seq > o.Group {
+				at--
+			}
 		}
 		if o.Index != 0 || o.Flags&wire.FlagKeyframe == 0 {
 			return fmt.Errorf("%w: group %d must open with a keyframe object at index 0, got index %d", ErrOutOfOrder, o.Group, o.Index)
 		}
-		g = &Group{Track: o.Track, Seq: o.Group, Catalog: b.catalog, Created: o.Arrival}
-		t.groups = append(t.groups, g)
+		g = &Group{Track: o.Track, Seq: o.Group, Catalog: cat, Created: o.Arrival}
+		t.groups = append(t.groups, nil)
+		copy(t.groups[at+1:], t.groups[at:])
+		t.groups[at] = g
 	} else {
 		if g.done {
 			return fmt.Errorf("%w: group %d", ErrGroupDone, g.Seq)
@@ -225,8 +243,14 @@ func (b *Broadcast) Append(o *Object) error {
 
 // dropEmpty removes g again if the failed append had just created it.
 func (b *Broadcast) dropEmpty(t *track, g *Group) {
-	if len(g.objects) == 0 && t.newest() == g {
-		t.groups = t.groups[:len(t.groups)-1]
+	if len(g.objects) != 0 {
+		return
+	}
+	for i, x := range t.groups {
+		if x == g {
+			t.groups = append(t.groups[:i], t.groups[i+1:]...)
+			return
+		}
 	}
 }
 
@@ -271,6 +295,23 @@ func (b *Broadcast) Latest(trackID uint16) *Group {
 		return nil
 	}
 	return b.tracks[trackID].newest()
+}
+
+// GroupAtOrAfter returns the oldest cached group of a track whose Seq is at
+// least seq, or nil.
+func (b *Broadcast) GroupAtOrAfter(trackID uint16, seq uint64) *Group {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if int(trackID) >= len(b.tracks) {
+		return nil
+	}
+	if seq == 0 {
+		if gs := b.tracks[trackID].groups; len(gs) > 0 {
+			return gs[0]
+		}
+		return nil
+	}
+	return b.tracks[trackID].after(seq - 1)
 }
 
 // Groups returns the cached groups of a track, oldest first.

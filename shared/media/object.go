@@ -8,6 +8,7 @@ package media
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -35,6 +36,24 @@ func NewObject(h wire.Header, payload []byte, arrival int64) *Object {
 	wl := wire.WSHeaderLen(n)
 	wire.PutWSHeader(buf[headroom-wl:], wire.WSBinary, n)
 	return &Object{Header: h, Arrival: arrival, buf: buf, wsOff: headroom - wl}
+}
+
+// ReadObject reads h.Length payload bytes from r straight into a new
+// object's buffer: one copy from the network to the bytes every viewer
+// shares.
+func ReadObject(h wire.Header, r io.Reader, arrival int64) (*Object, error) {
+	n := wire.HeaderLen + int(h.Length)
+	buf := make([]byte, headroom+n)
+	if _, err := io.ReadFull(r, buf[headroom+wire.HeaderLen:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("media: object payload: %w", err)
+	}
+	h.Put(buf[headroom:])
+	wl := wire.WSHeaderLen(n)
+	wire.PutWSHeader(buf[headroom-wl:], wire.WSBinary, n)
+	return &Object{Header: h, Arrival: arrival, buf: buf, wsOff: headroom - wl}, nil
 }
 
 // Frame returns the object's frame: header and payload.

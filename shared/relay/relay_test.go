@@ -1,0 +1,425 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/testenv"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// source is a broadcast the test publishes into.
+type source struct {
+	b     *media.Broadcast
+	group uint64
+	index uint32
+	open  bool
+}
+
+func newSource(t testing.TB, name string, epoch uint64) *source {
+	s := &source{b: media.New(name, media.Limits{MaxGroups: 16})}
+	s.setEpoch(t, epoch)
+	return s
+}
+
+func (s *source) setEpoch(t testing.TB, epoch uint64) *media.Catalog {
+	cat, err := media.NewCatalog(wire.Catalog{Broadcast: s.b.Name, Epoch: epoch, Tracks: []wire.TrackInfo{{ID: 0, Kind: "video", Codec: "avc1.42E01E", Timescale: 90000}}},
+		[][]byte{[]byte(fmt.Sprintf("init of epoch %d", epoch))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.b.SetCatalog(cat); err != nil {
+		t.Fatal(err)
+	}
+	return cat
+}
+
+func (s *source) object(t testing.TB, keyframe bool, size int) {
+	now := time.Now().UnixNano()
+	h := wire.Header{Kind: wire.KindObject, Capture: now / 1000}
+	if keyframe {
+		if s.open {
+			s.b.Finish(0, s.group, now)
+			s.group++
+		}
+		s.index, s.open = 0, true
+		h.Flags = wire.FlagKeyframe
+	} else {
+		s.index++
+	}
+	h.Group, h.Index, h.DecodeTime = s.group, s.index, s.group*100+uint64(s.index)
+	p := bytes.Repeat([]byte{byte(s.group), byte(s.index)}, size/2)
+	if err := s.b.Append(media.NewObject(h, p, now)); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+}
+
+type testServer struct {
+	srv  *Server
+	addr string
+	bs   map[string]*media.Broadcast
+	mu   sync.Mutex
+}
+
+func startServer(t testing.TB, cfg ServerConfig, files TLSFiles) *testServer {
+	t.Helper()
+	ts := &testServer{bs: map[string]*media.Broadcast{}}
+	if cfg.Lookup == nil {
+		cfg.Lookup = func(_ context.Context, name string) (*media.Broadcast, func(), error) {
+			ts.mu.Lock()
+			defer ts.mu.Unlock()
+			b, ok := ts.bs[name]
+			if !ok {
+				return nil, nil, wire.Errorf(wire.CodeNotFound, "no broadcast %q", name)
+			}
+			return b, func() {}, nil
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = (&testenv.Logs{}).Logger()
+	}
+	ts.srv = NewServer(cfg)
+	tc, err := ServerTLS(files, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tc, QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ts.srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); ln.Close(); <-done })
+	return ts
+}
+
+func (ts *testServer) add(s *source) {
+	ts.mu.Lock()
+	ts.bs[s.b.Name] = s.b
+	ts.mu.Unlock()
+}
+
+func dial(t testing.TB, addr string, cfg ClientConfig) *Client {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = (&testenv.Logs{}).Logger()
+	}
+	c, err := Dial(context.Background(), addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sameObjects checks that the mirror holds the source's frames of group
+// seq byte for byte.
+func sameObjects(t *testing.T, src, mirror *media.Broadcast, seq uint64) {
+	t.Helper()
+	var sg, mg *media.Group
+	for _, g := range src.Groups(0) {
+		if g.Seq == seq {
+			sg = g
+		}
+	}
+	for _, g := range mirror.Groups(0) {
+		if g.Seq == seq {
+			mg = g
+		}
+	}
+	if sg == nil || mg == nil {
+		t.Fatalf("group %d: in source %v, in mirror %v", seq, sg != nil, mg != nil)
+	}
+	so, sdone := src.Objects(sg, 0, nil)
+	mo, mdone := mirror.Objects(mg, 0, nil)
+	if len(so) != len(mo) || sdone != mdone {
+		t.Fatalf("group %d: source has %d objects (done %v), mirror %d (done %v)", seq, len(so), sdone, len(mo), mdone)
+	}
+	for i := range so {
+		if !bytes.Equal(so[i].Frame(), mo[i].Frame()) {
+			t.Fatalf("group %d object %d differs", seq, i)
+		}
+	}
+	if mg.Catalog.Epoch != sg.Catalog.Epoch {
+		t.Fatalf("group %d: mirror epoch %d, source %d", seq, mg.Catalog.Epoch, sg.Catalog.Epoch)
+	}
+}
+
+func waitGroupDone(t *testing.T, b *media.Broadcast, seq uint64) {
+	t.Helper()
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("group %d in the mirror", seq), func() bool {
+		for _, g := range b.Groups(0) {
+			if g.Seq == seq {
+				_, done := b.Objects(g, 0, nil)
+				return done
+			}
+		}
+		return false
+	})
+}
+
+func TestSubscriptionMirrorsGroupsByteExact(t *testing.T) {
+	ts := startServer(t, ServerConfig{Node: "origin-1"}, TLSFiles{})
+	src := newSource(t, "live/x", 1)
+	ts.add(src)
+	src.object(t, true, 1000) // group 0
+	src.object(t, false, 1000)
+	src.object(t, true, 2000) // group 1, the newest: the subscription starts here
+	c := dial(t, ts.addr, ClientConfig{Node: "edge-1"})
+	if c.Peer() != "origin-1" {
+		t.Fatalf("peer %q", c.Peer())
+	}
+	mirror := media.New("live/x", media.Limits{})
+	sub, err := c.Subscribe(context.Background(), "live/x", nil, mirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cat := mirror.Catalog(); cat == nil || cat.Epoch != 1 || string(cat.Inits[0].Payload()) != "init of epoch 1" {
+		t.Fatalf("mirror catalog %+v", cat)
+	}
+	for range 5 {
+		src.object(t, false, 300_000)
+	}
+	src.object(t, true, 10) // group 2
+	src.object(t, false, 70_000)
+	src.object(t, true, 10) // group 3
+	waitGroupDone(t, mirror, 1)
+	waitGroupDone(t, mirror, 2)
+	sameObjects(t, src.b, mirror, 1)
+	sameObjects(t, src.b, mirror, 2)
+	for _, g := range mirror.Groups(0) {
+		if g.Seq == 0 {
+			t.Fatal("group 0 was sent though the subscription started at the newest group")
+		}
+	}
+	if sub.Cut.Load() != 0 || ts.srv.Stats.Resets.Load() != 0 {
+		t.Fatalf("cut %d, resets %d", sub.Cut.Load(), ts.srv.Stats.Resets.Load())
+	}
+	if n := ts.srv.Stats.Subscriptions.Load(); n != 1 {
+		t.Fatalf("%d subscriptions on the server", n)
+	}
+	sub.Close()
+	testenv.WaitFor(t, 2*time.Second, "the server to drop the subscription", func() bool { return ts.srv.Stats.Subscriptions.Load() == 0 })
+}
+
+func TestSubscribeFromAGroupAndAcrossEpochs(t *testing.T) {
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	src := newSource(t, "ep", 1)
+	ts.add(src)
+	for range 4 { // groups 0..3
+		src.object(t, true, 100)
+		src.object(t, false, 100)
+	}
+	c := dial(t, ts.addr, ClientConfig{})
+	mirror := media.New("ep", media.Limits{})
+	start := uint64(1)
+	if _, err := c.Subscribe(context.Background(), "ep", &start, mirror); err != nil {
+		t.Fatal(err)
+	}
+	src.setEpoch(t, 2) // a publisher reconnects
+	src.object(t, true, 100)
+	src.object(t, true, 100) // group 5 open, group 4 (epoch 2) done
+	for seq := uint64(1); seq <= 4; seq++ {
+		waitGroupDone(t, mirror, seq)
+	}
+	for seq := uint64(1); seq <= 4; seq++ {
+		sameObjects(t, src.b, mirror, seq)
+	}
+	gs := mirror.Groups(0)
+	if gs[0].Seq != 1 || gs[len(gs)-1].Catalog.Epoch != 2 || string(gs[len(gs)-1].Catalog.Inits[0].Payload()) != "init of epoch 2" {
+		t.Fatalf("mirror groups from %d, newest epoch %d", gs[0].Seq, gs[len(gs)-1].Catalog.Epoch)
+	}
+}
+
+func TestSubscribeUnknownBroadcastIsNotFound(t *testing.T) {
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	c := dial(t, ts.addr, ClientConfig{})
+	_, err := c.Subscribe(context.Background(), "nope", nil, media.New("nope", media.Limits{}))
+	if wire.CodeOf(err) != wire.CodeNotFound {
+		t.Fatalf("got %v, want 4004", err)
+	}
+	_, err = c.Subscribe(context.Background(), "../bad", nil, media.New("x", media.Limits{}))
+	if wire.CodeOf(err) != wire.CodeBadRequest {
+		t.Fatalf("got %v, want 4000 for a bad name", err)
+	}
+}
+
+func TestClusterTokenIsRequired(t *testing.T) {
+	ts := startServer(t, ServerConfig{Auth: auth.FromConfig("", "", "s3cret")}, TLSFiles{})
+	_, err := Dial(context.Background(), ts.addr, ClientConfig{Token: "wrong"})
+	if wire.CodeOf(err) != wire.CodeUnauthorized {
+		t.Fatalf("wrong token: %v, want 4001", err)
+	}
+	_, err = Dial(context.Background(), ts.addr, ClientConfig{})
+	if wire.CodeOf(err) != wire.CodeUnauthorized {
+		t.Fatalf("no token: %v, want 4001", err)
+	}
+	dial(t, ts.addr, ClientConfig{Token: "s3cret"})
+	if n := ts.srv.Stats.Refused.Load(); n != 2 {
+		t.Fatalf("refused %d, want 2", n)
+	}
+}
+
+func TestEndedBroadcastEndsTheSubscription(t *testing.T) {
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	src := newSource(t, "end", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	c := dial(t, ts.addr, ClientConfig{})
+	sub, err := c.Subscribe(context.Background(), "end", nil, media.New("end", media.Limits{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.b.Close()
+	select {
+	case <-sub.Done():
+		if !errors.Is(sub.Err(), ErrEnded) {
+			t.Fatalf("ended with %v", sub.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("subscription still open")
+	}
+}
+
+func TestGoAwayEndsSubscriptions(t *testing.T) {
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	src := newSource(t, "g", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	c := dial(t, ts.addr, ClientConfig{})
+	sub, err := c.Subscribe(context.Background(), "g", nil, media.New("g", media.Limits{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.GoAway("")
+	select {
+	case <-sub.Done():
+		if !errors.Is(sub.Err(), ErrGoAway) {
+			t.Fatalf("ended with %v", sub.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("subscription still open after GOAWAY")
+	}
+}
+
+// TestGroupFallingBehindIsReset uses a subscriber that never reads its
+// group streams: the server resets old groups instead of queueing them,
+// and keeps opening streams for new ones.
+func TestGroupFallingBehindIsReset(t *testing.T) {
+	ts := startServer(t, ServerConfig{MaxGroupsBehind: 2}, TLSFiles{})
+	src := newSource(t, "slow", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	tc, _ := ClientTLS(TLSFiles{})
+	qc := QUICConfig()
+	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
+	conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	st, _ := conn.OpenStreamSync(context.Background())
+	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
+	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "slow"}))
+	go func() { // read control messages, accept streams, read nothing
+		for {
+			if _, err := readMsg(st); err != nil {
+				return
+			}
+		}
+	}()
+	streams := make(chan *quic.ReceiveStream, 100)
+	go func() {
+		for {
+			s, err := conn.AcceptUniStream(context.Background())
+			if err != nil {
+				return
+			}
+			streams <- s
+		}
+	}()
+	for g := 0; g < 6; g++ {
+		for i := 0; i < 4; i++ {
+			src.object(t, i == 0, 100_000) // 400 KB per group against a 64 KB window
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testenv.WaitFor(t, 5*time.Second, "a reset", func() bool { return ts.srv.Stats.Resets.Load() > 0 })
+	testenv.WaitFor(t, 5*time.Second, "streams for every group", func() bool { return len(streams) >= 6 })
+}
+
+// TestMutualTLS: with a CA configured, the server refuses a client without
+// a certificate signed by it.
+func TestMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := makeCA(t, dir)
+	serverFiles := makeLeaf(t, dir, "server", ca, caKey)
+	clientFiles := makeLeaf(t, dir, "client", ca, caKey)
+	ts := startServer(t, ServerConfig{}, serverFiles)
+	good, err := ClientTLS(clientFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial(t, ts.addr, ClientConfig{TLS: good})
+	noCert, _ := ClientTLS(TLSFiles{CA: clientFiles.CA})
+	if _, err := Dial(context.Background(), ts.addr, ClientConfig{TLS: noCert, Timeout: 2 * time.Second}); err == nil {
+		t.Fatal("a client without a certificate got in")
+	}
+}
+
+func makeCA(t *testing.T, dir string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", der)
+	ca, _ := x509.ParseCertificate(der)
+	return ca, key
+}
+
+func makeLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) TLSFiles {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: nil, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	tmpl.IPAddresses = append(tmpl.IPAddresses, []byte{127, 0, 0, 1})
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	f := TLSFiles{Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+".key"), CA: filepath.Join(dir, "ca.pem")}
+	writePEM(t, f.Cert, "CERTIFICATE", der)
+	writePEM(t, f.Key, "EC PRIVATE KEY", kb)
+	return f
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

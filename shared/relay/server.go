@@ -1,0 +1,521 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// Lookup returns a live broadcast and a function to call when done with
+// it, or an error carrying a wire code (4004 for an unknown broadcast).
+type Lookup func(ctx context.Context, name string) (*media.Broadcast, func(), error)
+
+// ServerConfig configures the serving side. Zero fields take defaults.
+type ServerConfig struct {
+	// Node is this node's id, sent in HELLO_OK.
+	Node string
+	// Action is what a subscriber is authorised for: auth.Relay for relay
+	// peers (checked once per connection, on HELLO), auth.Play for
+	// viewers (checked per SUBSCRIBE, with the HELLO's token).
+	Action auth.Action
+	Auth   auth.Authorizer
+	Lookup Lookup
+	// MaxGroupsBehind: a group still being sent when this many newer
+	// groups exist is reset instead of queued. Default 2.
+	MaxGroupsBehind int
+	// WriteTimeout bounds control-stream writes and how long a group
+	// stream may accept nothing before it is reset. Default 10 s.
+	WriteTimeout time.Duration
+	// HelloTimeout bounds the wait for the control stream and HELLO.
+	// Default 10 s.
+	HelloTimeout time.Duration
+	// MaxSubscriptions bounds subscriptions per connection. Default 1024.
+	MaxSubscriptions int
+	Logger           *slog.Logger
+}
+
+func (c *ServerConfig) defaults() {
+	if c.MaxGroupsBehind <= 0 {
+		c.MaxGroupsBehind = 2
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = 10 * time.Second
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1024
+	}
+	if c.Auth == nil {
+		c.Auth = auth.AllowAll{}
+	}
+	if c.Action == "" {
+		c.Action = auth.Relay
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Stats counts what a Server did. Read with the atomics' Load.
+type Stats struct {
+	Conns         atomic.Int64 // connections open
+	Subscriptions atomic.Int64 // subscriptions open
+	Subscribes    atomic.Int64 // subscriptions ever started
+	Groups        atomic.Int64 // group streams opened
+	Resets        atomic.Int64 // group streams reset because they fell behind
+	Bytes         atomic.Int64 // frame bytes written to group streams
+	Refused       atomic.Int64 // connections or subscriptions refused
+}
+
+// Server serves broadcasts to subscribers.
+type Server struct {
+	cfg   ServerConfig
+	Stats Stats
+
+	mu      sync.Mutex
+	conns   map[*serverConn]struct{}
+	goaway  bool
+	goawayU string
+}
+
+// NewServer returns a Server.
+func NewServer(cfg ServerConfig) *Server {
+	cfg.defaults()
+	return &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
+}
+
+// Serve accepts QUIC connections from ln until ctx is done or ln fails.
+func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.ServeConn(ctx, QUIC(c))
+		}()
+	}
+}
+
+// GoAway tells every connected subscriber, now and later, to move
+// elsewhere (to url, if set). A draining node calls it.
+func (s *Server) GoAway(url string) {
+	s.mu.Lock()
+	s.goaway, s.goawayU = true, url
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.ctl.send(&Msg{Type: MsgGoAway, URL: url})
+	}
+}
+
+type serverConn struct {
+	s     *Server
+	conn  Conn
+	ctl   *control
+	hello *Msg
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	subs map[uint32]context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// ServeConn runs the protocol on one connection until it closes or ctx is
+// done. The peer opens the control stream and says HELLO first.
+func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-conn.Context().Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	log := s.cfg.Logger.With("peer", conn.RemoteAddr().String())
+	refuse := func(err error) error {
+		s.Stats.Refused.Add(1)
+		log.Warn("relay: connection refused", "err", err)
+		conn.CloseWithError(wire.CodeOf(err), wire.Reason(err))
+		return err
+	}
+	actx, acancel := context.WithTimeout(ctx, s.cfg.HelloTimeout)
+	st, err := conn.AcceptStream(actx)
+	acancel()
+	if err != nil {
+		return refuse(wire.Errorf(wire.CodeBadRequest, "no control stream within %s", s.cfg.HelloTimeout))
+	}
+	st.SetPriority(0)
+	st.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	hello, err := readMsg(st)
+	if err != nil || hello.Type != MsgHello {
+		return refuse(wire.Errorf(wire.CodeBadRequest, "want HELLO first on the control stream"))
+	}
+	if hello.Version != Version {
+		return refuse(wire.Errorf(wire.CodeBadRequest, "protocol version %d, this node speaks %d", hello.Version, Version))
+	}
+	st.SetReadDeadline(time.Time{})
+	if s.cfg.Action == auth.Relay {
+		if err := s.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Relay, Token: hello.Token, Remote: conn.RemoteAddr().String()}); err != nil {
+			return refuse(err)
+		}
+	}
+	c := &serverConn{s: s, conn: conn, ctl: &control{s: st, timeout: s.cfg.WriteTimeout}, hello: hello,
+		log: log.With("node", hello.Node), subs: map[uint32]context.CancelFunc{}}
+	if err := c.ctl.send(&Msg{Type: MsgHelloOK, Node: s.cfg.Node}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	goaway, url := s.goaway, s.goawayU
+	s.mu.Unlock()
+	s.Stats.Conns.Add(1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.Stats.Conns.Add(-1)
+		cancel()
+		c.wg.Wait()
+	}()
+	if goaway {
+		c.ctl.send(&Msg{Type: MsgGoAway, URL: url})
+	}
+	for {
+		m, err := readMsg(st)
+		if err != nil {
+			if errors.Is(err, ErrControl) {
+				conn.CloseWithError(wire.CodeBadRequest, err.Error())
+			}
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch m.Type {
+		case MsgSubscribe:
+			c.subscribe(ctx, m)
+		case MsgUnsubscribe:
+			c.mu.Lock()
+			if stop, ok := c.subs[m.ID]; ok {
+				stop()
+				delete(c.subs, m.ID)
+			}
+			c.mu.Unlock()
+		default:
+			// Unknown messages are ignored, so that newer peers can
+			// add some.
+		}
+	}
+}
+
+func (c *serverConn) subscribe(ctx context.Context, m *Msg) {
+	fail := func(err error) {
+		c.s.Stats.Refused.Add(1)
+		c.log.Info("relay: subscribe refused", "broadcast", m.Broadcast, "err", err)
+		c.ctl.send(&Msg{Type: MsgError, ID: m.ID, Code: wire.CodeOf(err), Reason: wire.Reason(err)})
+	}
+	if err := media.ValidName(m.Broadcast); err != nil {
+		fail(wire.Errorf(wire.CodeBadRequest, "%v", err))
+		return
+	}
+	if c.s.cfg.Action != auth.Relay {
+		if err := c.s.cfg.Auth.Authorize(ctx, auth.Request{Action: c.s.cfg.Action, Broadcast: m.Broadcast, Token: c.hello.Token, Remote: c.conn.RemoteAddr().String()}); err != nil {
+			fail(err)
+			return
+		}
+	}
+	c.mu.Lock()
+	_, dup := c.subs[m.ID]
+	full := len(c.subs) >= c.s.cfg.MaxSubscriptions
+	var sctx context.Context
+	if !dup && !full {
+		var stop context.CancelFunc
+		sctx, stop = context.WithCancel(ctx)
+		c.subs[m.ID] = stop
+	}
+	c.mu.Unlock()
+	switch {
+	case dup:
+		fail(wire.Errorf(wire.CodeBadRequest, "subscription id %d already in use", m.ID))
+		return
+	case full:
+		fail(wire.Errorf(wire.CodeOverCapacity, "more than %d subscriptions on one connection", c.s.cfg.MaxSubscriptions))
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		(&sender{c: c, id: m.ID, name: m.Broadcast, start: m.Start}).run(sctx)
+		c.mu.Lock()
+		if stop, ok := c.subs[m.ID]; ok {
+			stop()
+			delete(c.subs, m.ID)
+		}
+		c.mu.Unlock()
+	}()
+}
+
+// sender sends one subscription: its catalogs on the control stream and
+// each group on a stream of its own.
+type sender struct {
+	c     *serverConn
+	id    uint32
+	name  string
+	start *uint64
+	b     *media.Broadcast
+
+	mu        sync.Mutex
+	announced map[*media.Catalog]bool
+	active    map[uint16][]*groupStream // per track, oldest first
+}
+
+type groupStream struct {
+	seq uint64
+	s   SendStream
+}
+
+func (s *sender) run(ctx context.Context) {
+	srv := s.c.s
+	b, release, err := srv.cfg.Lookup(ctx, s.name)
+	if err != nil {
+		srv.Stats.Refused.Add(1)
+		s.c.log.Info("relay: subscribe refused", "broadcast", s.name, "err", err)
+		s.c.ctl.send(&Msg{Type: MsgError, ID: s.id, Code: wire.CodeOf(err), Reason: wire.Reason(err)})
+		return
+	}
+	defer release()
+	s.b = b
+	s.announced = map[*media.Catalog]bool{}
+	s.active = map[uint16][]*groupStream{}
+	// SUBSCRIBE_OK carries the current catalog; groups of other epochs
+	// are announced before their streams open.
+	var cat *media.Catalog
+	for cat == nil {
+		ch := b.Changed()
+		if cat = b.Catalog(); cat != nil {
+			break
+		}
+		select {
+		case <-ch:
+		case <-b.Done():
+			s.c.ctl.send(&Msg{Type: MsgEnded, ID: s.id})
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	s.announced[cat] = true
+	if err := s.c.ctl.send(catalogMsg(MsgSubscribeOK, s.id, cat)); err != nil {
+		return
+	}
+	srv.Stats.Subscriptions.Add(1)
+	srv.Stats.Subscribes.Add(1)
+	defer srv.Stats.Subscriptions.Add(-1)
+	s.c.log.Info("relay: subscribed", "broadcast", s.name, "sub", s.id)
+	var wg sync.WaitGroup
+	tctx, stop := context.WithCancel(ctx)
+	for ti := range cat.Tracks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.track(tctx, uint16(ti))
+		}()
+	}
+	select {
+	case <-b.Done():
+		s.c.ctl.send(&Msg{Type: MsgEnded, ID: s.id})
+	case <-ctx.Done():
+	}
+	stop()
+	wg.Wait()
+}
+
+// track opens a stream for every group of one track from the start on.
+func (s *sender) track(ctx context.Context, ti uint16) {
+	var next uint64
+	started := s.start != nil
+	if started {
+		next = *s.start
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		ch := s.b.Changed()
+		var g *media.Group
+		if started {
+			g = s.b.GroupAtOrAfter(ti, next)
+		} else if g = s.b.Latest(ti); g != nil {
+			started = true
+		}
+		if g == nil {
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err := s.announce(g.Catalog); err != nil {
+			return
+		}
+		str, err := s.c.conn.OpenUniStream()
+		if err != nil {
+			return
+		}
+		var hb [GroupHeaderLen]byte
+		GroupHeader{Sub: s.id, Track: ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.put(hb[:])
+		gs := &groupStream{seq: g.Seq, s: str}
+		s.prioritise(ti, gs)
+		s.c.s.Stats.Groups.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.group(ctx, g, gs, hb[:])
+			s.retire(ti, gs)
+		}()
+		next = g.Seq + 1
+	}
+}
+
+func (s *sender) announce(cat *media.Catalog) error {
+	s.mu.Lock()
+	done := s.announced[cat]
+	s.announced[cat] = true
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	return s.c.ctl.send(catalogMsg(MsgAnnounce, s.id, cat))
+}
+
+// prioritise makes the newest group the most urgent media: urgency 2,
+// older groups 3..7 by age. The control stream has 0, and a group whose end
+// marker is all that is left gets 1.
+func (s *sender) prioritise(ti uint16, gs *groupStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active[ti] = append(s.active[ti], gs)
+	for _, o := range s.active[ti] {
+		o.s.SetPriority(int8(min(7, 2+gs.seq-o.seq)))
+	}
+}
+
+func (s *sender) retire(ti uint16, gs *groupStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.active[ti]
+	for i, o := range a {
+		if o == gs {
+			s.active[ti] = append(a[:i], a[i+1:]...)
+			return
+		}
+	}
+}
+
+// group writes one group's objects to its stream as they arrive and closes
+// the stream after the last. A group that falls MaxGroupsBehind the newest
+// is reset with CodeTooSlow.
+func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte) {
+	srv := s.c.s
+	str := gs.s
+	if err := s.write(ctx, g, str, header); err != nil {
+		return
+	}
+	var objs []*media.Object
+	next := 0
+	for {
+		ch := s.b.Changed()
+		var done bool
+		objs, done = s.b.Objects(g, next, objs[:0])
+		for _, o := range objs {
+			if o.Flags&wire.FlagEndOfGroup != 0 {
+				// Only the end marker is left: let it through ahead
+				// of the newest group's data, or readers waiting for
+				// the group's end would wait behind it.
+				str.SetPriority(1)
+			}
+			if err := s.write(ctx, g, str, o.Frame()); err != nil {
+				return
+			}
+			srv.Stats.Bytes.Add(int64(len(o.Frame())))
+			next++
+		}
+		clear(objs)
+		if done && len(objs) == 0 {
+			str.Close()
+			return
+		}
+		if len(objs) > 0 {
+			continue
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			str.CancelWrite(wire.CodeGoingAway)
+			return
+		}
+	}
+}
+
+// write writes p, checking between short deadlines whether the group has
+// fallen too far behind to be worth finishing.
+func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte) error {
+	srv := s.c.s
+	stalled := time.Now()
+	for len(p) > 0 {
+		if l := s.b.Latest(g.Track); l != nil && l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind) {
+			srv.Stats.Resets.Add(1)
+			str.CancelWrite(wire.CodeTooSlow)
+			return fmt.Errorf("group %d reset: %d groups behind", g.Seq, l.Seq-g.Seq)
+		}
+		if time.Since(stalled) > srv.cfg.WriteTimeout {
+			srv.Stats.Resets.Add(1)
+			str.CancelWrite(wire.CodeTooSlow)
+			return fmt.Errorf("group %d reset: nothing accepted for %s", g.Seq, srv.cfg.WriteTimeout)
+		}
+		if ctx.Err() != nil {
+			str.CancelWrite(wire.CodeGoingAway)
+			return ctx.Err()
+		}
+		str.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+		n, err := str.Write(p)
+		p = p[n:]
+		if n > 0 {
+			stalled = time.Now()
+		}
+		if err != nil && !isTimeout(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
