@@ -52,7 +52,8 @@ func newDemo(cfg demoConfig) (*demo, error) {
 			return nil, err
 		}
 	}
-	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, Logger: cfg.Logger}); err != nil {
+	// The demo's relay listens on loopback only, on any free port.
+	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
@@ -86,7 +87,7 @@ func (d *demo) loop(ctx context.Context) error {
 		return err
 	}
 	err = d.clip.Loop(ctx, s)
-	if errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil { // stopping: the origin may have closed first
 		err = nil
 	}
 	s.Close(err)

@@ -233,7 +233,7 @@ func TestPublishStdinSendsAStreamToItsEnd(t *testing.T) {
 func TestPublishReconnectsWhenTheOriginComesBack(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	logs := &testenv.Logs{}
-	o1, err := origin.New(origin.Config{Listen: "127.0.0.1:0", Logger: logs.Logger()})
+	o1, err := origin.New(origin.Config{Listen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", Logger: logs.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestPublishReconnectsWhenTheOriginComesBack(t *testing.T) {
 	})
 	stop1()
 	o1.Close()
-	o2, err := origin.New(origin.Config{Listen: addr, Logger: logs.Logger()})
+	o2, err := origin.New(origin.Config{Listen: addr, RelayListen: "127.0.0.1:0", Logger: logs.Logger()})
 	if err != nil {
 		t.Fatalf("restart on %s: %v", addr, err)
 	}

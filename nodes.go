@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 
 	"github.com/quiccast/quiccast/edge"
@@ -14,7 +13,7 @@ import (
 func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg origin.Config
 	var lf logFlags
-	s := config.New("origin", "An origin accepts broadcasts: WebSocket ingest at /publish/{broadcast} (fragmented MP4).")
+	s := config.New("origin", "An origin accepts broadcasts (WebSocket ingest at /publish/{broadcast}, fragmented MP4), records them in Redis and serves them to edges over the QUIC relay.")
 	cfg.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -31,14 +30,18 @@ func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
 	var lf logFlags
-	s := config.New("edge", "An edge delivers broadcasts to viewers: /ws/{broadcast}, the player at /watch/{broadcast}.")
+	s := config.New("edge", "An edge delivers broadcasts to viewers (/ws/{broadcast}, the player at /watch/{broadcast}), pulling each once over the QUIC relay from its origin (found in Redis) or a parent.")
 	cfg.Flags(s)
-	if _, err := parse(s, &lf, args, stderr); err != nil {
+	log, err := parse(s, &lf, args, stderr)
+	if err != nil {
 		return err
 	}
-	// A standalone edge pulls from origins over the QUIC relay, which is
-	// not built yet; until then edges run inside `quiccast demo`.
-	return errors.New("a standalone edge needs an upstream (the QUIC relay to origins); run `quiccast demo` for origin and edge in one process")
+	cfg.Logger = log
+	n, err := edge.New(cfg)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
 }
 
 func runPublish(ctx context.Context, args []string, _, stderr io.Writer) error {

@@ -16,10 +16,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
+	"github.com/quiccast/quiccast/shared/registry"
+	"github.com/quiccast/quiccast/shared/relay"
 )
 
 // Source finds live broadcasts: in-process from an origin (the demo) or
@@ -43,8 +48,26 @@ type Config struct {
 	// AllowedOrigins lists the page origins allowed to open viewer
 	// WebSockets, comma-separated; "*" allows any.
 	AllowedOrigins string
-	// Source finds broadcasts. Required.
+	// Source finds broadcasts. When nil, the edge pulls them over the
+	// relay: from the origin the registry names (RedisURL), else from
+	// Parent.
 	Source Source
+
+	// Peer is this node's cluster identity: id, cluster token, relay TLS.
+	Peer relay.Peer
+	// RedisURL is the registry that says which origin has a broadcast.
+	RedisURL string
+	// Registry, when set, is used instead of opening RedisURL.
+	Registry *registry.Registry
+	// Parent is the relay address (host:port, UDP) of the node to pull
+	// from when the registry does not know a broadcast, or when there is
+	// no registry: an origin, or a mid-tier edge.
+	Parent string
+	// RelayListen, when set, serves this edge's broadcasts over the relay
+	// to lower-tier edges (whose Parent it is).
+	RelayListen string
+	// MemoryBudget bounds the bytes all mirrored broadcasts may hold.
+	MemoryBudget int64
 
 	// WriteTimeout bounds every write to a viewer; a viewer whose
 	// socket stays full that long is dropped.
@@ -79,6 +102,11 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int(&c.MaxSkips, "max-skips", 3, "skips tolerated within -skip-window before a viewer is disconnected as too slow")
 	s.Duration(&c.SkipWindow, "skip-window", 30*time.Second, "window for -max-skips")
 	s.Int(&c.UnsentLimit, "unsent-limit", 128<<10, "bytes a viewer socket may hold unsent in the kernel (TCP_NOTSENT_LOWAT); 0 keeps the system default")
+	s.String(&c.Parent, "parent", "", "relay address (host:port) to pull broadcasts from when the registry has none: an origin or a mid-tier edge")
+	s.String(&c.RelayListen, "relay-listen", "", "UDP address to serve broadcasts to lower-tier edges over the relay; empty: off")
+	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss://; finds the origin of each broadcast")
+	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all mirrored broadcasts of the process may hold")
+	c.Peer.Flags(s)
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 }
@@ -110,8 +138,11 @@ func (c *Config) withDefaults() {
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
 	}
+	if c.MemoryBudget <= 0 {
+		c.MemoryBudget = d.MemoryBudget
+	}
 	if c.Auth == nil {
-		c.Auth = auth.FromConfig("", c.PlayTokens, "")
+		c.Auth = auth.FromConfig("", c.PlayTokens, c.Peer.Token)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -126,6 +157,11 @@ type Node struct {
 	srv     *http.Server
 	reg     *prometheus.Registry
 	metrics *edgeMetrics
+	budget  *budget.Budget
+	cluster *RelaySource       // when the edge pulls over the relay
+	dir     *registry.Registry // opened here, closed here
+	relay   *relay.Server      // serving lower tiers, when RelayListen is set
+	relayLn *quic.Listener
 
 	ctx    context.Context // cancelled by Close: ends upstreams and viewers
 	cancel context.CancelFunc
@@ -140,9 +176,6 @@ type Node struct {
 // New validates cfg and binds the listener, so Addr works at once.
 func New(cfg Config) (*Node, error) {
 	cfg.withDefaults()
-	if cfg.Source == nil {
-		return nil, errors.New("edge: no Source configured")
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:    cfg,
@@ -151,11 +184,19 @@ func New(cfg Config) (*Node, error) {
 		ups:    map[string]*upstream{},
 		ctx:    ctx,
 		cancel: cancel,
+		budget: budget.New(cfg.MemoryBudget),
+	}
+	n.cfg.Peer.ID()
+	if err := n.startCluster(); err != nil {
+		cancel()
+		n.stopCluster()
+		return nil, err
 	}
 	n.metrics = newEdgeMetrics(n.reg, n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		cancel()
+		n.stopCluster()
 		return nil, fmt.Errorf("edge: listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = ln
@@ -182,7 +223,10 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // Run serves until ctx is done, then drains and closes the node.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("edge listening", "addr", n.Addr().String())
+	n.log.Info("edge listening", "addr", n.Addr().String(), "node", n.cfg.Peer.ID(), "relay", n.RelayAddr(), "parent", n.cfg.Parent)
+	if n.relay != nil {
+		go n.relay.Serve(n.ctx, n.relayLn)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	select {
@@ -209,6 +253,9 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if n.relay != nil {
+		n.relay.GoAway("")
+	}
 	err := n.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = n.srv.Close()
@@ -222,6 +269,7 @@ func (n *Node) Close() error {
 	for _, u := range ups {
 		u.stop()
 	}
+	n.stopCluster()
 	return err
 }
 

@@ -27,6 +27,21 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 			Help: "Viewers refused or disconnected by the edge, by close code; code 0 counts viewers that left by themselves.",
 		}, []string{"code"}),
 	}
+	if n.cluster != nil {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_resubscribes_total", Help: "Upstream subscriptions moved to another upstream (origin lost, broadcast moved) without dropping viewers."},
+			func() float64 { return float64(n.cluster.Resubscribes.Load()) }))
+	}
+	if n.relay != nil {
+		rs := &n.relay.Stats
+		r.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_relay_subscriptions", Help: "Relay subscriptions served to lower-tier edges now."},
+				func() float64 { return float64(rs.Subscriptions.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_relay_sent_bytes_total", Help: "Frame bytes sent to lower-tier edges."},
+				func() float64 { return float64(rs.Bytes.Load()) }),
+		)
+	}
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_cache_bytes", Help: "Bytes held by mirrored broadcasts."},
+		func() float64 { return float64(n.budget.Used()) }))
 	r.MustRegister(m.viewers, m.sent, m.skips, m.subscribes, m.disconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_upstreams", Help: "Upstream subscriptions held now."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.ups)) }))

@@ -40,12 +40,13 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		n.refuse(v, err)
 		return
 	}
-	defer n.leave()
 	u, err := n.attach(r.Context(), name)
 	if err != nil {
+		n.leave() // before the close frame: the viewer may retry at once
 		n.refuse(v, err)
 		return
 	}
+	defer n.leave()
 	defer n.detach(u)
 	n.metrics.viewers.WithLabelValues("ws").Inc()
 	defer n.metrics.viewers.WithLabelValues("ws").Dec()

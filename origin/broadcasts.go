@@ -9,6 +9,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -23,6 +24,7 @@ type entry struct {
 	nextGroup uint64
 	started   time.Time
 	grace     *time.Timer
+	claiming  bool // Publish is asking the registry
 }
 
 func (e *entry) end() {
@@ -36,9 +38,10 @@ func (e *entry) end() {
 }
 
 // Publish starts a publishing session for name: it checks the name and
-// the token and makes sure nobody else is publishing it. A broadcast whose
-// publisher left less than Grace ago continues, with a new epoch and group
-// numbers that keep rising.
+// the token and makes sure nobody else is publishing it, here or on another
+// origin (the registry). A broadcast whose publisher left less than Grace
+// ago continues, with a new epoch and group numbers that keep rising; one
+// new to this origin continues the numbers the registry's group log has.
 func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Session, error) {
 	if err := media.ValidName(name); err != nil {
 		return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
@@ -47,28 +50,85 @@ func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Sessio
 		return nil, err
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
+		n.mu.Unlock()
 		return nil, wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
 	}
 	e := n.bcasts[name]
-	if e != nil && e.pub != nil {
+	if e != nil && (e.pub != nil || e.claiming) {
+		n.mu.Unlock()
 		return nil, wire.Errorf(wire.CodeConflict, "broadcast %q already has a publisher", name)
 	}
-	if e == nil {
-		e = &entry{name: name, b: media.New(name, n.cacheLimits()), started: time.Now()}
+	fresh := e == nil
+	if fresh {
+		// Hold the name while the registry is asked, without holding
+		// the lock.
+		e = &entry{name: name, b: media.New(name, n.cacheLimits()), started: time.Now(), claiming: true}
 		n.bcasts[name] = e
-		n.log.Info("broadcast started", "broadcast", name, "remote", remote)
 	} else if e.grace != nil {
 		e.grace.Stop()
 		e.grace = nil
+	}
+	n.mu.Unlock()
+	if fresh {
+		if err := n.cluster.claim(ctx, e); err != nil {
+			n.mu.Lock()
+			if n.bcasts[name] == e {
+				delete(n.bcasts, name)
+			}
+			n.mu.Unlock()
+			e.b.Close()
+			return nil, err
+		}
+		n.log.Info("broadcast started", "broadcast", name, "remote", remote, "epoch", e.epoch+1, "first_group", e.nextGroup)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e.claiming = false
+	if n.closed || n.bcasts[name] != e {
+		e.b.Close()
+		return nil, wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
 	}
 	e.epoch++
 	e.remote = remote
 	s := newSession(n, e)
 	e.pub = s
 	n.metrics.publishers.Inc()
+	if !fresh {
+		go n.cluster.published(name, true, nil)
+	}
 	return s, nil
+}
+
+// held lists the broadcasts this origin holds, for the registry heartbeat.
+func (n *Node) held(relayAddr string) []registry.Broadcast {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]registry.Broadcast, 0, len(n.bcasts))
+	for _, e := range n.bcasts {
+		if e.claiming {
+			continue
+		}
+		out = append(out, registry.Broadcast{Name: e.name, Origin: n.cfg.Peer.ID(), Relay: relayAddr, Epoch: e.epoch, Started: e.started, Publishing: e.pub != nil})
+	}
+	return out
+}
+
+// endMoved ends a broadcast another origin took over: its publisher is
+// told, and edges reading it here get ENDED and look it up again.
+func (n *Node) endMoved(name string) {
+	n.mu.Lock()
+	e := n.bcasts[name]
+	if e != nil {
+		delete(n.bcasts, name)
+	}
+	n.mu.Unlock()
+	if e != nil {
+		if e.pub != nil {
+			e.pub.moved = true
+		}
+		e.end()
+	}
 }
 
 // left is called by a session when its publisher is gone. The broadcast
@@ -82,8 +142,9 @@ func (n *Node) left(e *entry, s *Session) {
 	e.pub = nil
 	n.metrics.publishers.Dec()
 	if n.bcasts[e.name] != e {
-		return // the node is closing
+		return // the node is closing, or the broadcast moved
 	}
+	go n.cluster.published(e.name, false, nil)
 	e.grace = time.AfterFunc(n.cfg.Grace, func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
@@ -93,6 +154,11 @@ func (n *Node) left(e *entry, s *Session) {
 		delete(n.bcasts, e.name)
 		e.b.Close()
 		n.log.Info("broadcast ended", "broadcast", e.name)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+			defer cancel()
+			n.cluster.reg.Release(ctx, e.name)
+		}()
 	})
 }
 

@@ -14,6 +14,8 @@ type originMetrics struct {
 	groups     prometheus.Counter
 	bytes      prometheus.Counter
 	errors     *prometheus.CounterVec
+
+	groupLogDropped prometheus.Counter
 }
 
 func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
@@ -27,6 +29,30 @@ func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
 			Help: "Publish requests refused or publishers dropped, by the wire close code they were sent.",
 		}, []string{"code"}),
 	}
+	m.groupLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_group_log_dropped_total", Help: "Finished groups not written to the registry's group log (queue full or Redis down)."})
+	rs := &n.cluster.srv.Stats
+	counter := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	gauge := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	r.MustRegister(m.groupLogDropped,
+		gauge("quiccast_origin_relay_connections", "Relay connections from edges now.", rs.Conns.Load),
+		gauge("quiccast_origin_relay_subscriptions", "Relay subscriptions served now (one per edge and broadcast).", rs.Subscriptions.Load),
+		counter("quiccast_origin_relay_subscribes_total", "Relay subscriptions started.", rs.Subscribes.Load),
+		counter("quiccast_origin_relay_groups_total", "Group streams opened to edges.", rs.Groups.Load),
+		counter("quiccast_origin_relay_group_resets_total", "Group streams reset because they fell behind.", rs.Resets.Load),
+		counter("quiccast_origin_relay_sent_bytes_total", "Frame bytes sent to edges.", rs.Bytes.Load),
+		counter("quiccast_origin_relay_refused_total", "Relay connections or subscriptions refused.", rs.Refused.Load),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_registry_up", Help: "1 when the last registry call succeeded."},
+			func() float64 {
+				if n.cluster.reg.Healthy() {
+					return 1
+				}
+				return 0
+			}),
+	)
 	r.MustRegister(m.publishers, m.objects, m.groups, m.bytes, m.errors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_broadcasts", Help: "Broadcasts held (publishing or waiting for their publisher)."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.bcasts)) }),

@@ -21,6 +21,8 @@ import (
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
+	"github.com/quiccast/quiccast/shared/registry"
+	"github.com/quiccast/quiccast/shared/relay"
 )
 
 // Config configures an origin. Zero fields take the defaults Flags shows.
@@ -30,8 +32,21 @@ type Config struct {
 	// PublishTokens is a comma-separated list of accepted publish
 	// tokens; empty allows anyone. Ignored when Auth is set.
 	PublishTokens string
-	// Auth decides publish requests; nil means from PublishTokens.
+	// Auth decides publish and relay requests; nil means from
+	// PublishTokens and Peer.Token.
 	Auth auth.Authorizer
+
+	// Peer is this node's cluster identity: id, cluster token, relay TLS.
+	Peer relay.Peer
+	// RelayListen is the UDP address edges pull broadcasts from (QUIC).
+	RelayListen string
+	// RelayAdvertise is the relay address recorded in the registry for
+	// edges to dial; default: RelayListen with this host's name.
+	RelayAdvertise string
+	// RedisURL is the registry; empty runs an embedded one (single node).
+	RedisURL string
+	// Registry, when set, is used instead of opening RedisURL.
+	Registry *registry.Registry
 
 	// MaxMessage bounds one WebSocket message from a publisher.
 	MaxMessage int
@@ -61,6 +76,10 @@ type Config struct {
 func (c *Config) Flags(s *config.Set) {
 	s.String(&c.Listen, "listen", ":7000", "HTTP address for WebSocket ingest (/publish/{broadcast}), /metrics and /healthz")
 	s.String(&c.PublishTokens, "publish-tokens", "", "comma-separated tokens a publisher must present (?token= or Authorization: Bearer); empty allows anyone")
+	s.String(&c.RelayListen, "relay-listen", ":7001", "UDP address of the QUIC relay edges pull broadcasts from")
+	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
+	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
+	c.Peer.Flags(s)
 	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
 	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
 	s.Int(&c.MaxMessages, "max-messages", 1000, "most WebSocket messages per second one publisher may send")
@@ -78,6 +97,9 @@ func (c *Config) withDefaults() {
 	d.Flags(config.New("origin", ""))
 	if c.Listen == "" {
 		c.Listen = d.Listen
+	}
+	if c.RelayListen == "" {
+		c.RelayListen = d.RelayListen
 	}
 	if c.MaxMessage <= 0 {
 		c.MaxMessage = d.MaxMessage
@@ -101,7 +123,7 @@ func (c *Config) withDefaults() {
 		c.MemoryBudget = d.MemoryBudget
 	}
 	if c.Auth == nil {
-		c.Auth = auth.FromConfig(c.PublishTokens, "", "")
+		c.Auth = auth.FromConfig(c.PublishTokens, "", c.Peer.Token)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -117,6 +139,7 @@ type Node struct {
 	srv     *http.Server
 	reg     *prometheus.Registry
 	metrics *originMetrics
+	cluster *cluster
 
 	mu     sync.Mutex
 	bcasts map[string]*entry
@@ -133,9 +156,15 @@ func New(cfg Config) (*Node, error) {
 		bcasts: map[string]*entry{},
 		reg:    metrics.NewRegistry(),
 	}
+	n.cfg.Peer.ID()
+	var err error
+	if n.cluster, err = newCluster(n); err != nil {
+		return nil, err
+	}
 	n.metrics = newOriginMetrics(n.reg, n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		n.cluster.close()
 		return nil, fmt.Errorf("origin: listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = ln
@@ -157,6 +186,12 @@ func New(cfg Config) (*Node, error) {
 // Addr returns the bound HTTP address.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 
+// RelayAddr returns the relay address this origin advertises.
+func (n *Node) RelayAddr() string { return n.cluster.advertise }
+
+// NodeID returns this node's cluster id.
+func (n *Node) NodeID() string { return n.cfg.Peer.ID() }
+
 // Registry returns the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
@@ -165,7 +200,8 @@ func (n *Node) Budget() *budget.Budget { return n.budget }
 
 // Run serves until ctx is done, then closes the node.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("origin listening", "addr", n.Addr().String())
+	n.log.Info("origin listening", "addr", n.Addr().String(), "relay", n.cluster.advertise, "node", n.cfg.Peer.ID(), "registry", registryKind(n.cluster.reg))
+	n.cluster.run()
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
 	select {
@@ -187,18 +223,29 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	for _, e := range n.bcasts {
+	var held []string
+	for name, e := range n.bcasts {
 		e.end() // stops timers and wakes readers; never blocks
+		held = append(held, name)
 	}
 	n.bcasts = map[string]*entry{}
 	n.mu.Unlock()
+	n.cluster.drain(held)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := n.srv.Shutdown(ctx) // hijacked WebSockets are not waited for
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = n.srv.Close()
 	}
+	n.cluster.close()
 	return err
+}
+
+func registryKind(r *registry.Registry) string {
+	if r.Embedded() {
+		return "embedded"
+	}
+	return "redis"
 }
 
 func (n *Node) cmafLimits() cmaf.Limits { return cmaf.Limits{MaxBox: n.cfg.MaxBox} }

@@ -60,8 +60,11 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 	conn.SetCloseHandler(func(int, string) error { return nil })
 	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
 	err = s.Feed(rd)
-	if err == nil && s.ctx.Err() != nil {
+	if s.ctx.Err() != nil { // the origin ended the session
 		err = wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
+		if s.moved {
+			err = wire.Errorf(wire.CodeConflict, "broadcast %q was taken over by another origin", name)
+		}
 	}
 	s.Close(err)
 	if err != nil {

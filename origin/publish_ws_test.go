@@ -23,7 +23,7 @@ import (
 func startOrigin(t *testing.T, cfg Config) (*Node, *testenv.Logs) {
 	t.Helper()
 	logs := &testenv.Logs{}
-	cfg.Listen = "127.0.0.1:0"
+	cfg.Listen, cfg.RelayListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logger = logs.Logger()
 	n, err := New(cfg)
 	if err != nil {

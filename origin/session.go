@@ -9,6 +9,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -33,6 +34,13 @@ type Session struct {
 	first      bool   // the next object is the epoch's first
 	dropped    int    // chunks before the first keyframe
 	closed     bool
+	moved      bool // set (under Node.mu) when another origin took the broadcast over
+
+	// The open group, for the registry's group log.
+	groupEnd     uint64 // decode time after its last chunk
+	groupBytes   int64
+	groupObjects int
+	groupWall    time.Time
 }
 
 func newSession(n *Node, e *entry) *Session {
@@ -75,6 +83,7 @@ func (s *Session) Init(in *cmaf.Init) error {
 		return wire.Errorf(wire.CodeGoingAway, "broadcast closed")
 	}
 	s.init = in
+	go s.n.cluster.published(s.e.name, true, &cat.Catalog)
 	s.n.log.Info("publisher ready", "broadcast", s.e.name, "epoch", s.e.epoch, "codec", ti.Codec, "width", ti.Width, "height", ti.Height)
 	return nil
 }
@@ -99,13 +108,13 @@ func (s *Session) Chunk(c *cmaf.Chunk) error {
 	}
 	if newGroup {
 		if s.started {
-			s.e.b.Finish(0, s.group, now.UnixNano())
-			s.n.metrics.groups.Inc()
+			s.finishGroup(now)
 		}
 		s.group = s.e.nextGroup
 		s.e.nextGroup++
 		s.index = 0
 		s.groupStart = c.DecodeTime
+		s.groupBytes, s.groupObjects, s.groupWall = 0, 0, now
 		s.started = true
 		h.Flags |= wire.FlagKeyframe
 	} else {
@@ -129,7 +138,23 @@ func (s *Session) Chunk(c *cmaf.Chunk) error {
 	}
 	s.n.metrics.objects.Inc()
 	s.n.metrics.bytes.Add(float64(len(c.Data)))
+	s.groupEnd = c.DecodeTime + c.Duration
+	s.groupBytes += int64(len(c.Data))
+	s.groupObjects++
 	return nil
+}
+
+// finishGroup ends the open group: its end marker goes to viewers and its
+// summary to the registry's group log.
+func (s *Session) finishGroup(now time.Time) {
+	s.e.b.Finish(0, s.group, now.UnixNano())
+	s.n.metrics.groups.Inc()
+	ts := uint64(s.init.PrimaryTrak().Timescale)
+	s.n.cluster.logGroup(s.e.name, registry.Group{
+		Track: 0, Seq: s.group, Epoch: s.e.epoch, Start: s.groupWall,
+		Duration: time.Duration((s.groupEnd - s.groupStart) * uint64(time.Second) / ts),
+		Bytes:    s.groupBytes, Objects: s.groupObjects, Origin: s.n.cfg.Peer.ID(),
+	})
 }
 
 // Feed reads a fragmented-MP4 byte stream from r to its end. It returns
@@ -181,8 +206,7 @@ func (s *Session) Close(err error) {
 	}
 	s.closed = true
 	if s.started {
-		s.e.b.Finish(0, s.group, time.Now().UnixNano())
-		s.n.metrics.groups.Inc()
+		s.finishGroup(time.Now())
 	}
 	s.cancel()
 	s.n.left(s.e, s)

@@ -1,0 +1,409 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/registry"
+	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// Directory finds which relay address holds a broadcast, and says when
+// that changes. *registry.Registry is one.
+type Directory interface {
+	Lookup(ctx context.Context, name string) (*registry.Broadcast, error)
+	Follow(ctx context.Context, fn func(registry.Event)) error
+}
+
+// ClusterConfig configures a RelaySource.
+type ClusterConfig struct {
+	// Directory finds origins (Redis); Parent is the relay address of an
+	// upstream node (an origin or a mid-tier edge) used when there is no
+	// directory or it does not know the broadcast.
+	Directory Directory
+	Parent    string
+	Client    relay.ClientConfig
+	// Limits bound the mirrors' caches.
+	Limits media.Limits
+	// Gone is how long a link waits for a broadcast that ended, or whose
+	// upstream was lost, to come back before its viewers are told it
+	// ended. Default 10 s.
+	Gone   time.Duration
+	Logger *slog.Logger
+}
+
+// RelaySource is an edge's Source in a cluster: it mirrors each broadcast
+// from its origin (or parent) over the relay, one subscription per
+// broadcast, and moves the subscription when the upstream dies or the
+// broadcast moves, resuming at the next group.
+type RelaySource struct {
+	cfg ClusterConfig
+	log *slog.Logger
+
+	// Counters for metrics.
+	Resubscribes atomic.Int64
+
+	mu      sync.Mutex
+	clients map[string]*pooled
+	links   map[string]*link
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+type pooled struct {
+	ready chan struct{}
+	c     *relay.Client
+	err   error
+}
+
+// NewRelaySource starts following the directory, if any.
+func NewRelaySource(cfg ClusterConfig) *RelaySource {
+	if cfg.Gone <= 0 {
+		cfg.Gone = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Client.Logger = cfg.Logger
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &RelaySource{cfg: cfg, log: cfg.Logger, clients: map[string]*pooled{}, links: map[string]*link{}, ctx: ctx, cancel: cancel}
+	if cfg.Directory != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			cfg.Directory.Follow(ctx, s.event)
+		}()
+	}
+	return s
+}
+
+// Close ends every link and connection.
+func (s *RelaySource) Close() {
+	s.cancel()
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.clients {
+		select {
+		case <-p.ready:
+			if p.c != nil {
+				p.c.Close()
+			}
+		default:
+		}
+	}
+}
+
+// event reacts to directory events: a broadcast that started or moved
+// elsewhere is followed there at once; after an outage every link checks.
+func (s *RelaySource) event(ev registry.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.Type == registry.EventResync {
+		for _, l := range s.links {
+			l.poke("")
+		}
+		return
+	}
+	if ev.Type != registry.EventStarted && ev.Type != registry.EventMoved {
+		return
+	}
+	if l := s.links[ev.Broadcast]; l != nil {
+		l.poke(ev.Relay)
+	}
+}
+
+// resolve returns the relay address to subscribe to name at.
+func (s *RelaySource) resolve(ctx context.Context, name string) (string, error) {
+	if s.cfg.Directory != nil {
+		b, err := s.cfg.Directory.Lookup(ctx, name)
+		switch {
+		case err == nil && b.Relay != "":
+			return b.Relay, nil
+		case err != nil && !errors.Is(err, registry.ErrNotFound):
+			if s.cfg.Parent == "" {
+				return "", wire.Errorf(wire.CodeNotFound, "broadcast %q: directory unavailable (%v)", name, err)
+			}
+		}
+	}
+	if s.cfg.Parent != "" {
+		return s.cfg.Parent, nil
+	}
+	return "", wire.Errorf(wire.CodeNotFound, "no broadcast %q", name)
+}
+
+// client returns the pooled connection to addr, dialing it once however
+// many callers wait.
+func (s *RelaySource) client(ctx context.Context, addr string) (*relay.Client, error) {
+	s.mu.Lock()
+	p := s.clients[addr]
+	if p != nil {
+		select {
+		case <-p.ready:
+			if p.err != nil || isDone(p.c.Done()) {
+				p = nil
+			}
+		default:
+		}
+	}
+	if p == nil {
+		p = &pooled{ready: make(chan struct{})}
+		s.clients[addr] = p
+		s.mu.Unlock()
+		p.c, p.err = relay.Dial(s.ctx, addr, s.cfg.Client)
+		close(p.ready)
+		if p.err != nil {
+			s.mu.Lock()
+			if s.clients[addr] == p {
+				delete(s.clients, addr)
+			}
+			s.mu.Unlock()
+		}
+		return p.c, p.err
+	}
+	s.mu.Unlock()
+	select {
+	case <-p.ready:
+		return p.c, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Subscribe mirrors name from its upstream. It returns once the upstream
+// accepted, with the catalog in place.
+func (s *RelaySource) Subscribe(ctx context.Context, name string) (*media.Broadcast, func(), error) {
+	addr, err := s.resolve(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	mirror := media.New(name, s.cfg.Limits)
+	sub, err := s.subscribe(ctx, addr, name, nil, mirror)
+	if err != nil {
+		mirror.Close()
+		return nil, nil, err
+	}
+	lctx, stop := context.WithCancel(s.ctx)
+	l := &link{s: s, name: name, addr: addr, mirror: mirror, pokes: make(chan string, 1)}
+	s.mu.Lock()
+	s.links[name] = l
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		l.run(lctx, sub)
+		s.mu.Lock()
+		if s.links[name] == l {
+			delete(s.links, name)
+		}
+		s.mu.Unlock()
+	}()
+	return mirror, stop, nil
+}
+
+func (s *RelaySource) subscribe(ctx context.Context, addr, name string, start *uint64, mirror *media.Broadcast) (*relay.Subscription, error) {
+	c, err := s.client(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", addr, err)
+	}
+	return c.Subscribe(ctx, name, start, mirror)
+}
+
+// link keeps one broadcast's mirror fed, moving between upstreams.
+type link struct {
+	s      *RelaySource
+	name   string
+	addr   string
+	mirror *media.Broadcast
+	pokes  chan string // a new relay address ("" = check the directory)
+}
+
+func (l *link) poke(addr string) {
+	select {
+	case l.pokes <- addr:
+	default:
+	}
+}
+
+func (l *link) run(ctx context.Context, sub *relay.Subscription) {
+	log := l.s.log.With("broadcast", l.name)
+	defer l.mirror.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			sub.Close()
+			return
+		case addr := <-l.pokes:
+			if addr == "" {
+				var err error
+				if addr, err = l.s.resolve(ctx, l.name); err != nil {
+					continue
+				}
+			}
+			if addr == l.addr {
+				continue
+			}
+			log.Info("broadcast moved; following", "from", l.addr, "to", addr)
+			sub.Close()
+		case <-sub.Done():
+			log.Info("upstream subscription ended", "upstream", l.addr, "err", sub.Err())
+		}
+		var ok bool
+		if sub, ok = l.resubscribe(ctx, log); !ok {
+			return
+		}
+	}
+}
+
+// resubscribe finds the broadcast again and subscribes from the group
+// after the newest the mirror has. It gives up after Gone.
+func (l *link) resubscribe(ctx context.Context, log *slog.Logger) (*relay.Subscription, bool) {
+	// Groups the old upstream left open will not be completed by the
+	// new one: finish them, so that viewers move on at once.
+	for ti := range l.mirrorTracks() {
+		if g := l.mirror.Latest(uint16(ti)); g != nil {
+			l.mirror.Finish(uint16(ti), g.Seq, time.Now().UnixNano())
+		}
+	}
+	deadline := time.Now().Add(l.s.cfg.Gone)
+	wait := 100 * time.Millisecond
+	for time.Now().Before(deadline) {
+		var start *uint64
+		for ti := range l.mirrorTracks() {
+			if g := l.mirror.Latest(uint16(ti)); g != nil {
+				next := g.Seq + 1
+				if start == nil || next < *start {
+					start = &next
+				}
+			}
+		}
+		addr, err := l.s.resolve(ctx, l.name)
+		if err == nil {
+			var sub *relay.Subscription
+			sub, err = l.s.subscribe(ctx, addr, l.name, start, l.mirror)
+			if err == nil {
+				l.addr = addr
+				l.s.Resubscribes.Add(1)
+				log.Info("upstream resubscribed", "upstream", addr, "from_group", start)
+				return sub, true
+			}
+		}
+		log.Debug("resubscribe failed", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-l.pokes:
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+	log.Info("broadcast gone", "waited", l.s.cfg.Gone)
+	return nil, false
+}
+
+func (l *link) mirrorTracks() []wire.TrackInfo {
+	if c := l.mirror.Catalog(); c != nil {
+		return c.Tracks
+	}
+	return nil
+}
+
+// startCluster sets up the relay side of the node: the RelaySource when no
+// Source was given, and the relay listener for lower tiers.
+func (n *Node) startCluster() error {
+	cfg := &n.cfg
+	if cfg.Source == nil {
+		var dir Directory
+		switch {
+		case cfg.Registry != nil:
+			dir = cfg.Registry
+		case cfg.RedisURL != "":
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			r, err := registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("edge: registry: %w", err)
+			}
+			n.dir, dir = r, r
+		case cfg.Parent == "":
+			return errors.New("edge: nowhere to pull broadcasts from: set -redis-url (the cluster's registry) or -parent (an upstream relay address)")
+		}
+		tc, err := relay.ClientTLS(cfg.Peer.TLS)
+		if err != nil {
+			return err
+		}
+		n.cluster = NewRelaySource(ClusterConfig{
+			Directory: dir, Parent: cfg.Parent, Logger: n.log,
+			Client: relay.ClientConfig{Node: cfg.Peer.ID(), Token: cfg.Peer.Token, TLS: tc},
+			Limits: media.Limits{Budget: n.budget},
+		})
+		cfg.Source = n.cluster
+	}
+	if cfg.RelayListen != "" {
+		host, _, err := net.SplitHostPort(cfg.RelayListen)
+		if err != nil {
+			return fmt.Errorf("edge: -relay-listen %q: %w", cfg.RelayListen, err)
+		}
+		tc, err := relay.ServerTLS(cfg.Peer.TLS, []string{host, "localhost", "127.0.0.1"})
+		if err != nil {
+			return err
+		}
+		if n.relayLn, err = quic.ListenAddr(cfg.RelayListen, tc, relay.QUICConfig()); err != nil {
+			return fmt.Errorf("edge: relay listen %s: %w", cfg.RelayListen, err)
+		}
+		n.relay = relay.NewServer(relay.ServerConfig{
+			Node: cfg.Peer.ID(), Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
+			// A lower tier is one more viewer of the coalesced upstream.
+			Lookup: func(ctx context.Context, name string) (*media.Broadcast, func(), error) {
+				u, err := n.attach(ctx, name)
+				if err != nil {
+					return nil, nil, err
+				}
+				return u.b, func() { n.detach(u) }, nil
+			},
+		})
+	}
+	return nil
+}
+
+func (n *Node) stopCluster() {
+	if n.relayLn != nil {
+		n.relayLn.Close()
+	}
+	if n.cluster != nil {
+		n.cluster.Close()
+	}
+	if n.dir != nil {
+		n.dir.Close()
+	}
+}
+
+// RelayAddr returns the address lower tiers can use as their parent, or ""
+// when the edge serves no relay.
+func (n *Node) RelayAddr() string {
+	if n.relayLn == nil {
+		return ""
+	}
+	return n.relayLn.Addr().String()
+}

@@ -1,0 +1,262 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/registry"
+	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// registryTimeout bounds each registry call made on a publisher's behalf.
+const registryTimeout = 2 * time.Second
+
+// cluster is an origin's part in the cluster: the relay listener edges
+// pull from, and the registry it announces its broadcasts and groups in.
+type cluster struct {
+	n         *Node
+	reg       *registry.Registry
+	ownReg    bool // opened here, closed here
+	srv       *relay.Server
+	ln        *quic.Listener
+	advertise string
+	groups    chan loggedGroup
+	ctx       context.Context // ends the goroutines run starts
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+type loggedGroup struct {
+	name string
+	g    registry.Group
+}
+
+func newCluster(n *Node) (*cluster, error) {
+	c := &cluster{n: n, groups: make(chan loggedGroup, 4096)}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	cfg := &n.cfg
+	var err error
+	if c.reg = cfg.Registry; c.reg == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("origin: registry: %w", err)
+		}
+		c.ownReg = true
+	}
+	host, _, err := net.SplitHostPort(cfg.RelayListen)
+	if err != nil {
+		return nil, fmt.Errorf("origin: -relay-listen %q: %w", cfg.RelayListen, err)
+	}
+	tc, err := relay.ServerTLS(cfg.Peer.TLS, []string{host, "localhost", "127.0.0.1"})
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.ln, err = quic.ListenAddr(cfg.RelayListen, tc, relay.QUICConfig()); err != nil {
+		c.close()
+		return nil, fmt.Errorf("origin: relay listen %s: %w", cfg.RelayListen, err)
+	}
+	c.advertise = cfg.RelayAdvertise
+	if c.advertise == "" {
+		c.advertise = advertised(c.ln.Addr())
+	}
+	c.srv = relay.NewServer(relay.ServerConfig{
+		Node: cfg.Peer.ID(), Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
+		Lookup: func(_ context.Context, name string) (*media.Broadcast, func(), error) {
+			b, ok := n.Lookup(name)
+			if !ok {
+				return nil, nil, wire.Errorf(wire.CodeNotFound, "origin %s has no broadcast %q", cfg.Peer.ID(), name)
+			}
+			return b, func() {}, nil
+		},
+	})
+	return c, nil
+}
+
+// advertised turns a listen address into one other hosts can dial: an
+// unspecified host becomes this host's name.
+func advertised(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (c *cluster) run() {
+	ctx := c.ctx
+	c.wg.Add(3)
+	go func() { defer c.wg.Done(); c.srv.Serve(ctx, c.ln) }()
+	go func() { defer c.wg.Done(); c.heartbeat(ctx) }()
+	go func() { defer c.wg.Done(); c.logGroups(ctx) }()
+	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
+	c.reg.PublishEvent(rctx, registry.Event{Type: registry.EventNodeUp, Relay: c.advertise})
+	cancel()
+}
+
+// drain tells edges to move and the registry that this node is going.
+func (c *cluster) drain(held []string) {
+	c.srv.GoAway("")
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	c.reg.PublishEvent(ctx, registry.Event{Type: registry.EventNodeDraining, Relay: c.advertise})
+	for _, name := range held {
+		c.reg.Release(ctx, name)
+	}
+}
+
+func (c *cluster) close() {
+	c.cancel()
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	c.wg.Wait()
+	if c.ownReg && c.reg != nil {
+		c.reg.Close()
+	}
+}
+
+// claim records this origin as the holder of e's broadcast and works out
+// where its group numbers and epochs continue. A holder that is alive and
+// publishing keeps the broadcast (CodeConflict); a dead one (its relay does
+// not answer) is taken over.
+func (c *cluster) claim(ctx context.Context, e *entry) error {
+	log := c.n.log.With("broadcast", e.name)
+	ctx, cancel := context.WithTimeout(ctx, registryTimeout)
+	defer cancel()
+	b := registry.Broadcast{Name: e.name, Origin: c.n.cfg.Peer.ID(), Relay: c.advertise, Epoch: 1, Started: e.started, Publishing: true}
+	last, lerr := c.reg.LastGroup(ctx, e.name)
+	prev, err := c.reg.Claim(ctx, b, false)
+	var taken *registry.TakenError
+	if errors.As(err, &taken) {
+		if c.alive(ctx, taken.Holder.Relay) {
+			return wire.Errorf(wire.CodeConflict, "broadcast %q is being published to origin %s", e.name, taken.Holder.Origin)
+		}
+		log.Warn("taking over a broadcast from an origin that does not answer", "holder", taken.Holder.Origin, "relay", taken.Holder.Relay)
+		prev, err = c.reg.Claim(ctx, b, true)
+	}
+	if err != nil || lerr != nil {
+		// Without the registry the numbers continue from the clock,
+		// which only rises; the heartbeat claims the key once Redis
+		// is back.
+		log.Warn("registry unavailable: group numbers continue from the clock", "err", errors.Join(err, lerr))
+		e.nextGroup = uint64(time.Now().Unix())
+		e.epoch = uint64(time.Now().Unix())
+		return nil
+	}
+	var epoch uint64
+	if prev != nil {
+		epoch = prev.Epoch
+	}
+	if last != nil {
+		// The group that was open when the last origin stopped may
+		// never have been logged: skip its number.
+		e.nextGroup = last.Seq + 2
+		epoch = max(epoch, last.Epoch)
+	}
+	e.epoch = epoch
+	return nil
+}
+
+// alive reports whether a relay address answers a HELLO.
+func (c *cluster) alive(ctx context.Context, addr string) bool {
+	if addr == "" || addr == c.advertise {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	tc, err := relay.ClientTLS(c.n.cfg.Peer.TLS)
+	if err != nil {
+		return false
+	}
+	cl, err := relay.Dial(ctx, addr, relay.ClientConfig{Node: c.n.cfg.Peer.ID(), Token: c.n.cfg.Peer.Token, TLS: tc, Timeout: 500 * time.Millisecond, Logger: c.n.log})
+	if err != nil {
+		return false
+	}
+	cl.Close()
+	return true
+}
+
+// published tells the registry a publisher (re)started or left.
+func (c *cluster) published(name string, publishing bool, cat *wire.Catalog) {
+	var raw json.RawMessage
+	if cat != nil {
+		raw, _ = json.Marshal(cat)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	if err := c.reg.SetPublishing(ctx, name, publishing, raw); err != nil {
+		c.n.log.Warn("registry: publishing flag not updated", "broadcast", name, "err", err)
+	}
+}
+
+// logGroup queues a finished group for the registry's group log without
+// ever blocking ingest.
+func (c *cluster) logGroup(name string, g registry.Group) {
+	select {
+	case c.groups <- loggedGroup{name, g}:
+	default:
+		c.n.metrics.groupLogDropped.Inc()
+	}
+}
+
+func (c *cluster) logGroups(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lg := <-c.groups:
+			rctx, cancel := context.WithTimeout(ctx, registryTimeout)
+			if err := c.reg.LogGroup(rctx, lg.name, lg.g); err != nil {
+				c.n.metrics.groupLogDropped.Inc()
+			}
+			cancel()
+		}
+	}
+}
+
+// heartbeat keeps this origin's registry keys alive (recreating them after
+// Redis lost them) and ends broadcasts another origin has taken over.
+func (c *cluster) heartbeat(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		held := c.n.held(c.advertise)
+		if len(held) == 0 {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, registryTimeout)
+		lost, err := c.reg.Refresh(rctx, held)
+		cancel()
+		if err != nil {
+			continue // Redis is down: broadcasts keep flowing; retry next beat
+		}
+		for _, name := range lost {
+			c.n.log.Warn("broadcast taken over by another origin; ending it here", "broadcast", name)
+			c.n.endMoved(name)
+		}
+	}
+}
