@@ -83,6 +83,11 @@ type Config struct {
 	// where it can skip to a newer group, instead of hiding in megabytes
 	// of socket buffer. Bytes in flight are not limited by it.
 	UnsentLimit int
+	// WSWriter is how WebSocket viewers on plain TCP are written:
+	// "events" (a few goroutines per broadcast, non-blocking writev) or
+	// "goroutines" (one writer and one reader goroutine per viewer, as
+	// TLS connections always are).
+	WSWriter string
 	// MaxViewers bounds concurrent viewers of this node.
 	MaxViewers int
 	// Linger keeps an upstream subscription this long after its last
@@ -107,6 +112,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss://; finds the origin of each broadcast")
 	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all mirrored broadcasts of the process may hold")
 	c.Peer.Flags(s)
+	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 }
@@ -166,6 +172,7 @@ type Node struct {
 	ctx    context.Context // cancelled by Close: ends upstreams and viewers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // viewers
+	bg     sync.WaitGroup // fan-out shards
 
 	mu      sync.Mutex
 	ups     map[string]*upstream
@@ -262,6 +269,7 @@ func (n *Node) Close() error {
 	}
 	n.cancel()
 	n.wg.Wait()
+	n.bg.Wait()
 	n.mu.Lock()
 	ups := n.ups
 	n.ups = map[string]*upstream{}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/quiccast/quiccast/shared/media"
@@ -18,11 +19,15 @@ type upstream struct {
 	err     error
 	viewers int
 	linger  *time.Timer
+	fan     *fanout // its plain-TCP WebSocket viewers, made on first use
 }
 
 func (u *upstream) stop() {
 	if u.linger != nil {
 		u.linger.Stop()
+	}
+	if u.fan != nil {
+		u.fan.cancel() // its viewers are gone or going; the shards exit
 	}
 	if u.release != nil {
 		u.release()
@@ -81,6 +86,16 @@ func (n *Node) attach(ctx context.Context, name string) (*upstream, error) {
 	}
 	n.mu.Unlock()
 	return u, nil
+}
+
+// fanout returns u's fan-out, making it on first use.
+func (n *Node) fanout(u *upstream) *fanout {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if u.fan == nil {
+		u.fan = newFanout(n, u.b, runtime.GOMAXPROCS(0))
+	}
+	return u.fan
 }
 
 // detach lets go of one viewer; the last one starts the linger timer.

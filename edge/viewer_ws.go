@@ -46,11 +46,21 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		n.refuse(v, err)
 		return
 	}
+	n.metrics.viewers.WithLabelValues("ws").Inc()
+	cfg := media.CursorConfig{MaxLag: n.cfg.MaxLag, MaxSkips: n.cfg.MaxSkips, SkipWindow: n.cfg.SkipWindow}
+	if tc, ok := v.nc.(*net.TCPConn); ok && n.cfg.WSWriter != "goroutines" {
+		if rc, err := tc.SyscallConn(); err == nil {
+			// The fan-out owns the viewer from here; this goroutine
+			// (and its stack) goes.
+			n.fanout(u).add(&fastViewer{n: n, u: u, nc: tc, rc: rc, name: name, remote: r.RemoteAddr,
+				cur: u.b.NewCursor(cfg), lastRead: time.Now()})
+			return
+		}
+	}
 	defer n.leave()
 	defer n.detach(u)
-	n.metrics.viewers.WithLabelValues("ws").Inc()
 	defer n.metrics.viewers.WithLabelValues("ws").Dec()
-	v.run(u.b)
+	v.run(u.b.NewCursor(cfg))
 }
 
 // admit checks the name, the token and the viewer limit, and counts the
@@ -88,8 +98,10 @@ func (n *Node) refuse(v *wsViewer, err error) {
 	v.close(err)
 }
 
-// wsViewer is one WebSocket viewer. One goroutine writes (run); another
-// reads, only to notice the viewer leaving and to answer pings.
+// wsViewer is one WebSocket viewer on a connection the fan-out cannot
+// write to directly (TLS), or when -ws-writer=goroutines: one goroutine
+// writes (run); another reads, only to notice the viewer leaving and to
+// answer pings.
 type wsViewer struct {
 	n      *Node
 	conn   *websocket.Conn
@@ -107,11 +119,10 @@ type wsViewer struct {
 
 // run sends the broadcast until the viewer leaves, falls too far behind,
 // the broadcast ends or the node drains.
-func (v *wsViewer) run(b *media.Broadcast) {
+func (v *wsViewer) run(cur *media.Cursor) {
 	ctx, cancel := context.WithCancel(v.n.ctx)
 	defer cancel()
 	go v.read(cancel)
-	cur := b.NewCursor(media.CursorConfig{MaxLag: v.n.cfg.MaxLag, MaxSkips: v.n.cfg.MaxSkips, SkipWindow: v.n.cfg.SkipWindow})
 	var err error
 	for err == nil {
 		var items []media.Item

@@ -126,6 +126,14 @@ func startEdge(t *testing.T, cfg Config) (*Node, *testenv.Logs) {
 	return n, logs
 }
 
+// forEachWriter runs a test with each way of writing WebSocket viewers:
+// the event-driven fan-out (plain TCP) and a goroutine per viewer (TLS).
+func forEachWriter(t *testing.T, f func(t *testing.T, writer string)) {
+	for _, w := range []string{"events", "goroutines"} {
+		t.Run(w, func(t *testing.T) { f(t, w) })
+	}
+}
+
 func wsURL(n *Node, name string) string { return fmt.Sprintf("ws://%s/ws/%s", n.Addr(), name) }
 
 func dialViewer(t *testing.T, n *Node, name string) *viewer.Conn {
@@ -184,115 +192,119 @@ func expectClosed(t *testing.T, c *viewer.Conn, code wire.Code, reason string) {
 }
 
 func TestViewerStartsAtNewestGroupWithCatalogAndInit(t *testing.T) {
-	src := newFakeSource()
-	f := src.add(t, "live/a")
-	for range 2 { // groups 0 and 1, done
-		f.object(t, true, 100)
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		f := src.add(t, "live/a")
+		for range 2 { // groups 0 and 1, done
+			f.object(t, true, 100)
+			f.object(t, false, 100)
+		}
+		f.object(t, true, 100) // group 2, open
 		f.object(t, false, 100)
-	}
-	f.object(t, true, 100) // group 2, open
-	f.object(t, false, 100)
-	n, _ := startEdge(t, Config{Source: src})
-	c := dialViewer(t, n, "live/a")
+		n, _ := startEdge(t, Config{Source: src, WSWriter: writer})
+		c := dialViewer(t, n, "live/a")
 
-	ev := next(t, c)
-	if ev.Control == nil || ev.Control.Type != wire.MsgCatalog || ev.Control.Catalog.Tracks[0].Codec != "avc1.42E01E" {
-		t.Fatalf("first message %+v, want the catalog", ev.Control)
-	}
-	ev = next(t, c)
-	if ev.Header.Kind != wire.KindInit || string(ev.Payload) != "init segment of live/a" {
-		t.Fatalf("second message %+v %q, want the init segment", ev.Header, ev.Payload)
-	}
-	expectObject(t, c, 2, 0, 100)
-	expectObject(t, c, 2, 1, 100)
-	f.object(t, false, 5000) // live from here
-	expectObject(t, c, 2, 2, 5000)
-	f.object(t, true, 70000)
-	expectEndOfGroup(t, c, 2, 3)
-	expectObject(t, c, 3, 0, 70000)
+		ev := next(t, c)
+		if ev.Control == nil || ev.Control.Type != wire.MsgCatalog || ev.Control.Catalog.Tracks[0].Codec != "avc1.42E01E" {
+			t.Fatalf("first message %+v, want the catalog", ev.Control)
+		}
+		ev = next(t, c)
+		if ev.Header.Kind != wire.KindInit || string(ev.Payload) != "init segment of live/a" {
+			t.Fatalf("second message %+v %q, want the init segment", ev.Header, ev.Payload)
+		}
+		expectObject(t, c, 2, 0, 100)
+		expectObject(t, c, 2, 1, 100)
+		f.object(t, false, 5000) // live from here
+		expectObject(t, c, 2, 2, 5000)
+		f.object(t, true, 70000)
+		expectEndOfGroup(t, c, 2, 3)
+		expectObject(t, c, 3, 0, 70000)
+	})
 }
 
 // TestSlowViewerIsDroppedWithoutSlowingPublisherOrFastViewer has one viewer
 // that never reads. The publisher's appends and a fast viewer must not
 // notice; the slow one is dropped after WriteTimeout.
 func TestSlowViewerIsDroppedWithoutSlowingPublisherOrFastViewer(t *testing.T) {
-	src := newFakeSource()
-	f := src.add(t, "s")
-	f.object(t, true, 1000)
-	n, _ := startEdge(t, Config{Source: src, WriteTimeout: time.Second, UnsentLimit: 16 << 10})
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		f := src.add(t, "s")
+		f.object(t, true, 1000)
+		n, _ := startEdge(t, Config{Source: src, WSWriter: writer, WriteTimeout: time.Second, UnsentLimit: 16 << 10})
 
-	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
+		d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		}}
+		slow, _, err := d.Dial(wsURL(n, "s"), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return c, err
-	}}
-	slow, _, err := d.Dial(wsURL(n, "s"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close() // never read
-	fast := dialViewer(t, n, "s")
-	for range 2 {
-		next(t, fast) // catalog, init
-	}
-	expectObject(t, fast, 0, 0, 1000)
+		defer slow.Close() // never read
+		fast := dialViewer(t, n, "s")
+		for range 2 {
+			next(t, fast) // catalog, init
+		}
+		expectObject(t, fast, 0, 0, 1000)
 
-	var fastErr error
-	fastDone := make(chan struct{})
-	const groups, perGroup, size = 20, 10, 32 << 10 // 200 objects of 32 KiB in 2 s: ~26 Mbit/s
-	go func() {
-		defer close(fastDone)
-		for g := uint64(0); g < groups; g++ {
-			for i := uint32(0); i < perGroup; i++ {
-				if g == 0 && i == 0 {
-					continue
-				}
-				if i == 0 {
+		var fastErr error
+		fastDone := make(chan struct{})
+		const groups, perGroup, size = 20, 10, 32 << 10 // 200 objects of 32 KiB in 2 s: ~26 Mbit/s
+		go func() {
+			defer close(fastDone)
+			for g := uint64(0); g < groups; g++ {
+				for i := uint32(0); i < perGroup; i++ {
+					if g == 0 && i == 0 {
+						continue
+					}
+					if i == 0 {
+						ev, err := fast.Next(5 * time.Second)
+						if err != nil || ev.Header.Flags&wire.FlagEndOfGroup == 0 {
+							fastErr = fmt.Errorf("want end of group %d, got %+v %+v %v", g-1, ev.Header, ev.Control, err)
+							return
+						}
+					}
 					ev, err := fast.Next(5 * time.Second)
-					if err != nil || ev.Header.Flags&wire.FlagEndOfGroup == 0 {
-						fastErr = fmt.Errorf("want end of group %d, got %+v %+v %v", g-1, ev.Header, ev.Control, err)
+					want := payload(g, i, size)
+					if g == 0 {
+						want = payload(g, i, size)
+					}
+					if err != nil || ev.Control != nil || ev.Header.Group != g || ev.Header.Index != i || !bytes.Equal(ev.Payload, want) {
+						fastErr = fmt.Errorf("fast viewer: want %d/%d, got %+v %+v %v", g, i, ev.Header, ev.Control, err)
 						return
 					}
 				}
-				ev, err := fast.Next(5 * time.Second)
-				want := payload(g, i, size)
-				if g == 0 {
-					want = payload(g, i, size)
+			}
+		}()
+		var slowest time.Duration
+		for g := range groups {
+			for i := range perGroup {
+				if g == 0 && i == 0 {
+					continue
 				}
-				if err != nil || ev.Control != nil || ev.Header.Group != g || ev.Header.Index != i || !bytes.Equal(ev.Payload, want) {
-					fastErr = fmt.Errorf("fast viewer: want %d/%d, got %+v %+v %v", g, i, ev.Header, ev.Control, err)
-					return
-				}
+				start := time.Now()
+				f.object(t, i == 0, size)
+				slowest = max(slowest, time.Since(start))
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
-	}()
-	var slowest time.Duration
-	for g := range groups {
-		for i := range perGroup {
-			if g == 0 && i == 0 {
-				continue
-			}
-			start := time.Now()
-			f.object(t, i == 0, size)
-			slowest = max(slowest, time.Since(start))
-			time.Sleep(10 * time.Millisecond)
+		<-fastDone
+		if fastErr != nil {
+			t.Fatal(fastErr)
 		}
-	}
-	<-fastDone
-	if fastErr != nil {
-		t.Fatal(fastErr)
-	}
-	// Appends never wait for viewers: one that did would wait for the
-	// slow viewer's write timeout (1 s). A lock and a copy take far less,
-	// even with the race detector on a loaded machine.
-	if slowest > 250*time.Millisecond {
-		t.Errorf("slowest append took %s", slowest)
-	}
-	testenv.WaitFor(t, 4*time.Second, "the slow viewer to be dropped", func() bool {
-		return testenv.Metric(t, n.Registry(), "quiccast_edge_viewer_disconnects_total", "code", "4008") == 1 &&
-			testenv.Metric(t, n.Registry(), "quiccast_edge_viewers", "transport", "ws") == 1
+		// Appends never wait for viewers: one that did would wait for the
+		// slow viewer's write timeout (1 s). A lock and a copy take far less,
+		// even with the race detector on a loaded machine.
+		if slowest > 250*time.Millisecond {
+			t.Errorf("slowest append took %s", slowest)
+		}
+		testenv.WaitFor(t, 4*time.Second, "the slow viewer to be dropped", func() bool {
+			return testenv.Metric(t, n.Registry(), "quiccast_edge_viewer_disconnects_total", "code", "4008") == 1 &&
+				testenv.Metric(t, n.Registry(), "quiccast_edge_viewers", "transport", "ws") == 1
+		})
 	})
 }
 
@@ -300,84 +312,86 @@ func TestSlowViewerIsDroppedWithoutSlowingPublisherOrFastViewer(t *testing.T) {
 // keeps pausing: it is moved to the newest group, told so, and dropped with
 // a reason once it has skipped more than MaxSkips times.
 func TestLaggingViewerSkipsToNewestGroupThenIsDisconnected(t *testing.T) {
-	src := newFakeSource()
-	f := src.add(t, "lag")
-	f.object(t, true, 1000)
-	n, _ := startEdge(t, Config{Source: src, WriteTimeout: 10 * time.Second, UnsentLimit: 16 << 10,
-		MaxLag: 300 * time.Millisecond, MaxSkips: 2, SkipWindow: time.Minute})
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		f := src.add(t, "lag")
+		f.object(t, true, 1000)
+		n, _ := startEdge(t, Config{Source: src, WSWriter: writer, WriteTimeout: 10 * time.Second, UnsentLimit: 16 << 10,
+			MaxLag: 300 * time.Millisecond, MaxSkips: 2, SkipWindow: time.Minute})
 
-	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(16 << 10)
-		}
-		return c, err
-	}}
-	ws, _, err := d.Dial(wsURL(n, "lag"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // 16 KiB objects at ~60/s, 6 per group
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(16 * time.Millisecond):
+		d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(16 << 10)
 			}
-			f.object(t, i%6 == 0, 16<<10)
-		}
-	}()
-
-	skips, afterSkip := 0, false
-	lastPause := time.Now()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if time.Since(lastPause) > 300*time.Millisecond {
-			time.Sleep(800 * time.Millisecond) // stop reading
-			lastPause = time.Now()
-		}
-		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		typ, b, err := ws.ReadMessage()
-		if err != nil {
-			ce, ok := err.(*websocket.CloseError)
-			if !ok || ce.Code != int(wire.CodeTooSlow) || !strings.Contains(ce.Text, "fell behind the live edge more than 2 times") {
-				t.Fatalf("got %v, want close 4008", err)
-			}
-			if skips != 3 {
-				t.Fatalf("closed after %d skip messages, want 3", skips)
-			}
-			if got := testenv.Metric(t, n.Registry(), "quiccast_edge_skipped_groups_total"); got != 3 {
-				t.Fatalf("skip metric %v, want 3", got)
-			}
-			return
-		}
-		if typ == websocket.TextMessage {
-			m, _ := wire.ParseMessage(b)
-			if m.Type == wire.MsgSkip {
-				skips++
-				afterSkip = true
-				if m.To <= m.From {
-					t.Fatalf("skip from %d to %d", m.From, m.To)
-				}
-			}
-			continue
-		}
-		h, _, err := wire.Parse(b)
+			return c, err
+		}}
+		ws, _, err := d.Dial(wsURL(n, "lag"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if afterSkip && h.Kind == wire.KindObject {
-			if h.Flags&wire.FlagKeyframe == 0 || h.Index != 0 {
-				t.Fatalf("after a skip the viewer got %d/%d, want a group start", h.Group, h.Index)
+		defer ws.Close()
+
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() { // 16 KiB objects at ~60/s, 6 per group
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(16 * time.Millisecond):
+				}
+				f.object(t, i%6 == 0, 16<<10)
 			}
-			afterSkip = false
+		}()
+
+		skips, afterSkip := 0, false
+		lastPause := time.Now()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if time.Since(lastPause) > 300*time.Millisecond {
+				time.Sleep(800 * time.Millisecond) // stop reading
+				lastPause = time.Now()
+			}
+			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			typ, b, err := ws.ReadMessage()
+			if err != nil {
+				ce, ok := err.(*websocket.CloseError)
+				if !ok || ce.Code != int(wire.CodeTooSlow) || !strings.Contains(ce.Text, "fell behind the live edge more than 2 times") {
+					t.Fatalf("got %v, want close 4008", err)
+				}
+				if skips != 3 {
+					t.Fatalf("closed after %d skip messages, want 3", skips)
+				}
+				if got := testenv.Metric(t, n.Registry(), "quiccast_edge_skipped_groups_total"); got != 3 {
+					t.Fatalf("skip metric %v, want 3", got)
+				}
+				return
+			}
+			if typ == websocket.TextMessage {
+				m, _ := wire.ParseMessage(b)
+				if m.Type == wire.MsgSkip {
+					skips++
+					afterSkip = true
+					if m.To <= m.From {
+						t.Fatalf("skip from %d to %d", m.From, m.To)
+					}
+				}
+				continue
+			}
+			h, _, err := wire.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if afterSkip && h.Kind == wire.KindObject {
+				if h.Flags&wire.FlagKeyframe == 0 || h.Index != 0 {
+					t.Fatalf("after a skip the viewer got %d/%d, want a group start", h.Group, h.Index)
+				}
+				afterSkip = false
+			}
 		}
-	}
-	t.Fatalf("not disconnected after 20 s (%d skips)", skips)
+		t.Fatalf("not disconnected after 20 s (%d skips)", skips)
+	})
 }
 
 func TestViewerRefusals(t *testing.T) {
@@ -420,49 +434,53 @@ func TestViewerRefusals(t *testing.T) {
 }
 
 func TestEndedBroadcastClosesViewersNormally(t *testing.T) {
-	src := newFakeSource()
-	f := src.add(t, "short")
-	f.object(t, true, 10)
-	n, _ := startEdge(t, Config{Source: src})
-	c := dialViewer(t, n, "short")
-	for range 3 {
-		next(t, c)
-	}
-	f.b.Close()
-	ev := next(t, c)
-	if ev.Control == nil || ev.Control.Type != wire.MsgEnded {
-		t.Fatalf("got %+v, want the ended message", ev)
-	}
-	expectClosed(t, c, wire.CodeNormal, "broadcast ended")
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		f := src.add(t, "short")
+		f.object(t, true, 10)
+		n, _ := startEdge(t, Config{Source: src, WSWriter: writer})
+		c := dialViewer(t, n, "short")
+		for range 3 {
+			next(t, c)
+		}
+		f.b.Close()
+		ev := next(t, c)
+		if ev.Control == nil || ev.Control.Type != wire.MsgEnded {
+			t.Fatalf("got %+v, want the ended message", ev)
+		}
+		expectClosed(t, c, wire.CodeNormal, "broadcast ended")
+	})
 }
 
 func TestClosingEdgeSendsGoAway(t *testing.T) {
-	src := newFakeSource()
-	f := src.add(t, "drain")
-	f.object(t, true, 10)
-	n, err := New(Config{Listen: "127.0.0.1:0", Source: src, Logger: (&testenv.Logs{}).Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go n.Run(context.Background())
-	c := dialViewer(t, n, "drain")
-	for range 3 {
-		next(t, c)
-	}
-	done := make(chan error)
-	go func() { done <- n.Close() }()
-	ev := next(t, c)
-	if ev.Control == nil || ev.Control.Type != wire.MsgGoAway {
-		t.Fatalf("got %+v, want goaway", ev)
-	}
-	expectClosed(t, c, wire.CodeGoingAway, "edge draining")
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if resp, err := http.Get(fmt.Sprintf("http://%s/healthz", n.Addr())); err == nil {
-		resp.Body.Close()
-		t.Fatal("closed edge still serves")
-	}
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		f := src.add(t, "drain")
+		f.object(t, true, 10)
+		n, err := New(Config{Listen: "127.0.0.1:0", Source: src, WSWriter: writer, Logger: (&testenv.Logs{}).Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go n.Run(context.Background())
+		c := dialViewer(t, n, "drain")
+		for range 3 {
+			next(t, c)
+		}
+		done := make(chan error)
+		go func() { done <- n.Close() }()
+		ev := next(t, c)
+		if ev.Control == nil || ev.Control.Type != wire.MsgGoAway {
+			t.Fatalf("got %+v, want goaway", ev)
+		}
+		expectClosed(t, c, wire.CodeGoingAway, "edge draining")
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := http.Get(fmt.Sprintf("http://%s/healthz", n.Addr())); err == nil {
+			resp.Body.Close()
+			t.Fatal("closed edge still serves")
+		}
+	})
 }
 
 func TestOneUpstreamPerBroadcastReleasedAfterLinger(t *testing.T) {
@@ -499,7 +517,8 @@ func TestOneUpstreamPerBroadcastReleasedAfterLinger(t *testing.T) {
 	for _, c := range cs {
 		c.Close()
 	}
-	testenv.WaitFor(t, 2*time.Second, "the release", func() bool { _, r := src.counts("pop"); return r == 1 })
+	// Plain-TCP viewers' closes are read every half second.
+	testenv.WaitFor(t, 4*time.Second, "the release", func() bool { _, r := src.counts("pop"); return r == 1 })
 	// A new viewer subscribes again.
 	c := dialViewer(t, n, "pop")
 	next(t, c)
@@ -509,31 +528,33 @@ func TestOneUpstreamPerBroadcastReleasedAfterLinger(t *testing.T) {
 }
 
 func TestPingIsAnswered(t *testing.T) {
-	src := newFakeSource()
-	src.add(t, "p").object(t, true, 10)
-	n, _ := startEdge(t, Config{Source: src})
-	ws, _, err := websocket.DefaultDialer.Dial(wsURL(n, "p"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	var pongs atomic.Int32
-	ws.SetPongHandler(func(data string) error {
-		if data == "hi" {
-			pongs.Add(1)
+	forEachWriter(t, func(t *testing.T, writer string) {
+		src := newFakeSource()
+		src.add(t, "p").object(t, true, 10)
+		n, _ := startEdge(t, Config{Source: src, WSWriter: writer})
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL(n, "p"), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		defer ws.Close()
+		var pongs atomic.Int32
+		ws.SetPongHandler(func(data string) error {
+			if data == "hi" {
+				pongs.Add(1)
+			}
+			return nil
+		})
+		ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second))
+		// ReadMessage returns data messages only; the pong handler runs
+		// inside it. Read until the stream goes quiet.
+		ws.SetReadDeadline(time.Now().Add(2 * time.Second)) // pings are read every half second
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				break
+			}
+		}
+		if pongs.Load() != 1 {
+			t.Fatalf("%d pongs, want 1", pongs.Load())
+		}
 	})
-	ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second))
-	// ReadMessage returns data messages only; the pong handler runs
-	// inside it. Read until the stream goes quiet.
-	ws.SetReadDeadline(time.Now().Add(time.Second))
-	for {
-		if _, _, err := ws.ReadMessage(); err != nil {
-			break
-		}
-	}
-	if pongs.Load() != 1 {
-		t.Fatalf("%d pongs, want 1", pongs.Load())
-	}
 }

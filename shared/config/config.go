@@ -84,6 +84,12 @@ func (s *Set) Int64(p *int64, name string, def int64, usage string) {
 	s.bind(name, false)
 }
 
+// Float64 declares a floating-point setting.
+func (s *Set) Float64(p *float64, name string, def float64, usage string) {
+	s.fs.Float64Var(p, name, def, usage)
+	s.bind(name, false)
+}
+
 // Bool declares a boolean setting.
 func (s *Set) Bool(p *bool, name string, def bool, usage string) {
 	s.fs.BoolVar(p, name, def, usage)

@@ -121,6 +121,26 @@ func (c *Cursor) Next(ctx context.Context) ([]Item, error) {
 	}
 }
 
+// Poll appends to dst the items ready now, without waiting: the
+// event-driven writers call it when the broadcast changed. It returns
+// ErrClosed once the broadcast closed and ErrTooSlow as Next does; dst
+// then still holds what was ready.
+func (c *Cursor) Poll(dst []Item) ([]Item, error) {
+	b := c.b
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return dst, ErrClosed
+	}
+	saved := c.items
+	c.items, c.bytes = dst, 0
+	for ti := range b.tracks {
+		c.collect(ti)
+	}
+	dst, c.items = c.items, saved
+	return dst, c.err
+}
+
 // collect adds track ti's ready items. Hold c.b.mu for reading.
 func (c *Cursor) collect(ti int) {
 	t := c.b.tracks[ti]

@@ -1,0 +1,402 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// fanout writes one broadcast to its plain-TCP WebSocket viewers from a
+// few shard goroutines instead of a goroutine per viewer: when the
+// broadcast changes, each shard makes one non-blocking writev per viewer of
+// the frames that viewer is due. A viewer whose socket is full gets a
+// goroutine of its own until the socket drains (or the write timeout
+// drops it); the client's frames (pings, close) are read without blocking
+// about once a second. Viewers cost a few hundred bytes each, not two
+// goroutine stacks.
+type fanout struct {
+	n      *Node
+	b      *media.Broadcast
+	shards []*shard
+	next   atomic.Uint32
+	cancel context.CancelFunc
+}
+
+// shard serves a subset of a broadcast's viewers; its scratch buffers are
+// reused for every viewer it pumps.
+type shard struct {
+	f       *fanout
+	mu      sync.Mutex // guards viewers
+	viewers []*fastViewer
+	wake    chan struct{}
+	list    []*fastViewer
+	items   []media.Item
+	bufs    [][]byte
+	iov     []unix.Iovec
+}
+
+func newFanout(n *Node, b *media.Broadcast, shards int) *fanout {
+	ctx, cancel := context.WithCancel(n.ctx)
+	f := &fanout{n: n, b: b, cancel: cancel}
+	for range max(1, shards) {
+		s := &shard{f: f, wake: make(chan struct{}, 1)}
+		f.shards = append(f.shards, s)
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); s.run(ctx) }()
+	}
+	return f
+}
+
+// add hands a viewer to the least recently chosen shard.
+func (f *fanout) add(v *fastViewer) {
+	s := f.shards[int(f.next.Add(1))%len(f.shards)]
+	v.sh = s
+	s.mu.Lock()
+	s.viewers = append(s.viewers, v)
+	s.mu.Unlock()
+	s.kick()
+}
+
+func (s *shard) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// readEvery is how often a viewer's incoming frames are read, and how
+// often an idle shard looks at its viewers.
+const readEvery = 500 * time.Millisecond
+
+func (s *shard) run(ctx context.Context) {
+	tick := time.NewTicker(readEvery)
+	defer tick.Stop()
+	for {
+		ch := s.f.b.Changed()
+		s.pumpAll()
+		select {
+		case <-ch:
+		case <-s.wake:
+		case <-tick.C:
+		case <-ctx.Done():
+			s.shutdown()
+			return
+		}
+	}
+}
+
+func (s *shard) pumpAll() {
+	s.mu.Lock()
+	s.list = append(s.list[:0], s.viewers...)
+	s.mu.Unlock()
+	now := time.Now()
+	var sent int64
+	for _, v := range s.list {
+		sent += s.pump(v, now)
+	}
+	clear(s.list)
+	if sent > 0 {
+		s.f.n.metrics.sent.Add(float64(sent))
+	}
+}
+
+// shutdown drains the edge: every viewer gets a GOAWAY and a 1001 close.
+func (s *shard) shutdown() {
+	s.mu.Lock()
+	vs := append([]*fastViewer(nil), s.viewers...)
+	s.mu.Unlock()
+	for _, v := range vs {
+		if v.blocked.Load() {
+			v.nc.SetWriteDeadline(time.Now()) // its drain goroutine finishes it
+			continue
+		}
+		s.finish(v, errDraining)
+	}
+}
+
+var errDraining = errors.New("edge: draining")
+
+// fastViewer is a WebSocket viewer on a plain TCP connection. Its shard
+// goroutine owns it, except while blocked, when its drain goroutine does.
+type fastViewer struct {
+	n      *Node
+	u      *upstream
+	sh     *shard
+	nc     *net.TCPConn
+	rc     syscall.RawConn
+	name   string
+	remote string
+	cur    *media.Cursor
+
+	blocked  atomic.Bool
+	pend     [][]byte // frames left to write while blocked
+	ctl      [][]byte // control frames to send (pongs)
+	lastRead time.Time
+	in       [256]byte // a partial frame from the client
+	inLen    int
+	done     bool
+}
+
+// pump writes what v is due, without blocking; it returns the bytes
+// written.
+func (s *shard) pump(v *fastViewer, now time.Time) int64 {
+	if v.blocked.Load() || v.done {
+		return 0
+	}
+	if now.Sub(v.lastRead) >= readEvery {
+		v.lastRead = now
+		if err := v.readControl(); err != nil {
+			s.finish(v, err)
+			return 0
+		}
+	}
+	var total int64
+	for {
+		s.bufs = append(s.bufs[:0], v.ctl...)
+		v.ctl = nil
+		var err error
+		s.items, err = v.cur.Poll(s.items[:0])
+		s.bufs = v.appendFrames(s.bufs, s.items)
+		clear(s.items)
+		if len(s.bufs) == 0 {
+			if err != nil {
+				s.finish(v, err)
+			}
+			return total
+		}
+		var n int
+		var werr error
+		s.iov, n, werr = writev(v.rc, s.bufs, s.iov)
+		total += int64(n)
+		rest := consume(s.bufs, n)
+		if werr == nil && len(rest) > 0 || errors.Is(werr, unix.EAGAIN) {
+			v.pend = append([][]byte(nil), rest...)
+			clear(s.bufs)
+			v.blocked.Store(true)
+			go v.drain()
+			return total
+		}
+		clear(s.bufs)
+		if werr != nil {
+			s.finish(v, errWrite)
+			return total
+		}
+		if err != nil {
+			s.finish(v, err)
+			return total
+		}
+	}
+}
+
+// appendFrames turns cursor items into WebSocket frames.
+func (v *fastViewer) appendFrames(bufs [][]byte, items []media.Item) [][]byte {
+	for _, it := range items {
+		switch {
+		case it.Object != nil:
+			bufs = append(bufs, it.Object.WebSocketMessage())
+		case it.Catalog != nil:
+			bufs = append(bufs, it.Catalog.WebSocketMessage())
+			for _, in := range it.Catalog.Inits {
+				bufs = append(bufs, in.WebSocketMessage())
+			}
+		case it.Skip != nil:
+			v.n.metrics.skips.Inc()
+			m := wire.Message{Type: wire.MsgSkip, Track: it.Skip.Track, From: it.Skip.From, To: it.Skip.To}
+			bufs = append(bufs, wire.WSMessage(wire.WSText, m.Marshal()))
+		}
+	}
+	return bufs
+}
+
+// drain runs while v's socket is full: it waits for room, bounded by the
+// write timeout, then gives v back to its shard.
+func (v *fastViewer) drain() {
+	v.nc.SetWriteDeadline(time.Now().Add(v.n.cfg.WriteTimeout))
+	var werr error
+	var sent int
+	var iov []unix.Iovec
+	err := v.rc.Write(func(fd uintptr) bool {
+		var n int
+		var e error
+		iov, n, e = writevFD(fd, v.pend, iov)
+		sent += n
+		v.pend = consume(v.pend, n)
+		switch {
+		case errors.Is(e, unix.EAGAIN):
+			return false // wait until writable
+		case e != nil:
+			werr = e
+			return true
+		}
+		return len(v.pend) == 0
+	})
+	v.nc.SetWriteDeadline(time.Time{})
+	v.n.metrics.sent.Add(float64(sent))
+	switch {
+	case v.n.ctx.Err() != nil:
+		v.sh.finish(v, errDraining)
+	case err != nil && isTimeout(err):
+		v.sh.finish(v, wire.Errorf(wire.CodeTooSlow, "socket accepted nothing for %s", v.n.cfg.WriteTimeout))
+	case err != nil || werr != nil:
+		v.sh.finish(v, errWrite)
+	default:
+		v.pend = nil
+		v.blocked.Store(false)
+		v.sh.kick()
+	}
+}
+
+// readControl reads what the client sent, without blocking: pings are
+// answered, a close or EOF ends the viewer. Viewers send nothing else of
+// any size.
+func (v *fastViewer) readControl() error {
+	var n int
+	var rerr error
+	v.rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), v.in[v.inLen:])
+		return true
+	})
+	switch {
+	case errors.Is(rerr, unix.EAGAIN):
+		return nil
+	case rerr != nil || n == 0:
+		return errWrite // the viewer is gone
+	}
+	v.inLen += n
+	for v.inLen >= 2 {
+		b := v.in[:v.inLen]
+		op, plen := b[0]&0x0f, int(b[1]&0x7f)
+		masked := b[1]&0x80 != 0
+		if plen > 125 || !masked {
+			return wire.Errorf(wire.CodeBadRequest, "viewers send only pings and small, masked messages")
+		}
+		hl := 6
+		if v.inLen < hl+plen {
+			break
+		}
+		p := b[hl : hl+plen]
+		for i := range p {
+			p[i] ^= b[2+i%4]
+		}
+		switch op {
+		case wire.WSPing:
+			v.ctl = append(v.ctl, wire.WSMessage(wire.WSPong, p))
+		case wire.WSClose:
+			return errWrite // the viewer left
+		}
+		v.inLen = copy(v.in[:], b[hl+plen:])
+	}
+	if v.inLen == len(v.in) {
+		return wire.Errorf(wire.CodeBadRequest, "unreadable frame from the viewer")
+	}
+	return nil
+}
+
+// finish ends a viewer: its last words (ended, goaway, a close code) are
+// written if the socket takes them at once, then it is closed and counted
+// out.
+func (s *shard) finish(v *fastViewer, err error) {
+	if v.done {
+		return
+	}
+	v.done = true
+	var last [][]byte
+	switch {
+	case errors.Is(err, media.ErrTooSlow):
+		err = wire.Errorf(wire.CodeTooSlow, "fell behind the live edge more than %d times in %s; check your bandwidth", v.n.cfg.MaxSkips, v.n.cfg.SkipWindow)
+	case errors.Is(err, media.ErrClosed):
+		last = append(last, wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgEnded, Reason: "broadcast ended"}).Marshal()))
+		err = wire.Errorf(wire.CodeNormal, "broadcast ended")
+	case errors.Is(err, errDraining):
+		last = append(last, wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgGoAway, Reason: "edge draining"}).Marshal()))
+		err = wire.Errorf(wire.CodeGoingAway, "edge draining; reconnect to another edge")
+	case errors.Is(err, errWrite):
+		err = nil // the viewer left
+	}
+	if err != nil {
+		code := wire.CodeOf(err)
+		last = append(last, wire.WSCloseMessage(code, wire.Reason(err)))
+		if code != wire.CodeNormal && code != wire.CodeGoingAway {
+			v.n.log.Info("viewer dropped", "broadcast", v.name, "remote", v.remote, "err", err)
+		}
+		writev(v.rc, last, nil)
+	}
+	v.nc.Close()
+	s.mu.Lock()
+	for i, x := range s.viewers {
+		if x == v {
+			s.viewers[i] = s.viewers[len(s.viewers)-1]
+			s.viewers[len(s.viewers)-1] = nil
+			s.viewers = s.viewers[:len(s.viewers)-1]
+			break
+		}
+	}
+	s.mu.Unlock()
+	v.n.metrics.disconnect(err)
+	v.n.metrics.viewers.WithLabelValues("ws").Dec()
+	v.n.detach(v.u)
+	v.n.leave()
+}
+
+// writev makes one non-blocking writev attempt of bufs, using iov as
+// scratch space (returned, maybe grown).
+func writev(rc syscall.RawConn, bufs [][]byte, iov []unix.Iovec) ([]unix.Iovec, int, error) {
+	var n int
+	var err error
+	if cerr := rc.Write(func(fd uintptr) bool {
+		iov, n, err = writevFD(fd, bufs, iov)
+		return true
+	}); cerr != nil {
+		return iov, 0, cerr
+	}
+	return iov, n, err
+}
+
+// writevFD writes bufs to fd with one writev; iov is scratch space.
+func writevFD(fd uintptr, bufs [][]byte, iov []unix.Iovec) ([]unix.Iovec, int, error) {
+	vec := iov[:0]
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if len(vec) == 1024 { // IOV_MAX
+			break
+		}
+		vec = append(vec, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+	}
+	if len(vec) == 0 {
+		return vec, 0, nil
+	}
+	r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&vec[0])), uintptr(len(vec)))
+	clear(vec) // keep no pointers to frames the cache may drop
+	if e != 0 {
+		return vec, 0, e
+	}
+	return vec, int(r), nil
+}
+
+// consume drops the first n bytes from bufs, in place.
+func consume(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n > 0 {
+		if n < len(bufs[0]) {
+			bufs[0] = bufs[0][n:]
+			return bufs
+		}
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	for len(bufs) > 0 && len(bufs[0]) == 0 {
+		bufs = bufs[1:]
+	}
+	return bufs
+}
