@@ -26,6 +26,7 @@ var commands = []command{
 	{"origin", "accept broadcasts from publishers (WebSocket ingest)", runOrigin},
 	{"edge", "deliver broadcasts to viewers (WebSocket, player page)", runEdge},
 	{"publish", "stream ffmpeg output (a file or a test pattern) to an origin, reconnecting as needed", runPublish},
+	{"bench", "load-test a deployment (or a local one): viewers, latency percentiles, CPU per Gbit, memory per viewer", runBench},
 }
 
 func usage(w io.Writer) {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"io"
+	"strings"
 
+	"github.com/quiccast/quiccast/bench"
 	"github.com/quiccast/quiccast/edge"
 	"github.com/quiccast/quiccast/origin"
 	"github.com/quiccast/quiccast/shared/config"
@@ -55,4 +57,32 @@ func runPublish(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	cfg.Logger = log
 	return publish.Run(ctx, cfg)
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg bench.Config
+	var lf logFlags
+	var edges, out string
+	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
+	cfg.Flags(s, &edges)
+	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
+	log, err := parse(s, &lf, args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	for _, e := range strings.Split(edges, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.Edges = append(cfg.Edges, e)
+		}
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.WriteText(stdout)
+	if out == "" {
+		return nil
+	}
+	return rep.Save(out)
 }

@@ -1,0 +1,323 @@
+// Package bench is quiccast's load generator (`quiccast bench`): a
+// synthetic or ffmpeg publisher, viewers over WebSocket (and the other
+// transports as they are added), per-object latency and join histograms,
+// and the serving cost read from each node's /metrics.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/publish"
+)
+
+// Config is one benchmark run. Every run is bounded by Duration plus the
+// ramp and a grace period, and by the viewer count.
+type Config struct {
+	// Edges are the edge base URLs viewers spread over (http://host:port).
+	Edges []string
+	// Origin is the origin base URL the publisher sends to.
+	Origin string
+	// Local starts an origin and LocalEdges edges on this machine, as
+	// child processes of Binary, instead of using Edges and Origin.
+	Local      bool
+	LocalEdges int
+	Binary     string
+
+	Broadcast string
+	Token     string
+	// Publisher is "synthetic" (default), "ffmpeg" or "none" (the
+	// broadcast is already live).
+	Publisher   string
+	Bitrate     int64
+	ObjectRate  int
+	GroupLength time.Duration
+
+	Viewers   int
+	Transport string  // viewer transport: ws
+	Ramp      float64 // viewers started per second
+	Duration  time.Duration
+	// Settle is waited after the ramp before measuring.
+	Settle time.Duration
+
+	// FindMax ramps in steps of Step viewers until the p99 latency passes
+	// MaxP99 or objects go missing, and reports the largest load held.
+	FindMax bool
+	Step    int
+	MaxP99  time.Duration
+
+	// Dial opens viewer connections (the emulator's namespace); nil is
+	// the default dialer.
+	Dial   Dialer
+	Logger *slog.Logger
+}
+
+// Flags declares the settings of `quiccast bench`.
+func (c *Config) Flags(s *config.Set, edges *string) {
+	s.String(edges, "edges", "", "comma-separated edge URLs (http://host:port) to spread viewers over; ignored with -local")
+	s.String(&c.Origin, "origin", "", "origin URL (http://host:port) the synthetic publisher sends to")
+	s.Bool(&c.Local, "local", false, "start an origin and -local-edges edges here (child processes) and measure them")
+	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
+	s.String(&c.Broadcast, "broadcast", "", "broadcast name; default bench/<random>")
+	s.String(&c.Token, "token", "", "publish and play token")
+	s.String(&c.Publisher, "publisher", "synthetic", "synthetic, ffmpeg or none (the broadcast is already live)")
+	s.Int64(&c.Bitrate, "bitrate", 2_000_000, "broadcast bitrate, bits/s")
+	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
+	s.Duration(&c.GroupLength, "group", time.Second, "group (GOP) length")
+	s.Int(&c.Viewers, "viewers", 100, "viewers")
+	s.String(&c.Transport, "transport", "ws", "viewer transport: ws")
+	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
+	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
+	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
+	s.Bool(&c.FindMax, "find-max", false, "add -step viewers at a time until p99 passes -max-p99 or objects go missing")
+	s.Int(&c.Step, "step", 500, "viewers added per -find-max step")
+	s.Duration(&c.MaxP99, "max-p99", 50*time.Millisecond, "p99 latency bound for -find-max")
+}
+
+func (c *Config) defaults() {
+	if c.Publisher == "" {
+		c.Publisher = "synthetic"
+	}
+	if c.Bitrate <= 0 {
+		c.Bitrate = 2_000_000
+	}
+	if c.ObjectRate <= 0 {
+		c.ObjectRate = 30
+	}
+	if c.GroupLength <= 0 {
+		c.GroupLength = time.Second
+	}
+	if c.Ramp <= 0 {
+		c.Ramp = 500
+	}
+	if c.Duration <= 0 {
+		c.Duration = 20 * time.Second
+	}
+	if c.Settle < 0 {
+		c.Settle = 0
+	}
+	if c.Transport == "" {
+		c.Transport = "ws"
+	}
+	if c.LocalEdges <= 0 {
+		c.LocalEdges = 1
+	}
+	if c.Step <= 0 {
+		c.Step = 500
+	}
+	if c.MaxP99 <= 0 {
+		c.MaxP99 = 50 * time.Millisecond
+	}
+	if c.Broadcast == "" {
+		c.Broadcast = fmt.Sprintf("bench/%06x", rand.IntN(1<<24))
+	}
+	if c.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		c.Dial = d.DialContext
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// viewerFuncs are the viewer transports by name.
+var viewerFuncs = map[string]func(ctx context.Context, id int, edge, name, token string, st *Stats, dial Dialer){
+	"ws": runWSViewer,
+}
+
+// Run runs one benchmark and reports it.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.defaults()
+	view, ok := viewerFuncs[cfg.Transport]
+	if !ok {
+		return nil, fmt.Errorf("bench: unknown transport %q", cfg.Transport)
+	}
+	limit := cfg.Duration + time.Duration(float64(cfg.Viewers)/cfg.Ramp*float64(time.Second)) + cfg.Settle + time.Minute
+	if cfg.FindMax {
+		limit = 30 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	rep := newReport(cfg)
+	var dep *local
+	if cfg.Local {
+		bin := cfg.Binary
+		if bin == "" {
+			var err error
+			if bin, err = os.Executable(); err != nil {
+				return nil, err
+			}
+		}
+		var err error
+		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, "127.0.0.1", nil); err != nil {
+			return nil, err
+		}
+		defer dep.stop()
+		cfg.Origin, cfg.Edges = dep.origin.http, dep.edgeURLs()
+	}
+	if len(cfg.Edges) == 0 {
+		return nil, errors.New("bench: no edges (-edges or -local)")
+	}
+	pubCtx, stopPub := context.WithCancel(ctx)
+	defer stopPub()
+	pubErr := make(chan error, 1)
+	if err := startPublisher(pubCtx, &cfg, pubErr); err != nil {
+		return nil, err
+	}
+	if err := waitLive(ctx, &cfg, pubErr); err != nil {
+		return nil, err
+	}
+
+	st := &Stats{}
+	var wg sync.WaitGroup
+	vctx, stopViewers := context.WithCancel(ctx)
+	defer func() { stopViewers(); wg.Wait() }()
+	started := 0
+	start := func(n int) {
+		every := time.Duration(float64(time.Second) / cfg.Ramp)
+		t := time.NewTicker(max(every, time.Microsecond))
+		defer t.Stop()
+		for i := 0; i < n && ctx.Err() == nil; i++ {
+			id := started
+			edge := cfg.Edges[id%len(cfg.Edges)]
+			wg.Add(1)
+			go func() { defer wg.Done(); view(vctx, id, edge, cfg.Broadcast, cfg.Token, st, cfg.Dial) }()
+			started++
+			<-t.C
+		}
+	}
+	series := rep.follow(ctx, st)
+
+	before := scrapeAll(ctx, &cfg, dep)
+	load := cfg.Viewers
+	if cfg.FindMax {
+		load = cfg.Step
+	}
+	for {
+		start(load - started)
+		sleep(ctx, cfg.Settle)
+		st.Latency.Snapshot(true)
+		steady := scrapeAll(ctx, &cfg, dep)
+		counts := st.counts()
+		sleep(ctx, cfg.Duration)
+		end := scrapeAll(ctx, &cfg, dep)
+		step := rep.addStep(st, counts, started, before, steady, end, &cfg)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !cfg.FindMax {
+			break
+		}
+		if !step.Held(cfg.MaxP99) {
+			break
+		}
+		rep.MaxHeld = started
+		load += cfg.Step
+	}
+	rep.finish(series, st)
+	select {
+	case err := <-pubErr:
+		if err != nil {
+			rep.Notes = append(rep.Notes, "publisher: "+err.Error())
+		}
+	default:
+	}
+	return rep, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
+	ws := "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Origin, "/"), "http") + "/publish/" + cfg.Broadcast
+	switch cfg.Publisher {
+	case "none":
+		return nil
+	case "synthetic":
+		s, err := NewSynth(cfg.Bitrate, cfg.ObjectRate, cfg.GroupLength)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s) }()
+	case "ffmpeg":
+		go func() {
+			errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Bitrate: fmt.Sprint(cfg.Bitrate),
+				FPS: cfg.ObjectRate, GOP: cfg.GroupLength, Size: "1280x720", Logger: cfg.Logger})
+		}()
+	default:
+		return fmt.Errorf("bench: unknown publisher %q", cfg.Publisher)
+	}
+	return nil
+}
+
+// waitLive waits until a viewer on the first edge gets an object.
+func waitLive(ctx context.Context, cfg *Config, pubErr <-chan error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st := &Stats{}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		go func() {
+			for st.Objects.Load() == 0 && pctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+		}()
+		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], cfg.Broadcast, cfg.Token, st, cfg.Dial)
+		cancel()
+		if st.Objects.Load() > 0 {
+			return nil
+		}
+		select {
+		case err := <-pubErr:
+			return fmt.Errorf("bench: publisher stopped: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bench: broadcast %q not live on %s after 30 s", cfg.Broadcast, cfg.Edges[0])
+}
+
+// scrapeAll reads every node's metrics (local nodes, or the given edges).
+func scrapeAll(ctx context.Context, cfg *Config, dep *local) map[string]Metrics {
+	out := map[string]Metrics{}
+	urls := map[string]string{}
+	if dep != nil {
+		urls["origin"] = dep.origin.http
+		for _, e := range dep.edges {
+			urls[e.name] = e.http
+		}
+	} else {
+		for i, e := range cfg.Edges {
+			urls[fmt.Sprintf("edge-%d", i+1)] = e
+		}
+		if cfg.Origin != "" {
+			urls["origin"] = cfg.Origin
+		}
+	}
+	for name, u := range urls {
+		if m, err := Scrape(ctx, u); err == nil {
+			m["_url"] = 0
+			out[name+"|"+u] = m
+		}
+	}
+	return out
+}
+
+// counts reads the counters at the start of a measured window.
+func (st *Stats) counts() [5]int64 {
+	return [5]int64{st.Objects.Load(), st.Missing.Load(), st.Skipped.Load(), st.Disconnects.Load(), st.Bytes.Load()}
+}
