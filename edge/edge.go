@@ -126,6 +126,7 @@ type Node struct {
 	srv     *http.Server
 	reg     *prometheus.Registry
 	metrics *edgeMetrics
+	hls     *hlsServer
 
 	ctx    context.Context // cancelled by Close: ends upstreams and viewers
 	cancel context.CancelFunc
@@ -153,6 +154,7 @@ func New(cfg Config) (*Node, error) {
 		cancel: cancel,
 	}
 	n.metrics = newEdgeMetrics(n.reg, n)
+	n.hls = newHLSServer(n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		cancel()
@@ -165,12 +167,14 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", metrics.Handler(n.reg))
 	n.pageRoutes(mux)
+	n.hls.routes(mux)
 	n.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	n.srv.RegisterOnShutdown(n.hls.shutdown)
 	return n, nil
 }
 
