@@ -638,7 +638,7 @@ func mimeOf(c *media.Catalog) string {
 // serveMedia answers a segment or part request, waiting for it when it is
 // the next one to appear (a preload hint, or a segment being written).
 func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsState, f hlsFile) error {
-	var found *hlsGroup
+	var found *hlsSeg
 	var parts []hlsPart
 	v, err := h.wait(r.Context(), st, f.track, func(v *hlsView) (bool, error) {
 		seq, n, ok := v.newest()

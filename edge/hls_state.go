@@ -58,12 +58,21 @@ type hlsPart struct {
 	dur time.Duration
 }
 
-// hlsView is a consistent picture of one track: the segments that can be
-// listed (the newest run of consecutive groups), the last one possibly
-// still being written.
+// hlsSeg is a group as a view saw it; it never changes.
+type hlsSeg struct {
+	g       *media.Group
+	parts   []hlsPart
+	done    bool
+	dur     time.Duration
+	capture int64
+}
+
+// hlsView is a consistent, immutable picture of one track: the segments
+// that can be listed (the newest run of consecutive groups), the last one
+// possibly still being written.
 type hlsView struct {
 	track    uint16
-	segs     []*hlsGroup
+	segs     []hlsSeg
 	dsn      []uint64 // discontinuity sequence number per segment
 	partTgt  time.Duration
 	segTgt   int
@@ -88,10 +97,10 @@ func (v *hlsView) lastComplete() (uint64, bool) {
 }
 
 // find returns the segment with sequence seq.
-func (v *hlsView) find(seq uint64) *hlsGroup {
-	for _, g := range v.segs {
-		if g.g.Seq == seq {
-			return g
+func (v *hlsView) find(seq uint64) *hlsSeg {
+	for i := range v.segs {
+		if v.segs[i].g.Seq == seq {
+			return &v.segs[i]
 		}
 	}
 	return nil
@@ -158,7 +167,8 @@ func (st *hlsState) build(track uint16) *hlsView {
 		if len(hg.parts) == 0 {
 			break // nothing to list yet (and nothing after it)
 		}
-		v.segs = append(v.segs, hg)
+		n := len(hg.parts)
+		v.segs = append(v.segs, hlsSeg{g: g, parts: hg.parts[:n:n], done: hg.done, dur: hg.dur, capture: hg.capture})
 	}
 	// Forget groups that left the cache; keep other tracks' groups.
 	for g, hg := range st.groups {
