@@ -14,7 +14,7 @@ import (
 func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg origin.Config
 	var lf logFlags
-	s := config.New("origin", "An origin accepts broadcasts: WebSocket ingest at /publish/{broadcast} (fragmented MP4).")
+	s := config.New("origin", "An origin accepts broadcasts: WebSocket ingest at /publish/{broadcast} (fragmented MP4) and RTMP at rtmp://HOST:1935/live/{broadcast} (OBS, ffmpeg).")
 	cfg.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -31,7 +31,7 @@ func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
 	var lf logFlags
-	s := config.New("edge", "An edge delivers broadcasts to viewers: /ws/{broadcast}, the player at /watch/{broadcast}.")
+	s := config.New("edge", "An edge delivers broadcasts to viewers: /ws/{broadcast}, LL-HLS at /hls/{broadcast}/index.m3u8, the player at /watch/{broadcast}.")
 	cfg.Flags(s)
 	if _, err := parse(s, &lf, args, stderr); err != nil {
 		return err
