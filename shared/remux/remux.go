@@ -52,9 +52,12 @@ const (
 	// defaultFrameDuration is the duration of a frame whose successor
 	// never came (30 fps).
 	defaultFrameDuration = VideoTimescale / 30
-	// maxPendingAudio bounds the audio held while waiting for a video
-	// frame; past it the audio goes out in a chunk of its own.
-	maxPendingAudio = 256
+	// maxPendingAudio bounds the audio frames held while waiting for a
+	// video frame, and maxPendingAudioTime their duration; past either
+	// the audio goes out in a chunk of its own (a short part, not one that
+	// would stretch LL-HLS's part target).
+	maxPendingAudio     = 256
+	maxPendingAudioTime = 500 * time.Millisecond
 	// audioJitter is how far (in ms) an audio timestamp may stray from
 	// the running sample count before the decode time follows it.
 	audioJitter = 40 * time.Millisecond
@@ -400,7 +403,7 @@ func (m *Muxer) WriteAudio(dts time.Duration, frame []byte, capture int64) error
 	case m.cfg.Video == nil && m.audioDur*25 >= uint64(m.audioRate):
 		// Audio only: a chunk per 40 ms or so.
 		return m.failIf(m.flushAudio())
-	case len(m.audio) >= maxPendingAudio:
+	case len(m.audio) >= maxPendingAudio || m.audioDur >= uint64(maxPendingAudioTime.Seconds()*float64(m.audioRate)):
 		// Video stalled: do not hold audio without bound.
 		return m.failIf(m.flushAudio())
 	}
