@@ -1,10 +1,12 @@
 package cmaf
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"strings"
 
+	"github.com/Eyevinn/mp4ff/aac"
 	mp4bits "github.com/Eyevinn/mp4ff/bits"
 	"github.com/Eyevinn/mp4ff/mp4"
 )
@@ -171,6 +173,7 @@ func parseTrak(trak *mp4.TrakBox) (Trak, error) {
 		t.Width, t.Height = int(v.Width), int(v.Height)
 	case "soun":
 		var a *mp4.AudioSampleEntryBox
+		channels := 0 // from the codec's own config, when it says
 		switch {
 		case stsd.Mp4a != nil:
 			a = stsd.Mp4a
@@ -181,11 +184,24 @@ func parseTrak(trak *mp4.TrakBox) (Trak, error) {
 			if dc.ObjectType != 0x40 || dc.DecSpecificInfo == nil || len(dc.DecSpecificInfo.DecConfig) < 1 {
 				return t, fmt.Errorf("%w: mp4a object type 0x%02x (only AAC, 0x40, is supported)", ErrUnsupportedCodec, dc.ObjectType)
 			}
-			aot := dc.DecSpecificInfo.DecConfig[0] >> 3
-			if aot == 0 {
+			asc, err := aac.DecodeAudioSpecificConfigHeader(bytes.NewReader(dc.DecSpecificInfo.DecConfig))
+			if err != nil {
+				return t, fmt.Errorf("%w: AAC AudioSpecificConfig: %w", ErrInvalid, err)
+			}
+			if asc.ObjectType == 0 {
 				return t, fmt.Errorf("%w: AAC audio object type 0", ErrInvalid)
 			}
-			t.Codec = fmt.Sprintf("mp4a.40.%d", aot)
+			t.Codec = fmt.Sprintf("mp4a.40.%d", asc.ObjectType)
+			// ISO files (ffmpeg's mp4 muxer) write 2 in the sample
+			// entry's channelcount whatever the stream has; the
+			// AudioSpecificConfig is the truth (ISO/IEC 14496-3
+			// Table 1.19).
+			switch cc := asc.ChannelConfiguration; {
+			case cc >= 1 && cc <= 6:
+				channels = int(cc)
+			case cc == 7:
+				channels = 8
+			}
 		case stsd.Opus != nil:
 			a = stsd.Opus
 			t.Codec = "opus"
@@ -193,6 +209,9 @@ func parseTrak(trak *mp4.TrakBox) (Trak, error) {
 			return t, fmt.Errorf("%w: audio sample entry %q (supported: mp4a (AAC), Opus)", ErrUnsupportedCodec, entry)
 		}
 		t.SampleRate, t.Channels = int(a.SampleRate), int(a.ChannelCount)
+		if channels > 0 {
+			t.Channels = channels
+		}
 	default:
 		return t, fmt.Errorf("%w: trak %d handler %q (only vide and soun)", ErrUnsupportedCodec, t.ID, t.Handler)
 	}

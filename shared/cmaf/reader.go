@@ -139,7 +139,11 @@ func (r *Reader) Next() (any, error) {
 			if r.init == nil {
 				return nil, ErrMissingInit
 			}
-			return r.chunk(body, capture)
+			c, err := r.chunk(body, capture)
+			if err != nil {
+				return nil, err // not a nil *Chunk in a non-nil any
+			}
+			return c, nil
 		case "mdat":
 			if r.init == nil {
 				return nil, ErrMissingInit
@@ -233,12 +237,15 @@ func (r *Reader) chunk(moof []byte, capture int64) (*Chunk, error) {
 	if err != nil {
 		return nil, err
 	}
-	for id, t := range c.tfdt {
-		if r.seen[id] && t <= r.last[id] {
+	// In moof order, so that the error names the same track every time.
+	for _, tr := range c.Trafs {
+		if id, t := tr.TrackID, tr.DecodeTime; r.seen[id] && t <= r.last[id] {
 			return nil, fmt.Errorf("%w: track %d went from %d to %d", ErrNonMonotonic, id, r.last[id], t)
 		}
-		r.seen[id] = true
-		r.last[id] = t
+	}
+	for _, tr := range c.Trafs {
+		r.seen[tr.TrackID] = true
+		r.last[tr.TrackID] = tr.DecodeTime
 	}
 	c.Capture = capture
 	return &c.Chunk, nil

@@ -147,7 +147,10 @@ func (s *Set) usage() {
 	for _, n := range names {
 		f := s.fs.Lookup(n)
 		typ, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  -%s %s\n", n, typ)
+		if typ != "" {
+			typ = " " + typ // a bool flag has none
+		}
+		fmt.Fprintf(w, "  -%s%s\n", n, typ)
 		fmt.Fprintf(w, "        %s\n", strings.ReplaceAll(usage, "\n", "\n        "))
 		fmt.Fprintf(w, "        env %s, default %q\n", s.env[n], f.DefValue)
 	}

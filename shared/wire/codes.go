@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -62,7 +63,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Err != nil {
+	if e.Err != nil && !strings.Contains(e.Msg, e.Err.Error()) {
 		return fmt.Sprintf("%s (%d): %s: %v", e.Code, uint16(e.Code), e.Msg, e.Err)
 	}
 	return fmt.Sprintf("%s (%d): %s", e.Code, uint16(e.Code), e.Msg)

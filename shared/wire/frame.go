@@ -143,18 +143,25 @@ func Append(dst []byte, h Header, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
-// Read reads one frame from a byte stream (a QUIC stream). The payload is
-// read into a new slice; max bounds it (0 means MaxPayload). io.EOF is
-// returned only when the stream ends cleanly between frames.
-func Read(r io.Reader, max int) (Header, []byte, error) {
+// ReadHeader reads and checks one frame header from a byte stream; the
+// caller reads the Length payload bytes that follow. io.EOF is returned only
+// when the stream ends cleanly before the header.
+func ReadHeader(r io.Reader) (Header, error) {
 	var hb [HeaderLen]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = fmt.Errorf("%w: stream ended inside a header", ErrShortHeader)
 		}
-		return Header{}, nil, err
+		return Header{}, err
 	}
-	h, err := ParseHeader(hb[:])
+	return ParseHeader(hb[:])
+}
+
+// Read reads one frame from a byte stream (a QUIC stream). The payload is
+// read into a new slice; max bounds it (0 means MaxPayload). io.EOF is
+// returned only when the stream ends cleanly between frames.
+func Read(r io.Reader, max int) (Header, []byte, error) {
+	h, err := ReadHeader(r)
 	if err != nil {
 		return h, nil, err
 	}

@@ -1,6 +1,9 @@
 package wire
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
 
 // WebSocket opcodes (RFC 6455 §5.2) used by servers that frame messages
 // themselves.
@@ -55,10 +58,15 @@ func WSMessage(opcode byte, payload []byte) []byte {
 }
 
 // WSCloseMessage returns a close frame with code and reason (cut to fit the
-// 125-byte control payload limit).
+// 125-byte control payload limit, at a rune boundary: a close reason must be
+// valid UTF-8, RFC 6455 §5.5.1, or clients fail the connection instead).
 func WSCloseMessage(code Code, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	p := make([]byte, 2+len(reason))
 	binary.BigEndian.PutUint16(p, uint16(code))

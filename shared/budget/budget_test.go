@@ -1,0 +1,92 @@
+package budget
+
+import (
+	"sync"
+	"testing"
+)
+
+func TestReserveRelease(t *testing.T) {
+	b := New(100)
+	if b.Limit() != 100 || b.Used() != 0 || b.Peak() != 0 {
+		t.Fatalf("new budget: limit %d used %d peak %d", b.Limit(), b.Used(), b.Peak())
+	}
+	for _, st := range []struct {
+		reserve, release int64
+		ok               bool
+		used, peak       int64
+	}{
+		{reserve: 60, ok: true, used: 60, peak: 60},
+		{reserve: 41, ok: false, used: 60, peak: 60},  // over by one
+		{reserve: 40, ok: true, used: 100, peak: 100}, // exactly full
+		{reserve: 1, ok: false, used: 100, peak: 100},
+		{reserve: 0, ok: true, used: 100, peak: 100}, // nothing always fits
+		{release: 70, used: 30, peak: 100},
+		{reserve: 50, ok: true, used: 80, peak: 100},
+		{release: 80, used: 0, peak: 100},
+	} {
+		if st.release > 0 {
+			b.Release(st.release)
+		} else if ok := b.Reserve(st.reserve); ok != st.ok {
+			t.Fatalf("Reserve(%d) = %v at %d used", st.reserve, ok, b.Used())
+		}
+		if b.Used() != st.used || b.Peak() != st.peak {
+			t.Fatalf("after %+v: used %d peak %d", st, b.Used(), b.Peak())
+		}
+	}
+}
+
+func TestUnlimited(t *testing.T) {
+	for _, b := range []*Budget{New(0), New(-5), {}} {
+		if !b.Reserve(1<<50) || !b.Reserve(1<<50) || b.Used() != 1<<51 || b.Limit() > 0 {
+			t.Fatalf("unlimited budget refused or miscounted: used %d", b.Used())
+		}
+		b.Release(1 << 51)
+		if b.Used() != 0 || b.Peak() != 1<<51 {
+			t.Fatalf("used %d peak %d", b.Used(), b.Peak())
+		}
+	}
+}
+
+func TestMisusePanics(t *testing.T) {
+	for name, f := range map[string]func(b *Budget){
+		"negative reserve":       func(b *Budget) { b.Reserve(-1) },
+		"release more than held": func(b *Budget) { b.Reserve(10); b.Release(11) },
+		"release with nothing":   func(b *Budget) { b.Release(1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("no panic")
+				}
+			}()
+			f(New(100))
+		})
+	}
+}
+
+func TestConcurrentNeverOverLimit(t *testing.T) {
+	const limit, workers, rounds = 1000, 8, 5000
+	b := New(limit)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(n int64) {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				if b.Reserve(n) {
+					if u := b.Used(); u > limit {
+						t.Errorf("used %d over the limit", u)
+					}
+					b.Release(n)
+				}
+			}
+		}(int64(w*37 + 100))
+	}
+	wg.Wait()
+	if b.Used() != 0 {
+		t.Fatalf("used %d after every release", b.Used())
+	}
+	if p := b.Peak(); p > limit || p < 100 {
+		t.Fatalf("peak %d", p)
+	}
+}
