@@ -285,6 +285,7 @@ func (c *rtmpConn) streamError(err error) error {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		_ = c.media.flush() // the last frame is still good media
 		return &wire.Error{Code: wire.CodeGoingAway, Msg: "publisher connection lost", Err: err}
 	}
 	return &wire.Error{Code: wire.CodeInvalidMedia, Msg: fmt.Sprintf("RTMP stream: %v", err), Err: err}

@@ -146,9 +146,9 @@ func TestRTMPEnhancedHEVCAndOpus(t *testing.T) {
 	}
 	c.Close()
 
-	testenv.WaitFor(t, 10*time.Second, "the broadcast's groups", func() bool {
-		b, ok := n.Lookup("enhanced")
-		return ok && b.Catalog() != nil && len(b.Groups(0)) >= 5
+	testenv.WaitFor(t, 10*time.Second, "the publisher to be done", func() bool {
+		bs := n.Broadcasts()
+		return len(bs) == 1 && bs[0].Catalog != nil && !bs[0].Publishing
 	})
 	b, _ := n.Lookup("enhanced")
 	cat := b.Catalog()
