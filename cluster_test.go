@@ -208,7 +208,7 @@ func TestClusterOfProcesses(t *testing.T) {
 		args := append([]string{kind, "-listen", "127.0.0.1:0", "-relay-listen", "127.0.0.1:0", "-node-id", id}, common...)
 		return startProc(t, bin, id, kind+" listening", append(args, extra...)...)
 	}
-	oa, ob := node("origin", "origin-a"), node("origin", "origin-b")
+	oa, ob := node("origin", "origin-a", "-rtmp-listen", "127.0.0.1:0"), node("origin", "origin-b", "-rtmp-listen", "127.0.0.1:0")
 	e1, e2 := node("edge", "edge-1"), node("edge", "edge-2")
 	e3 := startProc(t, bin, "edge-3", "edge listening", "edge", "-listen", "127.0.0.1:0", "-node-id", "edge-3",
 		"-cluster-token", "t0ken", "-parent", e1.field("relay"))

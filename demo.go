@@ -20,6 +20,7 @@ import (
 type demoConfig struct {
 	Listen       string // edge
 	OriginListen string
+	RTMPListen   string // origin's RTMP ingest; empty for none
 	Name         string // built-in broadcast; empty for none
 	Logger       *slog.Logger
 }
@@ -53,7 +54,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 		}
 	}
 	// The demo's relay listens on loopback only, on any free port.
-	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", Logger: cfg.Logger}); err != nil {
+	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
@@ -117,6 +118,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s := config.New("demo", "Demo runs an origin and an edge in one process with a looping built-in test broadcast, and prints the URL of its player page. No Redis, no ffmpeg.")
 	s.String(&cfg.Listen, "listen", ":8080", "edge HTTP address: player page and /ws/{broadcast}")
 	s.String(&cfg.OriginListen, "origin-listen", "127.0.0.1:7000", "origin HTTP address: publish more broadcasts to /publish/{broadcast}")
+	s.String(&cfg.RTMPListen, "rtmp-listen", "127.0.0.1:1935", "origin RTMP address: publish from OBS or ffmpeg to rtmp://HOST/live/{broadcast}; empty disables RTMP")
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -131,5 +133,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "watch: %s\n", d.watchURL())
 	}
 	fmt.Fprintf(stdout, "publish more: quiccast publish -url ws://%s/publish/{name}\n", browsable(d.origin.Addr()))
+	if a := d.origin.RTMPAddr(); a != nil {
+		fmt.Fprintf(stdout, "or over RTMP: ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://%s/live/{name}\n", browsable(a))
+	}
+	fmt.Fprintf(stdout, "LL-HLS: http://%s/hls/{name}/index.m3u8\n", browsable(d.edge.Addr()))
 	return d.run(ctx)
 }

@@ -33,7 +33,7 @@ func buildBinary(t *testing.T) string {
 // URL it printed and how long it took until the page was served.
 func startDemoProcess(t *testing.T, bin string) (string, time.Duration, *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(bin, "demo", "-listen", "127.0.0.1:0", "-origin-listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "demo", "-listen", "127.0.0.1:0", "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "127.0.0.1:0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

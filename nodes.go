@@ -15,7 +15,7 @@ import (
 func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg origin.Config
 	var lf logFlags
-	s := config.New("origin", "An origin accepts broadcasts (WebSocket ingest at /publish/{broadcast}, fragmented MP4), records them in Redis and serves them to edges over the QUIC relay.")
+	s := config.New("origin", "An origin accepts broadcasts (WebSocket ingest at /publish/{broadcast}, fragmented MP4; RTMP at rtmp://HOST:1935/live/{broadcast} from OBS or ffmpeg), records them in Redis and serves them to edges over the QUIC relay.")
 	cfg.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -32,7 +32,7 @@ func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
 	var lf logFlags
-	s := config.New("edge", "An edge delivers broadcasts to viewers (/ws/{broadcast}, the player at /watch/{broadcast}), pulling each once over the QUIC relay from its origin (found in Redis) or a parent.")
+	s := config.New("edge", "An edge delivers broadcasts to viewers (/ws/{broadcast}, LL-HLS at /hls/{broadcast}/index.m3u8, the player at /watch/{broadcast}), pulling each once over the QUIC relay from its origin (found in Redis) or a parent.")
 	cfg.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {

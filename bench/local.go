@@ -38,7 +38,7 @@ func startLocal(ctx context.Context, bin string, edges int, host string, wrap []
 	l := &local{}
 	var err error
 	l.origin, err = startNode(ctx, bin, "origin", "origin", wrap,
-		"-listen", host+":0", "-relay-listen", host+":0", "-node-id", "bench-origin", "-max-rate", "1000000000", "-max-messages", "100000")
+		"-listen", host+":0", "-relay-listen", host+":0", "-rtmp-listen", "", "-node-id", "bench-origin", "-max-rate", "1000000000", "-max-messages", "100000")
 	if err != nil {
 		return nil, err
 	}

@@ -168,6 +168,7 @@ type Node struct {
 	dir     *registry.Registry // opened here, closed here
 	relay   *relay.Server      // serving lower tiers, when RelayListen is set
 	relayLn *quic.Listener
+	hls     *hlsServer
 
 	ctx    context.Context // cancelled by Close: ends upstreams and viewers
 	cancel context.CancelFunc
@@ -200,6 +201,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newEdgeMetrics(n.reg, n)
+	n.hls = newHLSServer(n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		cancel()
@@ -213,12 +215,14 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", metrics.Handler(n.reg))
 	n.pageRoutes(mux)
+	n.hls.routes(mux)
 	n.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	n.srv.RegisterOnShutdown(n.hls.shutdown)
 	return n, nil
 }
 

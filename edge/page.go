@@ -1,14 +1,16 @@
 package edge
 
 import (
+	"bytes"
 	"io/fs"
 	"net/http"
+	"time"
 
 	clientjs "github.com/quiccast/quiccast/client-js"
 )
 
 // pageRoutes serves the player: the watch page at / and /watch/{name}, and
-// the ES modules it imports.
+// the ES modules it imports (hls.js for LL-HLS among them).
 func (n *Node) pageRoutes(mux *http.ServeMux) {
 	page, err := fs.ReadFile(clientjs.Files, "index.html")
 	if err != nil {
@@ -22,6 +24,16 @@ func (n *Node) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", servePage)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /watch/{name...}", servePage)
+	hlsjs, err := fs.ReadFile(clientjs.Files, "vendor/hls.min.mjs")
+	if err != nil {
+		panic("edge: hls.js not embedded: " + err.Error())
+	}
+	mux.HandleFunc("GET /hls.min.mjs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("ETag", `"hls.js-1.7.4"`)
+		http.ServeContent(w, r, "hls.min.mjs", time.Time{}, bytes.NewReader(hlsjs))
+	})
 	for _, m := range []string{"player.js", "wire.js"} {
 		js, err := fs.ReadFile(clientjs.Files, "src/"+m)
 		if err != nil {

@@ -69,6 +69,16 @@ type Config struct {
 	// MemoryBudget bounds the bytes all caches of the process hold.
 	MemoryBudget int64
 
+	// RTMPListen is the RTMP ingest address (rtmp://host/live/{broadcast});
+	// empty disables RTMP. The origin command's flag defaults to :1935.
+	RTMPListen string
+	// RTMPCert and RTMPKey are PEM files; when both are set the RTMP
+	// listener speaks TLS (rtmps://).
+	RTMPCert, RTMPKey string
+	// RTMPIdleTimeout drops an RTMP publisher that sends nothing for this
+	// long.
+	RTMPIdleTimeout time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -90,6 +100,10 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int64(&c.CacheBytes, "cache-bytes", 32<<20, "bytes kept per track")
 	s.Duration(&c.CacheAge, "cache-age", 30*time.Second, "groups older than this are dropped")
 	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all broadcast caches of the process may hold")
+	s.String(&c.RTMPListen, "rtmp-listen", ":1935", "RTMP ingest address (rtmp://host/live/{broadcast}?key=TOKEN); empty disables RTMP")
+	s.String(&c.RTMPCert, "rtmp-cert", "", "TLS certificate (PEM file) for RTMPS on -rtmp-listen, with -rtmp-key")
+	s.String(&c.RTMPKey, "rtmp-key", "", "TLS private key (PEM file) for RTMPS on -rtmp-listen, with -rtmp-cert")
+	s.Duration(&c.RTMPIdleTimeout, "rtmp-idle-timeout", 10*time.Second, "drop an RTMP publisher that sends nothing for this long")
 }
 
 func (c *Config) withDefaults() {
@@ -122,6 +136,9 @@ func (c *Config) withDefaults() {
 	if c.MemoryBudget <= 0 {
 		c.MemoryBudget = d.MemoryBudget
 	}
+	if c.RTMPIdleTimeout <= 0 {
+		c.RTMPIdleTimeout = d.RTMPIdleTimeout
+	}
 	if c.Auth == nil {
 		c.Auth = auth.FromConfig(c.PublishTokens, "", c.Peer.Token)
 	}
@@ -140,6 +157,7 @@ type Node struct {
 	reg     *prometheus.Registry
 	metrics *originMetrics
 	cluster *cluster
+	rtmp    *rtmpServer // nil when RTMP is off
 
 	mu     sync.Mutex
 	bcasts map[string]*entry
@@ -168,6 +186,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("origin: listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = ln
+	if n.rtmp, err = newRTMPServer(n); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /publish/{name...}", n.servePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -204,6 +226,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.cluster.run()
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
+	n.rtmp.start()
 	select {
 	case <-ctx.Done():
 		return n.Close()
@@ -230,6 +253,7 @@ func (n *Node) Close() error {
 	}
 	n.bcasts = map[string]*entry{}
 	n.mu.Unlock()
+	n.rtmp.close()
 	n.cluster.drain(held)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

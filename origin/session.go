@@ -75,7 +75,7 @@ func (s *Session) Init(in *cmaf.Init) error {
 			ti.SampleRate, ti.Channels = t.SampleRate, t.Channels
 		}
 	}
-	cat, err := media.NewCatalog(wire.Catalog{Broadcast: s.e.name, Epoch: s.e.epoch, Tracks: []wire.TrackInfo{ti}}, [][]byte{in.Data})
+	cat, err := media.NewCatalog(wire.Catalog{Broadcast: s.e.name, Epoch: s.e.epoch, Started: s.e.started.UnixMicro(), Tracks: []wire.TrackInfo{ti}}, [][]byte{in.Data})
 	if err != nil {
 		return err
 	}

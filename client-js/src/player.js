@@ -1,5 +1,8 @@
 // quiccast player: receives a broadcast from an edge and plays it through
-// Media Source Extensions, staying near the live edge.
+// Media Source Extensions, staying near the live edge. Over WebSocket it
+// appends the edge's objects itself; over LL-HLS it hands the edge's
+// playlist to hls.js (served by the edge as /hls.min.mjs) or, where the
+// browser plays HLS itself (Safari), to the video element.
 import { parseFrame, KIND_INIT, KIND_OBJECT } from './wire.js';
 
 /**
@@ -9,15 +12,17 @@ import { parseFrame, KIND_INIT, KIND_OBJECT } from './wire.js';
  * @property {string} [token]          play token, sent as ?token=
  * @property {number} [targetLatency]  seconds behind the newest frame to aim for, default 0.5
  * @property {boolean} [overlay]       show live stats over the video
+ * @property {'websocket'|'hls'} [transport] "websocket" (default) or "hls" (LL-HLS)
+ * @property {string} [hlsScript]      where hls.js is imported from, default "/hls.min.mjs"
  */
 
 /**
  * @typedef {object} PlayerStats
- * @property {string} transport     "websocket"
+ * @property {string} transport     "websocket" or "hls" (with "native" when the browser plays HLS itself)
  * @property {string} state         "connecting" | "playing" | "waiting" | "ended" | "stopped"
  * @property {number} latencyMs     capture wall-clock of the shown frame to now, NaN before the first frame
  * @property {number} bufferMs      media buffered ahead of the playhead
- * @property {number} objects       objects received
+ * @property {number} objects       objects (LL-HLS: parts or segments) received
  * @property {number} bytes         payload bytes received
  * @property {number} skippedGroups groups the edge skipped because this viewer fell behind
  * @property {number} stalls        times playback waited for data
@@ -37,7 +42,7 @@ export class Player extends EventTarget {
     super();
     this.video = video;
     /** @type {PlayerOptions & {targetLatency: number}} */
-    this.opts = { targetLatency: 0.5, overlay: false, broadcast: opts.broadcast };
+    this.opts = { targetLatency: 0.5, overlay: false, broadcast: opts.broadcast, transport: 'websocket' };
     for (const [k, v] of Object.entries(opts)) if (v !== undefined) /** @type {any} */ (this.opts)[k] = v;
     /** @type {WebSocket|null} */ this.ws = null;
     /** @type {MediaSource|null} */ this.ms = null;
@@ -57,6 +62,8 @@ export class Player extends EventTarget {
     };
     /** @type {HTMLElement|null} */ this.overlayEl = null;
     /** @type {any} */ this.timer = null;
+    /** @type {any} */ this.hls = null; // the hls.js instance in LL-HLS mode
+    this.nativeHLS = false;
     this.video.addEventListener('waiting', () => { if (this._stats.state === 'playing') this._stats.stalls++; });
   }
 
@@ -65,7 +72,12 @@ export class Player extends EventTarget {
     this.stopped = false;
     if (this.opts.overlay && !this.overlayEl) this.makeOverlay();
     this.timer = setInterval(() => this.tick(), 250);
-    this.connect();
+    if (this.opts.transport === 'hls') {
+      this._stats.transport = 'hls';
+      this.startHLS();
+    } else {
+      this.connect();
+    }
   }
 
   /** Disconnects and stops playback. */
@@ -73,6 +85,12 @@ export class Player extends EventTarget {
     this.stopped = true;
     clearInterval(this.timer);
     if (this.ws) this.ws.close(1000);
+    if (this.hls) this.hls.destroy();
+    this.hls = null;
+    if (this.nativeHLS) {
+      this.video.removeAttribute('src');
+      this.video.load();
+    }
     this.setState('stopped');
   }
 
@@ -99,6 +117,84 @@ export class Player extends EventTarget {
     base.pathname = '/ws/' + this.opts.broadcast;
     base.search = this.opts.token ? '?token=' + encodeURIComponent(this.opts.token) : '';
     return base.toString();
+  }
+
+  /** @returns {string} the LL-HLS playlist URL of the broadcast */
+  hlsURL() {
+    const base = new URL(this.opts.base || location.href);
+    base.pathname = '/hls/' + this.opts.broadcast + '/index.m3u8';
+    base.search = this.opts.token ? '?token=' + encodeURIComponent(this.opts.token) : '';
+    return base.toString();
+  }
+
+  /**
+   * Plays the broadcast over LL-HLS: hls.js in low-latency mode where MSE
+   * exists, else the browser's own HLS (Safari on iOS).
+   */
+  async startHLS() {
+    if (this.stopped) return;
+    this.setState('connecting');
+    const v = this.video;
+    /** @type {any} */
+    let Hls = null;
+    try {
+      const url = this.opts.hlsScript || '/hls.min.mjs';
+      Hls = (await import(url)).default;
+    } catch (e) {
+      Hls = null; // no hls.js: try the browser's own HLS
+    }
+    if (this.stopped) return;
+    if (Hls && Hls.isSupported()) {
+      const hls = new Hls({
+        lowLatencyMode: true,
+        backBufferLength: 10,
+        maxLiveSyncPlaybackRate: 1.2, // catch up with the live edge by playing faster
+        liveSyncOnStallIncrease: 0.2,
+      });
+      this.hls = hls;
+      hls.on(Hls.Events.FRAG_LOADED, (/** @type {string} */ _ev, /** @type {any} */ d) => {
+        this.backoff = 500;
+        this._stats.objects++;
+        this._stats.bytes += (d.part ? d.part.stats.loaded : d.frag.stats.loaded) || 0;
+      });
+      hls.on(Hls.Events.ERROR, (/** @type {string} */ _ev, /** @type {any} */ d) => {
+        if (!d.fatal || this.hls !== hls) return;
+        if (d.type === Hls.ErrorTypes.MEDIA_ERROR) {
+          hls.recoverMediaError();
+          return;
+        }
+        // A network error (no such broadcast yet, the edge went away):
+        // start again with backoff.
+        this.dispatchEvent(new CustomEvent('close', { detail: { code: d.response ? d.response.code : 0, reason: d.details } }));
+        hls.destroy();
+        this.hls = null;
+        this._stats.reconnects++;
+        const wait = this.backoff;
+        this.backoff = Math.min(this.backoff * 2, 5000);
+        setTimeout(() => this.startHLS(), wait);
+      });
+      hls.loadSource(this.hlsURL());
+      hls.attachMedia(v);
+    } else if (v.canPlayType('application/vnd.apple.mpegurl')) {
+      this.nativeHLS = true;
+      this._stats.transport = 'hls native';
+      v.src = this.hlsURL();
+    } else {
+      this.dispatchEvent(new CustomEvent('error', { detail: 'this browser has neither MSE for hls.js nor native HLS' }));
+      return;
+    }
+    v.play().catch(() => {});
+  }
+
+  /** @returns {number} the wall-clock (ms) of the frame on screen, from EXT-X-PROGRAM-DATE-TIME; NaN if unknown */
+  hlsPlayingDate() {
+    if (this.hls && this.hls.playingDate) return this.hls.playingDate.getTime();
+    const v = /** @type {any} */ (this.video);
+    if (this.nativeHLS && typeof v.getStartDate === 'function') {
+      const d = v.getStartDate().getTime();
+      if (!isNaN(d)) return d + v.currentTime * 1000;
+    }
+    return NaN;
   }
 
   connect() {
@@ -246,7 +342,14 @@ export class Player extends EventTarget {
   tick() {
     const v = this.video;
     const b = v.buffered;
-    if (b.length > 0) {
+    if (this.opts.transport === 'hls') {
+      // hls.js (or the browser) keeps to the live edge; only measure.
+      if (b.length > 0) this._stats.bufferMs = Math.round((b.end(b.length - 1) - v.currentTime) * 1000);
+      if (!v.paused && v.readyState >= 3) this.setState('playing');
+      else if (this._stats.state === 'playing') this.setState('waiting');
+      const at = this.hlsPlayingDate();
+      if (!isNaN(at)) this._stats.latencyMs = Math.round(Date.now() - at);
+    } else if (b.length > 0) {
       const end = b.end(b.length - 1);
       const target = this.opts.targetLatency;
       if (v.currentTime < b.start(0) || end - v.currentTime > target + 1.5) {

@@ -11,6 +11,11 @@ type Catalog struct {
 	Broadcast string      `json:"broadcast"`
 	Epoch     uint64      `json:"epoch"` // rises each time a publisher (re)starts the broadcast
 	Tracks    []TrackInfo `json:"tracks"`
+
+	// Started is when the broadcast started, µs since the Unix epoch. It
+	// stays the same across epochs; with the name it tells this broadcast
+	// from an earlier one of the same name (names are reused).
+	Started int64 `json:"started,omitempty"`
 }
 
 // TrackInfo describes one track.

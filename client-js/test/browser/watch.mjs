@@ -35,7 +35,9 @@ try {
     const v = document.querySelector('video');
     const q = v.getVideoPlaybackQuality();
     const p = /** @type {any} */ (window).quiccast;
-    return { currentTime: v.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null };
+    // hls: set when the page plays LL-HLS through hls.js.
+    const hls = p && p.hls ? { lowLatencyMode: p.hls.lowLatencyMode, version: p.hls.constructor.version, latency: p.hls.latency } : null;
+    return { currentTime: v.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
   });
   try {
     await page.waitForFunction(() => {
