@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quiccast/quiccast/bench/netem"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/publish"
 )
@@ -55,10 +56,17 @@ type Config struct {
 	Step    int
 	MaxP99  time.Duration
 
+	// Network, with Local, puts the nodes behind an emulated network
+	// (see bench/netem): "delay=20ms,jitter=2ms,loss=2%,rate=100mbit".
+	// Viewers cross it; the publisher does not. Needs root.
+	Network string
+
 	// Dial opens viewer connections (the emulator's namespace); nil is
-	// the default dialer.
-	Dial   Dialer
-	Logger *slog.Logger
+	// the default dialer. dialNodes reaches the nodes' HTTP (publisher,
+	// metrics) without crossing the emulated network.
+	Dial      Dialer
+	dialNodes Dialer
+	Logger    *slog.Logger
 }
 
 // Flags declares the settings of `quiccast bench`.
@@ -78,6 +86,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
+	s.String(&c.Network, "network", "", "with -local: put the nodes behind an emulated network, e.g. delay=20ms,loss=2%,rate=100mbit (needs root)")
 	s.Bool(&c.FindMax, "find-max", false, "add -step viewers at a time until p99 passes -max-p99 or objects go missing")
 	s.Int(&c.Step, "step", 500, "viewers added per -find-max step")
 	s.Duration(&c.MaxP99, "max-p99", 50*time.Millisecond, "p99 latency bound for -find-max")
@@ -124,6 +133,9 @@ func (c *Config) defaults() {
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		c.Dial = d.DialContext
 	}
+	if c.dialNodes == nil {
+		c.dialNodes = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -149,6 +161,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer cancel()
 	rep := newReport(cfg)
 	var dep *local
+	host, wrap := "127.0.0.1", []string(nil)
+	if cfg.Network != "" {
+		if !cfg.Local {
+			return nil, errors.New("bench: -network needs -local")
+		}
+		link, err := netem.ParseLink(cfg.Network)
+		if err != nil {
+			return nil, err
+		}
+		emu, err := netem.Start(link)
+		if err != nil {
+			return nil, err
+		}
+		defer emu.Close()
+		host, wrap = emu.AddrA, emu.Exec()
+		cfg.Dial, cfg.dialNodes = emu.DialB, emu.DialA
+		rep.Settings.Network = link.String()
+	}
 	if cfg.Local {
 		bin := cfg.Binary
 		if bin == "" {
@@ -158,7 +188,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 		var err error
-		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, "127.0.0.1", nil); err != nil {
+		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap); err != nil {
 			return nil, err
 		}
 		defer dep.stop()
@@ -251,7 +281,7 @@ func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
 		if err != nil {
 			return err
 		}
-		go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s) }()
+		go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s, cfg.dialNodes) }()
 	case "ffmpeg":
 		go func() {
 			errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Bitrate: fmt.Sprint(cfg.Bitrate),
@@ -309,7 +339,7 @@ func scrapeAll(ctx context.Context, cfg *Config, dep *local) map[string]Metrics 
 		}
 	}
 	for name, u := range urls {
-		if m, err := Scrape(ctx, u); err == nil {
+		if m, err := Scrape(ctx, u, cfg.dialNodes); err == nil {
 			m["_url"] = 0
 			out[name+"|"+u] = m
 		}

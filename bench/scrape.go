@@ -15,14 +15,15 @@ import (
 type Metrics map[string]float64
 
 // Scrape reads base/metrics (Prometheus text format).
-func Scrape(ctx context.Context, base string) (Metrics, error) {
+func Scrape(ctx context.Context, base string, dial Dialer) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	cl := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	resp, err := cl.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("bench: scrape %s: %w", base, err)
 	}

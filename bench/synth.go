@@ -100,12 +100,12 @@ func (s *Synth) Next(dst []byte, capture time.Time) []byte {
 
 // PublishSynth streams a Synth to an origin's WebSocket ingest in real time
 // until ctx is done.
-func PublishSynth(ctx context.Context, url, token string, s *Synth) error {
+func PublishSynth(ctx context.Context, url, token string, s *Synth, dial Dialer) error {
 	h := http.Header{}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10, NetDialContext: dial}
 	conn, _, err := d.DialContext(ctx, url, h)
 	if err != nil {
 		return fmt.Errorf("bench: publish %s: %w", url, err)

@@ -75,7 +75,9 @@ func child(b []byte, typ string) ([]byte, bool) {
 // the origin learns when the frame was captured.
 func AppendPrft(dst []byte, trackID uint32, capture int64, mediaTime uint64) []byte {
 	sec := uint64(capture/1_000_000) + ntpEpochOffset
-	frac := (uint64(capture%1_000_000) << 32) / 1_000_000
+	// Round the fraction up, so that reading it back (which truncates)
+	// gives the same microsecond.
+	frac := (uint64(capture%1_000_000)<<32 + 999_999) / 1_000_000
 	var b [32]byte
 	binary.BigEndian.PutUint32(b[0:], 32)
 	copy(b[4:], "prft")

@@ -152,3 +152,12 @@ func tfdtVersion0(t *testing.T, chunk []byte) []byte {
 	}
 	return out
 }
+
+func TestPrftKeepsTheMicrosecondExactly(t *testing.T) {
+	for _, us := range []int64{1_700_000_000_000_000, 1_700_000_000_033_333, 1_700_000_000_999_999, 1_763_731_200_000_001} {
+		b := AppendPrft(nil, 1, us, 0)
+		if got := parsePrft(b); got != us {
+			t.Errorf("%d µs came back as %d", us, got)
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/cmaf"
+	"github.com/quiccast/quiccast/shared/testenv"
+)
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "quiccast")
+	out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestSynthIsValidCMAFAtTheRequestedRate(t *testing.T) {
+	s, err := NewSynth(2_000_000, 30, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := append([]byte(nil), s.Init...)
+	for i := range 90 {
+		stream = s.Next(stream, time.UnixMicro(1_700_000_000_000_000+int64(i)*33_333))
+	}
+	r := cmaf.NewReader(bytes.NewReader(stream), cmaf.Limits{})
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	var total, keys int
+	for i := range 90 {
+		seg, err := r.Next()
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		c := seg.(*cmaf.Chunk)
+		if c.Keyframe != (i%30 == 0) {
+			t.Fatalf("chunk %d keyframe %v", i, c.Keyframe)
+		}
+		if c.Capture != 1_700_000_000_000_000+int64(i)*33_333 {
+			t.Fatalf("chunk %d capture %d", i, c.Capture)
+		}
+		if c.Keyframe {
+			keys++
+		}
+		total += len(c.Data)
+	}
+	if bps := float64(total) * 8 / 3; bps < 1.9e6 || bps > 2.1e6 {
+		t.Fatalf("%.0f bit/s, want 2 Mbit/s", bps)
+	}
+	if keys != 3 {
+		t.Fatalf("%d keyframes in 3 s of 1 s groups", keys)
+	}
+}
+
+func TestHistQuantiles(t *testing.T) {
+	var h Hist
+	for i := 1; i <= 1000; i++ {
+		h.Record(i, time.Duration(i)*time.Millisecond)
+	}
+	s := h.Snapshot(false)
+	for q, want := range map[float64]time.Duration{0.5: 500 * time.Millisecond, 0.99: 990 * time.Millisecond} {
+		got := s.Quantile(q)
+		if got < want || float64(got) > float64(want)*1.021 {
+			t.Errorf("q%.2f = %s, want %s within 2 %%", q, got, want)
+		}
+	}
+	if s.Max != time.Second || s.Count != 1000 {
+		t.Fatalf("max %s count %d", s.Max, s.Count)
+	}
+	if h.Snapshot(true).Count != 1000 || h.Snapshot(false).Count != 0 {
+		t.Fatal("reset did not empty the histogram")
+	}
+}
+
+// TestBenchSmoke is the short run `go tool task test` does: a local origin
+// and edge, 20 WebSocket viewers for a few seconds.
+func TestBenchSmoke(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Local: true, Binary: bin, Viewers: 20, Ramp: 100, Duration: 3 * time.Second, Settle: time.Second,
+		Logger: (&testenv.Logs{}).Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep.WriteText(&out)
+	t.Log("\n" + out.String())
+	st := rep.Steps[0]
+	if st.Active != 20 || st.Disconnects != 0 || st.Failed != 0 || st.Missing != 0 || st.Skipped != 0 {
+		t.Fatalf("step %+v", st)
+	}
+	// 20 viewers × 30 objects/s × 3 s, give or take the window's edges.
+	if st.Objects < 1700 || st.Latency.P99 <= 0 || st.Latency.P99 > 500 {
+		t.Fatalf("objects %d, p99 %.1f ms", st.Objects, st.Latency.P99)
+	}
+	if rep.Join.Count != 20 || len(rep.Series) < 3 {
+		t.Fatalf("join %+v, %d seconds of series", rep.Join, len(rep.Series))
+	}
+	var edge *NodeCost
+	for i := range st.Nodes {
+		if st.Nodes[i].Name == "edge-1" {
+			edge = &st.Nodes[i]
+		}
+	}
+	if edge == nil || edge.CPUSeconds <= 0 || edge.SentGbit <= 0 || edge.CPUPerGbit <= 0 {
+		t.Fatalf("edge cost %+v", edge)
+	}
+	dir := t.TempDir()
+	if err := rep.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"report.txt", "report.json", "report.html"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+}
