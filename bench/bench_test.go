@@ -127,3 +127,25 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHLSFindsTheHintAndTheOpenSegment(t *testing.T) {
+	p, err := parseHLS(strings.NewReader(`#EXTM3U
+#EXT-X-PART-INF:PART-TARGET=0.03400
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T16:20:08.227Z
+#EXTINF:1.06667,
+seg-x-0-0.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T16:20:09.300Z
+#EXT-X-PART:DURATION=0.5,URI="part-x-0-1-0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.25,URI="part-x-0-1-1.m4s"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-x-0-1-2.m4s"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.hasHint || p.hint != "part-x-0-1-2.m4s" || p.hintGroup != 1 || p.hintPart != 2 || p.targetPart != 0.034 {
+		t.Fatalf("%+v", p)
+	}
+	if want := time.Date(2026, 11, 21, 16, 20, 10, 50_000_000, time.UTC); !p.capture().Equal(want) {
+		t.Fatalf("capture %s, want %s", p.capture(), want)
+	}
+}

@@ -82,7 +82,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
 	s.Duration(&c.GroupLength, "group", time.Second, "group (GOP) length")
 	s.Int(&c.Viewers, "viewers", 100, "viewers")
-	s.String(&c.Transport, "transport", "ws", "viewer transport: ws")
+	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket) or hls (LL-HLS with blocking reloads)")
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
