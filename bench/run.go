@@ -65,6 +65,7 @@ type Config struct {
 	// the default dialer. dialNodes reaches the nodes' HTTP (publisher,
 	// metrics) without crossing the emulated network.
 	Dial      Dialer
+	Packet    func() (net.PacketConn, error) // UDP sockets for QUIC viewers
 	dialNodes Dialer
 	Logger    *slog.Logger
 }
@@ -82,7 +83,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
 	s.Duration(&c.GroupLength, "group", time.Second, "group (GOP) length")
 	s.Int(&c.Viewers, "viewers", 100, "viewers")
-	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket) or hls (LL-HLS with blocking reloads)")
+	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket), wt (WebTransport) or hls (LL-HLS with blocking reloads)")
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
@@ -133,6 +134,9 @@ func (c *Config) defaults() {
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		c.Dial = d.DialContext
 	}
+	if c.Packet == nil {
+		c.Packet = func() (net.PacketConn, error) { return net.ListenPacket("udp", ":0") }
+	}
 	if c.dialNodes == nil {
 		c.dialNodes = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
 	}
@@ -142,8 +146,17 @@ func (c *Config) defaults() {
 }
 
 // viewerFuncs are the viewer transports by name.
-var viewerFuncs = map[string]func(ctx context.Context, id int, edge, name, token string, st *Stats, dial Dialer){
-	"ws": runWSViewer,
+var viewerFuncs = map[string]func(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network){
+	"ws":  runWSViewer,
+	"wt":  runWTViewer,
+	"hls": runHLSViewer,
+}
+
+// network is how viewers reach the edges: TCP dials and UDP sockets (in
+// the emulator's namespace B, with -network).
+type network struct {
+	dial   Dialer
+	packet func() (net.PacketConn, error)
 }
 
 // Run runs one benchmark and reports it.
@@ -176,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer emu.Close()
 		host, wrap = emu.AddrA, emu.Exec()
-		cfg.Dial, cfg.dialNodes = emu.DialB, emu.DialA
+		cfg.Dial, cfg.Packet, cfg.dialNodes = emu.DialB, emu.ListenPacketB, emu.DialA
 		rep.Settings.Network = link.String()
 	}
 	if cfg.Local {
@@ -203,10 +216,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := startPublisher(pubCtx, &cfg, pubErr); err != nil {
 		return nil, err
 	}
-	if err := waitLive(ctx, &cfg, pubErr); err != nil {
+	if err := waitLive(ctx, &cfg, &network{dial: cfg.Dial, packet: cfg.Packet}, pubErr); err != nil {
 		return nil, err
 	}
 
+	nw := &network{dial: cfg.Dial, packet: cfg.Packet}
 	st := &Stats{}
 	var wg sync.WaitGroup
 	vctx, stopViewers := context.WithCancel(ctx)
@@ -220,7 +234,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			id := started
 			edge := cfg.Edges[id%len(cfg.Edges)]
 			wg.Add(1)
-			go func() { defer wg.Done(); view(vctx, id, edge, cfg.Broadcast, cfg.Token, st, cfg.Dial) }()
+			go func() { defer wg.Done(); view(vctx, id, edge, cfg.Broadcast, cfg.Token, st, nw) }()
 			started++
 			<-t.C
 		}
@@ -294,7 +308,7 @@ func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
 }
 
 // waitLive waits until a viewer on the first edge gets an object.
-func waitLive(ctx context.Context, cfg *Config, pubErr <-chan error) error {
+func waitLive(ctx context.Context, cfg *Config, nw *network, pubErr <-chan error) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		st := &Stats{}
@@ -305,7 +319,7 @@ func waitLive(ctx context.Context, cfg *Config, pubErr <-chan error) error {
 			}
 			cancel()
 		}()
-		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], cfg.Broadcast, cfg.Token, st, cfg.Dial)
+		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], cfg.Broadcast, cfg.Token, st, nw)
 		cancel()
 		if st.Objects.Load() > 0 {
 			return nil

@@ -96,9 +96,9 @@ func (p *hlsPlaylist) capture() time.Time {
 // exists), then reloads the playlist with _HLS_msn/_HLS_part naming that
 // part, which answers at once with the next hint. Latency is the part's arrival against its capture time as the
 // playlist's program date-time gives it.
-func runHLSViewer(ctx context.Context, id int, edge, name, token string, st *Stats, dial Dialer) {
+func runHLSViewer(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network) {
 	t := &tracker{st: st, shard: id, started: time.Now()}
-	cl := &http.Client{Transport: &http.Transport{DialContext: dial, MaxConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+	cl := &http.Client{Transport: &http.Transport{DialContext: nw.dial, MaxConnsPerHost: 2, IdleConnTimeout: time.Minute}}
 	base := strings.TrimSuffix(edge, "/") + "/hls/" + name + "/"
 	q := url.Values{}
 	if token != "" {
@@ -184,5 +184,3 @@ func runHLSViewer(ctx context.Context, id int, edge, name, token string, st *Sta
 }
 
 var errNotFound = errors.New("404 not found")
-
-func init() { viewerFuncs["hls"] = runHLSViewer }

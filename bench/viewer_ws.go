@@ -84,14 +84,14 @@ type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // runWSViewer watches one broadcast over the edge's WebSocket until ctx is
 // done, reading only frame headers (payloads are skipped, not copied).
-func runWSViewer(ctx context.Context, id int, edge, name, token string, st *Stats, dial Dialer) {
+func runWSViewer(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network) {
 	t := &tracker{st: st, shard: id, started: time.Now()}
 	u, err := url.Parse(edge)
 	if err != nil {
 		st.Failed.Add(1)
 		return
 	}
-	c, err := dial(ctx, "tcp", u.Host)
+	c, err := nw.dial(ctx, "tcp", u.Host)
 	if err != nil {
 		st.Failed.Add(1)
 		return

@@ -151,3 +151,13 @@ func readGroupHeader(r io.Reader) (GroupHeader, error) {
 		Epoch: binary.BigEndian.Uint64(b[14:]),
 	}, nil
 }
+
+// ReadMsg reads one control message, for clients that speak the protocol
+// without Client (a load generator's viewers).
+func ReadMsg(r io.Reader) (*Msg, error) { return readMsg(r) }
+
+// EncodeMsg returns a control message as it goes on the control stream.
+func EncodeMsg(m *Msg) []byte { return encodeMsg(m) }
+
+// ReadGroupHeader reads the header that opens a group stream.
+func ReadGroupHeader(r io.Reader) (GroupHeader, error) { return readGroupHeader(r) }

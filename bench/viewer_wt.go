@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/webtransport-go"
+
+	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+// runWTViewer watches a broadcast over WebTransport (/wt/{name} on the
+// edge's HTTP/3 port, the same number as its HTTP port), speaking the relay
+// protocol as the browser player does: HELLO, SUBSCRIBE, then one stream
+// per group. Payloads are read and discarded, not kept.
+func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network) {
+	w := &wtViewer{t: tracker{st: st, shard: id, started: time.Now()}, groups: map[uint64]bool{}}
+	u, err := url.Parse(edge)
+	if err != nil {
+		st.Failed.Add(1)
+		return
+	}
+	tr := &webtransport.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // development certificates; the bench measures, it does not authenticate
+		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true,
+			MaxIncomingUniStreams: 1000, MaxIdleTimeout: 15 * time.Second, KeepAlivePeriod: 5 * time.Second},
+		DialAddr: func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			pc, err := nw.packet()
+			if err != nil {
+				return nil, err
+			}
+			ua, err := net.ResolveUDPAddr("udp", addr)
+			if err != nil {
+				pc.Close()
+				return nil, err
+			}
+			return (&quic.Transport{Conn: pc}).DialEarly(ctx, ua, tc, qc)
+		},
+	}
+	defer tr.Close()
+	target := "https://" + u.Host + "/wt/" + name
+	if token != "" {
+		target += "?token=" + url.QueryEscape(token)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, sess, err := tr.Dial(dctx, target, nil)
+	cancel()
+	if err != nil {
+		st.Failed.Add(1)
+		return
+	}
+	defer sess.CloseWithError(0, "")
+	ctl, err := sess.OpenStreamSync(ctx)
+	if err != nil {
+		st.Failed.Add(1)
+		return
+	}
+	ctl.Write(relay.EncodeMsg(&relay.Msg{Type: relay.MsgHello, Version: relay.Version, Token: token}))
+	ctl.Write(relay.EncodeMsg(&relay.Msg{Type: relay.MsgSubscribe, ID: 1, Broadcast: name}))
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			m, err := relay.ReadMsg(ctl)
+			if err != nil {
+				ended <- err
+				return
+			}
+			switch m.Type {
+			case relay.MsgError, relay.MsgGoAway:
+				ended <- errors.New(m.Reason)
+				return
+			case relay.MsgEnded:
+				ended <- errEnded
+				return
+			}
+		}
+	}()
+	streams := make(chan struct{})
+	go func() {
+		defer close(streams)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			s, err := sess.AcceptUniStream(ctx)
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); w.group(s) }()
+		}
+	}()
+	var end error
+	select {
+	case <-ctx.Done():
+	case end = <-ended:
+	case <-sess.Context().Done():
+		end = errors.New("session closed")
+	}
+	sess.CloseWithError(0, "")
+	<-streams
+	w.mu.Lock()
+	if w.t.joined {
+		st.Active.Add(-1)
+	}
+	w.mu.Unlock()
+	if ctx.Err() == nil && !errors.Is(end, errEnded) {
+		st.Disconnects.Add(1)
+	}
+}
+
+// wtViewer tracks objects arriving on concurrent group streams.
+type wtViewer struct {
+	mu     sync.Mutex
+	t      tracker
+	newest uint64
+	any    bool
+	groups map[uint64]bool // groups seen, for skip counting (bounded below)
+}
+
+func (w *wtViewer) group(s *webtransport.ReceiveStream) {
+	h, err := relay.ReadGroupHeader(s)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	if w.any && h.Group > w.newest+1 {
+		// Groups in between may still be on their way; a stream reset
+		// for being too far behind counts below.
+		for g := w.newest + 1; g < h.Group; g++ {
+			if !w.groups[g] {
+				w.t.st.Skipped.Add(1)
+				w.groups[g] = true // counted; if it comes late it is not counted again
+			}
+		}
+	}
+	if !w.any || h.Group > w.newest {
+		w.newest, w.any = h.Group, true
+	}
+	late := w.groups[h.Group]
+	if late {
+		w.t.st.Skipped.Add(-1) // it came after all
+	}
+	w.groups[h.Group] = true
+	for g := range w.groups {
+		if g+64 < w.newest {
+			delete(w.groups, g)
+		}
+	}
+	w.mu.Unlock()
+	next := uint32(0)
+	for {
+		fh, err := wire.ReadHeader(s)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				if _, _, ok := relay.CloseCode(err); ok {
+					w.t.st.Skipped.Add(1) // reset: the group fell behind
+				}
+			}
+			return
+		}
+		if _, err := io.CopyN(io.Discard, s, int64(fh.Length)); err != nil {
+			return
+		}
+		now := time.Now()
+		if fh.Flags&wire.FlagEndOfGroup != 0 {
+			return
+		}
+		w.mu.Lock()
+		if fh.Index > next {
+			w.t.st.Missing.Add(int64(fh.Index - next))
+		}
+		next = fh.Index + 1
+		if !w.t.joined {
+			w.t.joined = true
+			w.t.st.Join.Record(w.t.shard, now.Sub(w.t.started))
+			w.t.st.Active.Add(1)
+		}
+		w.mu.Unlock()
+		lat := now.Sub(time.UnixMicro(fh.Capture))
+		w.t.st.Latency.Record(w.t.shard, lat)
+		w.t.st.Second.Record(w.t.shard, lat)
+		w.t.st.Objects.Add(1)
+		w.t.st.Bytes.Add(int64(fh.Length))
+	}
+}
