@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/quiccast/quiccast/bench"
@@ -66,11 +67,30 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
+	var standard bool
+	var results, only string
+	s.Bool(&standard, "standard", false, "run the standard set (bench/RESULTS.md's scenarios) and write each report under -out (default bench/results)")
+	s.String(&results, "results", "", "with -standard: the results file whose standard-set section is rewritten")
+	s.String(&only, "only", "", "with -standard: comma-separated scenario names to run")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
+	if standard {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if out == "" {
+			out = "bench/results"
+		}
+		var names []string
+		if only != "" {
+			names = strings.Split(only, ",")
+		}
+		return bench.RunStandard(ctx, bin, out, results, names, log)
+	}
 	for _, e := range strings.Split(edges, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			cfg.Edges = append(cfg.Edges, e)

@@ -50,6 +50,7 @@ type Settings struct {
 	Ramp        float64 `json:"ramp_per_second"`
 	Edges       int     `json:"edges"`
 	Publisher   string  `json:"publisher"`
+	Broadcasts  int     `json:"broadcasts"`
 	Network     string  `json:"network,omitempty"`
 }
 
@@ -91,7 +92,7 @@ func newReport(cfg Config) *Report {
 		Date:    time.Now().UTC(),
 		Machine: machine(),
 		Settings: Settings{Transport: cfg.Transport, Viewers: cfg.Viewers, BitrateBps: cfg.Bitrate, ObjectRate: cfg.ObjectRate,
-			GroupLength: cfg.GroupLength.String(), Duration: cfg.Duration.String(), Ramp: cfg.Ramp, Edges: edges, Publisher: cfg.Publisher},
+			GroupLength: cfg.GroupLength.String(), Duration: cfg.Duration.String(), Ramp: cfg.Ramp, Edges: edges, Publisher: cfg.Publisher, Broadcasts: cfg.Broadcasts},
 	}
 }
 
@@ -195,8 +196,8 @@ func (r *Report) WriteText(w io.Writer) {
 	s := r.Settings
 	fmt.Fprintf(w, "quiccast bench, %s\n", r.Date.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %d cores, %s, Linux %s, %s\n", r.Machine.Cores, r.Machine.Model, r.Machine.Kernel, r.Machine.Go)
-	fmt.Fprintf(w, "broadcast: %.1f Mbit/s, %d objects/s, groups of %s (%s publisher); %s viewers on %d edge(s), ramp %.0f/s, measured %s",
-		float64(s.BitrateBps)/1e6, s.ObjectRate, s.GroupLength, s.Publisher, s.Transport, s.Edges, s.Ramp, s.Duration)
+	fmt.Fprintf(w, "%d broadcast(s) of %.1f Mbit/s, %d objects/s, groups of %s (%s publisher); %s viewers on %d edge(s), ramp %.0f/s, measured %s",
+		max(1, s.Broadcasts), float64(s.BitrateBps)/1e6, s.ObjectRate, s.GroupLength, s.Publisher, s.Transport, s.Edges, s.Ramp, s.Duration)
 	if s.Network != "" {
 		fmt.Fprintf(w, ", network %s", s.Network)
 	}
@@ -258,7 +259,7 @@ func (r *Report) WriteHTML(w io.Writer) {
 	var sum strings.Builder
 	r.WriteText(&sum)
 	fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><title>quiccast bench</title>
-<style>body{font:14px system-ui;margin:20px}pre{background:#f4f4f4;padding:10px}</style>
+<style>body{font:14px system-ui;margin:20px}pre{background:#f4f4f4;padding:10px;white-space:pre-wrap}</style>
 <h1>quiccast bench</h1><pre>%s</pre>
 <svg width="%d" height="%d" viewBox="0 0 %d %d" xmlns="http://www.w3.org/2000/svg" font-size="12">
 <rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#999"/>

@@ -35,7 +35,10 @@ type Config struct {
 	Binary     string
 
 	Broadcast string
-	Token     string
+	// Broadcasts publishes this many broadcasts (Broadcast/1, /2, …);
+	// viewers are spread over them.
+	Broadcasts int
+	Token      string
 	// Publisher is "synthetic" (default), "ffmpeg" or "none" (the
 	// broadcast is already live).
 	Publisher   string
@@ -78,6 +81,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
 	s.String(&c.Broadcast, "broadcast", "", "broadcast name; default bench/<random>")
 	s.String(&c.Token, "token", "", "publish and play token")
+	s.Int(&c.Broadcasts, "broadcasts", 1, "broadcasts to publish (named -broadcast/1, /2, …); viewers are spread over them")
 	s.String(&c.Publisher, "publisher", "synthetic", "synthetic, ffmpeg or none (the broadcast is already live)")
 	s.Int64(&c.Bitrate, "bitrate", 2_000_000, "broadcast bitrate, bits/s")
 	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
@@ -129,6 +133,9 @@ func (c *Config) defaults() {
 	}
 	if c.Broadcast == "" {
 		c.Broadcast = fmt.Sprintf("bench/%06x", rand.IntN(1<<24))
+	}
+	if c.Broadcasts <= 0 {
+		c.Broadcasts = 1
 	}
 	if c.Dial == nil {
 		d := &net.Dialer{Timeout: 10 * time.Second}
@@ -234,7 +241,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			id := started
 			edge := cfg.Edges[id%len(cfg.Edges)]
 			wg.Add(1)
-			go func() { defer wg.Done(); view(vctx, id, edge, cfg.Broadcast, cfg.Token, st, nw) }()
+			go func() { defer wg.Done(); view(vctx, id, edge, cfg.name(id), cfg.Token, st, nw) }()
 			started++
 			<-t.C
 		}
@@ -285,30 +292,50 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// name is the broadcast viewer i watches.
+func (c *Config) name(i int) string {
+	if c.Broadcasts == 1 {
+		return c.Broadcast
+	}
+	return fmt.Sprintf("%s/%d", c.Broadcast, i%c.Broadcasts+1)
+}
+
 func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
-	ws := "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Origin, "/"), "http") + "/publish/" + cfg.Broadcast
-	switch cfg.Publisher {
-	case "none":
-		return nil
-	case "synthetic":
-		s, err := NewSynth(cfg.Bitrate, cfg.ObjectRate, cfg.GroupLength)
-		if err != nil {
-			return err
+	for i := range cfg.Broadcasts {
+		ws := "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Origin, "/"), "http") + "/publish/" + cfg.name(i)
+		switch cfg.Publisher {
+		case "none":
+			return nil
+		case "synthetic":
+			s, err := NewSynth(cfg.Bitrate, cfg.ObjectRate, cfg.GroupLength)
+			if err != nil {
+				return err
+			}
+			go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s, cfg.dialNodes) }()
+		case "ffmpeg":
+			go func() {
+				errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Bitrate: fmt.Sprint(cfg.Bitrate),
+					FPS: cfg.ObjectRate, GOP: cfg.GroupLength, Size: "1280x720", Logger: cfg.Logger})
+			}()
+		default:
+			return fmt.Errorf("bench: unknown publisher %q", cfg.Publisher)
 		}
-		go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s, cfg.dialNodes) }()
-	case "ffmpeg":
-		go func() {
-			errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Bitrate: fmt.Sprint(cfg.Bitrate),
-				FPS: cfg.ObjectRate, GOP: cfg.GroupLength, Size: "1280x720", Logger: cfg.Logger})
-		}()
-	default:
-		return fmt.Errorf("bench: unknown publisher %q", cfg.Publisher)
 	}
 	return nil
 }
 
-// waitLive waits until a viewer on the first edge gets an object.
+// waitLive waits until a viewer on the first edge gets an object of
+// every broadcast.
 func waitLive(ctx context.Context, cfg *Config, nw *network, pubErr <-chan error) error {
+	for i := range cfg.Broadcasts {
+		if err := waitOne(ctx, cfg, nw, cfg.name(i), pubErr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr <-chan error) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		st := &Stats{}
@@ -319,7 +346,7 @@ func waitLive(ctx context.Context, cfg *Config, nw *network, pubErr <-chan error
 			}
 			cancel()
 		}()
-		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], cfg.Broadcast, cfg.Token, st, nw)
+		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], name, cfg.Token, st, nw)
 		cancel()
 		if st.Objects.Load() > 0 {
 			return nil
@@ -332,7 +359,7 @@ func waitLive(ctx context.Context, cfg *Config, nw *network, pubErr <-chan error
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("bench: broadcast %q not live on %s after 30 s", cfg.Broadcast, cfg.Edges[0])
+	return fmt.Errorf("bench: broadcast %q not live on %s after 30 s", name, cfg.Edges[0])
 }
 
 // scrapeAll reads every node's metrics (local nodes, or the given edges).

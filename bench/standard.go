@@ -1,0 +1,137 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Scenario is one run of the standard set.
+type Scenario struct {
+	Name  string
+	Title string
+	Args  string // the quiccast bench flags that reproduce it
+	Cfg   Config
+	// Targets are what this project promises for it, shown next to the
+	// figures.
+	Targets string
+}
+
+// Standard is the standard set: the numbers that prove (or not) the design
+// on the machine at hand. It runs in a few minutes.
+func Standard() []Scenario {
+	local := func(c Config) Config {
+		c.Local, c.Settle = true, 3*time.Second
+		if c.Duration == 0 {
+			c.Duration = 20 * time.Second
+		}
+		return c
+	}
+	return []Scenario{
+		{Name: "fanout-ws", Title: "Fan-out, WebSocket", Args: "-local -viewers 4000 -transport ws -ramp 1000 -duration 20s",
+			Cfg:     local(Config{Viewers: 4000, Transport: "ws", Ramp: 1000}),
+			Targets: "p99 ≤ 50 ms, no skipped groups, ≤ 0.07 edge CPU-s per delivered Gbit, ≤ 15 KB edge memory per viewer"},
+		{Name: "fanout-wt", Title: "Fan-out, WebTransport", Args: "-local -viewers 1000 -transport wt -ramp 250 -duration 20s",
+			Cfg:     local(Config{Viewers: 1000, Transport: "wt", Ramp: 250}),
+			Targets: "p99 ≤ 50 ms, no skipped groups; report CPU-s per Gbit"},
+		{Name: "join", Title: "Join", Args: "-local -viewers 200 -transport ws -ramp 50 -duration 5s",
+			Cfg:     local(Config{Viewers: 200, Transport: "ws", Ramp: 50, Duration: 5 * time.Second}),
+			Targets: "median join ≤ one group fetch on loopback; report p99"},
+		{Name: "loss-ws", Title: "Loss (40 ms RTT, 2 % loss), WebSocket", Args: "-local -network delay=20ms,loss=2% -viewers 100 -transport ws -duration 20s",
+			Cfg:     local(Config{Viewers: 100, Transport: "ws", Network: "delay=20ms,loss=2%"}),
+			Targets: "p50/p99 beside WebTransport's"},
+		{Name: "loss-wt", Title: "Loss (40 ms RTT, 2 % loss), WebTransport", Args: "-local -network delay=20ms,loss=2% -viewers 100 -transport wt -duration 20s",
+			Cfg:     local(Config{Viewers: 100, Transport: "wt", Network: "delay=20ms,loss=2%"}),
+			Targets: "p50/p99 beside WebSocket's"},
+		{Name: "relay", Title: "Relay, one origin → one edge, 20 broadcasts of 10 Mbit/s", Args: "-local -broadcasts 20 -bitrate 10000000 -viewers 20 -duration 20s",
+			Cfg:     local(Config{Viewers: 20, Broadcasts: 20, Bitrate: 10_000_000}),
+			Targets: "report Gbit/s and CPU-s per Gbit"},
+	}
+}
+
+// RunStandard runs scenarios (all when only is empty), saves each report
+// under dir/<name>/, and rewrites the standard-set section of the results
+// file.
+func RunStandard(ctx context.Context, bin, dir, results string, only []string, log *slog.Logger) error {
+	var sections []string
+	for _, sc := range Standard() {
+		if len(only) > 0 && !contains(only, sc.Name) {
+			continue
+		}
+		log.Info("bench: scenario", "name", sc.Name)
+		cfg := sc.Cfg
+		cfg.Binary, cfg.Logger = bin, log
+		rep, err := Run(ctx, cfg)
+		if err != nil {
+			sections = append(sections, fmt.Sprintf("### %s\n\nFailed: %v\n", sc.Title, err))
+			log.Error("bench: scenario failed", "name", sc.Name, "err", err)
+			continue
+		}
+		if err := rep.Save(filepath.Join(dir, sc.Name)); err != nil {
+			return err
+		}
+		sections = append(sections, sc.markdown(rep))
+	}
+	if results == "" {
+		fmt.Println(strings.Join(sections, "\n"))
+		return nil
+	}
+	return replaceSection(results, strings.Join(sections, "\n"))
+}
+
+func contains(xs []string, x string) bool {
+	for _, s := range xs {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (sc Scenario) markdown(r *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "### %s\n\n`quiccast bench %s` — %s, %d cores (%s), %s. Target: %s.\n\n",
+		sc.Title, sc.Args, r.Date.Format("2006-01-02 15:04 MST"), r.Machine.Cores, r.Machine.Model, r.Machine.Go, sc.Targets)
+	st := r.Steps[len(r.Steps)-1]
+	fmt.Fprintf(&b, "| viewers receiving | latency p50 | p90 | p99 | max | join p50 | join p99 | missing objects | skipped groups | disconnects | delivered |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d of %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %d | %d | %.2f Gbit/s |\n\n",
+		st.Active, st.Viewers, st.Latency.P50, st.Latency.P90, st.Latency.P99, st.Latency.Max, r.Join.P50, r.Join.P99,
+		st.Missing, st.Skipped, st.Disconnects, st.DeliveredGbps)
+	fmt.Fprintf(&b, "| node | CPU | sent | CPU-s per Gbit | resident memory | per viewer |\n|---|---|---|---|---|---|\n")
+	for _, n := range st.Nodes {
+		per := "–"
+		if n.BytesPerViewr != 0 {
+			per = fmt.Sprintf("%.1f KB", n.BytesPerViewr/1000)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f s | %.3f Gbit | %.3f | %.1f MiB | %s |\n", n.Name, n.CPUSeconds, n.SentGbit, n.CPUPerGbit, n.RSSAfter/(1<<20), per)
+	}
+	fmt.Fprintf(&b, "\nPlot and JSON: `bench/results/%s/`.\n", sc.Name)
+	return b.String()
+}
+
+const (
+	sectionStart = "<!-- standard set: written by `go tool task bench`; edits here are overwritten -->"
+	sectionEnd   = "<!-- end of standard set -->"
+)
+
+// replaceSection writes body between the standard-set markers of path,
+// appending the section if the file has none.
+func replaceSection(path, body string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	block := sectionStart + "\n\n## Standard set\n\n" + body + "\n" + sectionEnd + "\n"
+	i, j := strings.Index(s, sectionStart), strings.Index(s, sectionEnd)
+	if i >= 0 && j > i {
+		s = s[:i] + block + s[j+len(sectionEnd)+1:]
+	} else {
+		s = strings.TrimRight(s, "\n") + "\n\n" + block
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
