@@ -311,11 +311,14 @@ func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
 			if err != nil {
 				return err
 			}
-			go func() { errc <- PublishSynth(ctx, ws, cfg.Token, s, cfg.dialNodes) }()
+			go func() {
+				errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Stream: s.Reader(ctx), Dial: cfg.dialNodes,
+					MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Logger: cfg.Logger})
+			}()
 		case "ffmpeg":
 			go func() {
 				errc <- publish.Run(ctx, publish.Config{URL: ws, Token: cfg.Token, Bitrate: fmt.Sprint(cfg.Bitrate),
-					FPS: cfg.ObjectRate, GOP: cfg.GroupLength, Size: "1280x720", Logger: cfg.Logger})
+					FPS: cfg.ObjectRate, GOP: cfg.GroupLength, Size: "1280x720", Dial: cfg.dialNodes, Logger: cfg.Logger})
 			}()
 		default:
 			return fmt.Errorf("bench: unknown publisher %q", cfg.Publisher)

@@ -3,12 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
+	"io"
 	"math/rand/v2"
-	"net/http"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/cmaf"
@@ -98,50 +95,40 @@ func (s *Synth) Next(dst []byte, capture time.Time) []byte {
 	return append(dst, s.pad[:size]...)
 }
 
-// PublishSynth streams a Synth to an origin's WebSocket ingest in real time
-// until ctx is done.
-func PublishSynth(ctx context.Context, url, token string, s *Synth, dial Dialer) error {
-	h := http.Header{}
-	if token != "" {
-		h.Set("Authorization", "Bearer "+token)
-	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10, NetDialContext: dial}
-	conn, _, err := d.DialContext(ctx, url, h)
-	if err != nil {
-		return fmt.Errorf("bench: publish %s: %w", url, err)
-	}
-	defer conn.Close()
-	closed := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
-				closed <- err
-				return
+// Reader returns the stream as an io.Reader that releases each object
+// when it falls due in real time (the init segment at once), for
+// publish.Config.Stream. It ends when ctx is done.
+func (s *Synth) Reader(ctx context.Context) io.Reader {
+	return &synthReader{s: s, ctx: ctx, buf: append([]byte(nil), s.Init...), next: time.Now()}
+}
+
+type synthReader struct {
+	s    *Synth
+	ctx  context.Context
+	buf  []byte
+	off  int
+	next time.Time
+}
+
+func (r *synthReader) Read(p []byte) (int, error) {
+	if r.off == len(r.buf) {
+		if d := time.Until(r.next); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-r.ctx.Done():
+				t.Stop()
+				return 0, io.EOF
+			case <-t.C:
 			}
 		}
-	}()
-	write := func(p []byte) error {
-		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		return conn.WriteMessage(websocket.BinaryMessage, p)
-	}
-	if err := write(s.Init); err != nil {
-		return err
-	}
-	tick := time.NewTicker(time.Second / time.Duration(s.rate))
-	defer tick.Stop()
-	var buf []byte
-	for {
-		select {
-		case <-ctx.Done():
-			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-			return nil
-		case err := <-closed:
-			return fmt.Errorf("bench: origin closed the publisher: %w", err)
-		case now := <-tick.C:
-			buf = s.Next(buf[:0], now)
-			if err := write(buf); err != nil {
-				return fmt.Errorf("bench: publish: %w", err)
-			}
+		now := time.Now()
+		r.buf, r.off = r.s.Next(r.buf[:0], now), 0
+		r.next = r.next.Add(time.Second / time.Duration(r.s.rate))
+		if r.next.Before(now.Add(-time.Second)) {
+			r.next = now // fell far behind (a stalled process): do not burst
 		}
 	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,6 +52,8 @@ type Config struct {
 	// Frag is the fragment (object) duration.
 	Frag   time.Duration
 	FFmpeg string
+	// Dial, when set, opens the TCP connection to the origin.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
 	MinBackoff, MaxBackoff time.Duration
 
@@ -317,7 +320,7 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 	if cfg.Token != "" {
 		h.Set("Authorization", "Bearer "+cfg.Token)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10, NetDialContext: cfg.Dial}
 	conn, resp, err := d.DialContext(ctx, cfg.URL, h)
 	if err != nil {
 		if resp != nil {
