@@ -1,5 +1,6 @@
 // Package clientjs embeds the browser player so that edges serve it from
-// the one quiccast binary: /player.js, /wire.js and the watch page.
+// the one quiccast binary: its modules (/player.js, /relay.js, …) and the
+// watch page.
 package clientjs
 
 import "embed"

@@ -3,12 +3,13 @@ package edge
 import (
 	"io/fs"
 	"net/http"
+	"path"
 
 	clientjs "github.com/quiccast/quiccast/client-js"
 )
 
 // pageRoutes serves the player: the watch page at / and /watch/{name}, and
-// the ES modules it imports.
+// its ES modules (client-js/src/*.js) at /{module}.js, /player.js first.
 func (n *Node) pageRoutes(mux *http.ServeMux) {
 	page, err := fs.ReadFile(clientjs.Files, "index.html")
 	if err != nil {
@@ -22,12 +23,18 @@ func (n *Node) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", servePage)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /watch/{name...}", servePage)
-	for _, m := range []string{"player.js", "wire.js"} {
-		js, err := fs.ReadFile(clientjs.Files, "src/"+m)
+	mods, err := fs.Glob(clientjs.Files, "src/*.js")
+	if err != nil || len(mods) == 0 {
+		panic("edge: player modules not embedded")
+	}
+	for _, m := range mods {
+		js, err := fs.ReadFile(clientjs.Files, m)
 		if err != nil {
 			panic("edge: " + m + " not embedded: " + err.Error())
 		}
-		mux.HandleFunc("GET /"+m, func(w http.ResponseWriter, _ *http.Request) {
+		// Pages of other allowed origins import the player too.
+		mux.HandleFunc("GET /"+path.Base(m), func(w http.ResponseWriter, r *http.Request) {
+			n.cors(w, r)
 			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-cache")
 			w.Write(js)
