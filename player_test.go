@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/testenv"
+)
+
+// The player in real Chromium (headless, driven by Playwright through
+// client-js/test/browser/watch.mjs) against the demo binary: over
+// WebTransport, over WebSocket when forced, and falling back to WebSocket
+// when UDP does not get through. Screenshots go to artifacts/.
+
+type browserSample struct {
+	CurrentTime float64
+	Frames      int
+	Dropped     int
+	Stats       struct {
+		Transport     string
+		State         string
+		LatencyMs     float64
+		G2GP50Ms      float64 `json:"g2gP50Ms"`
+		G2GP95Ms      float64 `json:"g2gP95Ms"`
+		BufferMs      float64
+		SkippedGroups int
+		Stalls        int
+		Fallbacks     int
+		Reconnects    int
+		LastError     string
+	}
+}
+
+type distribution struct {
+	N                  int
+	Min, P50, P95, Max float64
+}
+
+// browserReport is what watch.mjs prints.
+type browserReport struct {
+	First, Last browserSample
+	// G2G is capture wall-clock → SourceBuffer append done, per object;
+	// Latency is the on-screen latency sampled every 250 ms.
+	G2G, Latency distribution
+	Logs         []string
+}
+
+func requireBrowser(t *testing.T) {
+	t.Helper()
+	testenv.RequireTool(t, "chromium")
+	testenv.RequireTool(t, "node")
+	testenv.RequireFile(t, "client-js/node_modules/playwright-core/package.json", "run `go tool task deps` (npm ci in client-js)")
+}
+
+// watchInChromium plays url for seconds (after warmup seconds) and saves a
+// screenshot as artifacts/{shot}.png.
+func watchInChromium(t *testing.T, url, shot string, seconds, warmup int) browserReport {
+	t.Helper()
+	if err := os.MkdirAll("artifacts", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := filepath.Abs(filepath.Join("artifacts", shot+".png"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(60+seconds+warmup)*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "test/browser/watch.mjs", url, path, strconv.Itoa(seconds), strconv.Itoa(warmup))
+	cmd.Dir = "client-js"
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("browser check of %s failed: %v\n%s\n%s", url, err, out, stderr.String())
+	}
+	var rep browserReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report %q: %v", out, err)
+	}
+	t.Logf("%s: %s played %.1f s (%d frames, %d dropped), latency p50 %.0f ms p95 %.0f ms, glass-to-glass (capture → SourceBuffer) p50 %.0f ms p95 %.0f ms over %d objects, %d skipped groups, %d stalls; screenshot %s",
+		shot, rep.Last.Stats.Transport, rep.Last.CurrentTime-rep.First.CurrentTime, rep.Last.Frames-rep.First.Frames, rep.Last.Dropped,
+		rep.Latency.P50, rep.Latency.P95, rep.G2G.P50, rep.G2G.P95, rep.G2G.N, rep.Last.Stats.SkippedGroups, rep.Last.Stats.Stalls, path)
+	return rep
+}
+
+// checkPlayback asserts playback advanced over transport with a
+// sub-second latency.
+func checkPlayback(t *testing.T, rep browserReport, transport string, seconds int) {
+	t.Helper()
+	if got := rep.Last.Stats.Transport; got != transport {
+		t.Fatalf("played over %q, want %q (last error %q; logs %q)", got, transport, rep.Last.Stats.LastError, rep.Logs)
+	}
+	if adv := rep.Last.CurrentTime - rep.First.CurrentTime; adv < float64(seconds)*0.5 {
+		t.Fatalf("currentTime advanced %.2f s in %d s", adv, seconds)
+	}
+	if dec := rep.Last.Frames - rep.First.Frames; dec < seconds*10 {
+		t.Fatalf("%d frames decoded in %d s", dec, seconds)
+	}
+	if rep.Latency.N == 0 || rep.Latency.P50 <= 0 || rep.Latency.P50 >= 1000 {
+		t.Fatalf("latency %+v, want a median under 1000 ms on loopback", rep.Latency)
+	}
+	if rep.G2G.N == 0 || rep.G2G.P50 >= 1000 {
+		t.Fatalf("glass-to-glass %+v, want objects appended under 1000 ms after capture", rep.G2G)
+	}
+}
+
+// TestDemoPlaysInChromium loads the demo's page as printed, in headless
+// Chromium: it must play over WebTransport (the default), frames decoded,
+// currentTime advancing, latency under a second.
+func TestDemoPlaysInChromium(t *testing.T) {
+	requireBrowser(t)
+	d := startDemoProcess(t, buildBinary(t))
+	rep := watchInChromium(t, d.url, "chromium-webtransport", 4, 0)
+	checkPlayback(t, rep, "webtransport", 4)
+	if rep.Last.Stats.Fallbacks != 0 {
+		t.Fatalf("fell back %d times", rep.Last.Stats.Fallbacks)
+	}
+}
+
+func TestChromiumPlaysOverForcedWebSocket(t *testing.T) {
+	requireBrowser(t)
+	d := startDemoProcess(t, buildBinary(t))
+	rep := watchInChromium(t, d.url+"?transport=websocket", "chromium-websocket", 4, 0)
+	checkPlayback(t, rep, "websocket", 4)
+}
+
+// TestChromiumFallsBackToWebSocketWhenUDPIsBlocked points the player's
+// WebTransport at a UDP port where nothing listens (the browser learns at
+// once), and at one that swallows every datagram (it must give up after
+// its connect timeout): both times it plays over WebSocket.
+func TestChromiumFallsBackToWebSocketWhenUDPIsBlocked(t *testing.T) {
+	requireBrowser(t)
+	d := startDemoProcess(t, buildBinary(t))
+
+	closed, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.LocalAddr().(*net.UDPAddr).Port
+	closed.Close()
+
+	hole, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := hole.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	holePort := hole.LocalAddr().(*net.UDPAddr).Port
+
+	for _, ca := range []struct {
+		name, shot string
+		port       int
+		reason     string
+	}{
+		{"closed port", "chromium-fallback-closed-port", closedPort, ""},
+		{"datagrams swallowed", "chromium-fallback-no-answer", holePort, "not connected within 1500 ms"},
+	} {
+		t.Run(ca.name, func(t *testing.T) {
+			rep := watchInChromium(t, fmt.Sprintf("%s?wtport=%d", d.url, ca.port), ca.shot, 3, 0)
+			checkPlayback(t, rep, "websocket", 3)
+			if rep.Last.Stats.Fallbacks != 1 || !strings.Contains(rep.Last.Stats.LastError, "webtransport") || !strings.Contains(rep.Last.Stats.LastError, ca.reason) {
+				t.Fatalf("fallbacks %d, last error %q: want one fallback from WebTransport (%q)", rep.Last.Stats.Fallbacks, rep.Last.Stats.LastError, ca.reason)
+			}
+		})
+	}
+}
+
+// TestGlassToGlassInChromium measures, in Chromium, the time from the
+// capture wall-clock that ffmpeg writes (-write_prft wallclock) to the
+// object's append to the SourceBuffer, and the on-screen latency, over
+// WebTransport and over WebSocket, on loopback. QC_G2G_SECONDS sets the
+// measurement (default 6 s); QC_G2G_WRITE=1 adds the figures to
+// bench/RESULTS.md.
+func TestGlassToGlassInChromium(t *testing.T) {
+	requireBrowser(t)
+	testenv.RequireTool(t, "ffmpeg")
+	seconds := 6
+	if s, err := strconv.Atoi(os.Getenv("QC_G2G_SECONDS")); err == nil && s > 0 {
+		seconds = s
+	}
+	bin := buildBinary(t)
+	d := startDemoProcess(t, bin)
+	if d.publish == "" {
+		t.Fatal("the demo did not print its publish URL")
+	}
+	pub := exec.Command(bin, "publish", "-url", strings.Replace(d.publish, "{name}", "g2g", 1), "-size", "1280x720", "-fps", "30", "-gop", "1s")
+	var perr bytes.Buffer
+	pub.Stderr = &perr
+	if err := pub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		pub.Process.Kill()
+		pub.Wait()
+		if t.Failed() {
+			t.Logf("publish stderr:\n%s", perr.String())
+		}
+	}()
+	page := strings.Replace(d.url, "/watch/demo", "/watch/g2g", 1)
+	results := map[string]browserReport{}
+	for _, tr := range []string{"webtransport", "websocket"} {
+		rep := watchInChromium(t, page+"?transport="+tr, "chromium-g2g-"+tr, seconds, 3)
+		checkPlayback(t, rep, tr, seconds)
+		results[tr] = rep
+	}
+	if os.Getenv("QC_G2G_WRITE") == "1" {
+		writeG2GResults(t, seconds, results)
+	}
+}
+
+// writeG2GResults adds a section to bench/RESULTS.md.
+func writeG2GResults(t *testing.T, seconds int, results map[string]browserReport) {
+	t.Helper()
+	model := "unknown"
+	if out, err := exec.Command("lscpu").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "Model name:"); ok {
+				model = strings.TrimSpace(v)
+			}
+		}
+	}
+	chromium := "chromium"
+	if out, err := exec.Command("chromium", "--version").Output(); err == nil {
+		chromium = strings.TrimSpace(string(out))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## Glass-to-glass in Chromium on loopback, %s\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "- command: `QC_G2G_WRITE=1 QC_G2G_SECONDS=%d go test -run TestGlassToGlassInChromium -count=1 -v .` (or `go tool task bench-g2g`)\n", seconds)
+	fmt.Fprintf(&b, "- machine: %d cores (`nproc`), %s (`lscpu | grep 'Model name'`); %s, %s/%s\n", runtime.NumCPU(), model, chromium, runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "- setup: `quiccast demo` (origin + edge in one process) and `quiccast publish` (ffmpeg testsrc2 1280x720 30 fps, x264 veryfast zerolatency, 2 Mbit/s, 1 s GOP, one frame per object, `-write_prft wallclock`); headless Chromium plays `/watch/g2g?transport=…` (target latency 0.5 s); 3 s warm-up, then %d s sampled.\n", seconds)
+	b.WriteString("- glass-to-glass: capture wall-clock (ffmpeg's prft) → the object's `appendBuffer` done (`updateend`), every object; on-screen latency: capture wall-clock of the frame at `currentTime` → now, every 250 ms.\n\n")
+	b.WriteString("| transport | objects | g2g p50 | g2g p95 | g2g max | on-screen p50 | on-screen p95 | frames decoded (dropped) | skipped groups | stalls |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, tr := range []string{"webtransport", "websocket"} {
+		r := results[tr]
+		fmt.Fprintf(&b, "| %s | %d | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %d (%d) | %d | %d |\n", tr, r.G2G.N, r.G2G.P50, r.G2G.P95, r.G2G.Max,
+			r.Latency.P50, r.Latency.P95, r.Last.Frames-r.First.Frames, r.Last.Dropped-r.First.Dropped, r.Last.Stats.SkippedGroups, r.Last.Stats.Stalls)
+	}
+	f, err := os.OpenFile(filepath.Join("bench", "RESULTS.md"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if st, _ := f.Stat(); st.Size() == 0 {
+		f.WriteString("# Benchmark results\n\nEach section: what was measured, the command, the machine and the date.\n")
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatal(err)
+	}
+}
