@@ -12,9 +12,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/testenv"
 )
 
@@ -29,6 +31,7 @@ type browserSample struct {
 	Dropped     int
 	Stats       struct {
 		Transport     string
+		Edge          string
 		State         string
 		LatencyMs     float64
 		G2GP50Ms      float64 `json:"g2gP50Ms"`
@@ -53,7 +56,14 @@ type browserReport struct {
 	// G2G is capture wall-clock → SourceBuffer append done, per object;
 	// Latency is the on-screen latency sampled every 250 ms.
 	G2G, Latency distribution
-	Logs         []string
+	// Events are the player's connected, fallback, goaway, close, ended
+	// and error events after the warm-up.
+	Events []struct {
+		Type   string
+		At     int64
+		Detail map[string]any
+	}
+	Logs []string
 }
 
 func requireBrowser(t *testing.T) {
@@ -67,17 +77,36 @@ func requireBrowser(t *testing.T) {
 // screenshot as artifacts/{shot}.png.
 func watchInChromium(t *testing.T, url, shot string, seconds, warmup int) browserReport {
 	t.Helper()
+	return startWatch(t, url, shot, seconds, warmup)()
+}
+
+// startWatch starts watchInChromium and returns the function that waits for
+// its report.
+func startWatch(t *testing.T, url, shot string, seconds, warmup int) func() browserReport {
+	t.Helper()
 	if err := os.MkdirAll("artifacts", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	path, _ := filepath.Abs(filepath.Join("artifacts", shot+".png"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(60+seconds+warmup)*time.Second)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "test/browser/watch.mjs", url, path, strconv.Itoa(seconds), strconv.Itoa(warmup))
 	cmd.Dir = "client-js"
-	var stderr bytes.Buffer
+	var stderr, stdout bytes.Buffer
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return func() browserReport {
+		t.Helper()
+		defer cancel()
+		return browserResult(t, url, shot, path, cmd.Wait(), stdout.Bytes(), &stderr)
+	}
+}
+
+func browserResult(t *testing.T, url, shot, path string, err error, out []byte, stderr *bytes.Buffer) browserReport {
+	t.Helper()
 	if err != nil {
 		t.Fatalf("browser check of %s failed: %v\n%s\n%s", url, err, out, stderr.String())
 	}
@@ -260,5 +289,53 @@ func writeG2GResults(t *testing.T, seconds int, results map[string]browserReport
 	}
 	if _, err := f.WriteString(b.String()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestChromiumFailsOverToAnotherEdgeOnGoAway plays from the first of two
+// edges that pull one origin's broadcast; the first edge is stopped
+// (SIGTERM: it sends GOAWAY, then closes): the player moves to the second
+// edge at once, over WebTransport, and keeps playing.
+func TestChromiumFailsOverToAnotherEdgeOnGoAway(t *testing.T) {
+	requireBrowser(t)
+	testenv.RequireTool(t, "ffmpeg")
+	bin := buildBinary(t)
+	origin := startProc(t, bin, "origin", "origin listening", "origin", "-listen", "127.0.0.1:0", "-relay-listen", "127.0.0.1:0", "-node-id", "origin")
+	edge := func(id string) *proc {
+		return startProc(t, bin, id, "edge listening", "edge", "-listen", "127.0.0.1:0", "-node-id", id, "-parent", origin.field("relay"))
+	}
+	e1, e2 := edge("edge-1"), edge("edge-2")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := runPublisher(ctx, fmt.Sprintf("ws://%s/publish/cam", origin.field("addr")), &sentMedia{chunks: map[uint64]*cmaf.Chunk{}}, time.Second)
+	defer func() { cancel(); <-pub }()
+	u1, u2 := "http://"+e1.field("addr")+"/", "http://"+e2.field("addr")+"/"
+	testenv.WaitFor(t, 10*time.Second, "the broadcast on the origin", func() bool { return origin.count("msg", "publisher ready") > 0 })
+
+	const seconds = 8
+	wait := startWatch(t, u1+"watch/cam?edges="+u1+","+u2, "chromium-failover", seconds, 2)
+	time.Sleep(5 * time.Second) // 2 s warm-up, then 3 s on edge-1
+	stopped := time.Now()
+	e1.cmd.Process.Signal(syscall.SIGTERM)
+	rep := wait()
+	checkPlayback(t, rep, "webtransport", seconds)
+	if rep.Last.Stats.Edge != u2 || rep.Last.Stats.Reconnects < 1 || rep.Last.Stats.State != "playing" {
+		t.Fatalf("after edge-1 stopped: %+v", rep.Last.Stats)
+	}
+	var goaway, moved int64
+	for _, ev := range rep.Events {
+		switch {
+		case ev.Type == "goaway" && goaway == 0:
+			goaway = ev.At
+		case ev.Type == "connected" && ev.Detail["edge"] == u2 && moved == 0:
+			moved = ev.At
+		}
+	}
+	if goaway == 0 || moved == 0 {
+		t.Fatalf("events %+v: want a goaway, then connected to edge-2", rep.Events)
+	}
+	t.Logf("GOAWAY %d ms after SIGTERM; connected to edge-2 %d ms after the GOAWAY", goaway-stopped.UnixMilli(), moved-goaway)
+	if moved-goaway > 2000 {
+		t.Fatalf("moved to edge-2 %d ms after the GOAWAY", moved-goaway)
 	}
 }

@@ -69,7 +69,9 @@ func wtEnabled(s string) bool {
 }
 
 // wtQUICConfig is the QUIC configuration of the HTTP/3 listener.
-// WebTransport needs datagrams and partial-delivery stream resets.
+// WebTransport needs datagrams and partial-delivery stream resets. Viewers
+// send little (requests, the control stream): what they may open and leave
+// unread is kept small.
 func wtQUICConfig() *quic.Config {
 	return &quic.Config{
 		EnableDatagrams:                  true,
@@ -77,6 +79,10 @@ func wtQUICConfig() *quic.Config {
 		MaxIdleTimeout:                   30 * time.Second,
 		KeepAlivePeriod:                  10 * time.Second,
 		HandshakeIdleTimeout:             5 * time.Second,
+		MaxIncomingStreams:               100, // HTTP/3 requests, CONNECT, the control stream
+		MaxIncomingUniStreams:            16,  // HTTP/3 control and QPACK streams
+		MaxStreamReceiveWindow:           1 << 20,
+		MaxConnectionReceiveWindow:       2 << 20,
 	}
 }
 

@@ -2,8 +2,8 @@
 // plays: currentTime advances and frames are decoded. After an optional
 // warm-up it samples, for the given seconds, glass-to-glass per appended
 // object (capture wall-clock → SourceBuffer append done) and the on-screen
-// latency. Prints a JSON report on stdout; exits non-zero when playback
-// does not happen.
+// latency, and records the player's connection events. Prints a JSON
+// report on stdout; exits non-zero when playback does not happen.
 //
 //   node test/browser/watch.mjs <url> [screenshot.png] [seconds] [warmup-seconds]
 import { chromium } from 'playwright-core';
@@ -71,7 +71,11 @@ try {
     await page.evaluate(() => {
       const w = /** @type {any} */ (window);
       w.__g2g = [];
+      w.__events = [];
       w.quiccast.addEventListener('appended', (e) => w.__g2g.push(e.detail.g2gMs));
+      for (const type of ['connected', 'fallback', 'goaway', 'close', 'ended', 'error']) {
+        w.quiccast.addEventListener(type, (e) => w.__events.push({ type, at: Date.now(), detail: e.detail }));
+      }
     });
     const a = await sample();
     const latency = [];
@@ -82,9 +86,9 @@ try {
       if (s.stats) latency.push(s.stats.latencyMs);
     }
     const b = await sample();
-    const g2g = await page.evaluate(() => /** @type {any} */ (window).__g2g);
+    const { g2g, events } = await page.evaluate(() => ({ g2g: /** @type {any} */ (window).__g2g, events: /** @type {any} */ (window).__events }));
     if (shot) await page.screenshot({ path: shot });
-    console.log(JSON.stringify({ first: a, last: b, g2g: summary(g2g), latency: summary(latency), logs }));
+    console.log(JSON.stringify({ first: a, last: b, g2g: summary(g2g), latency: summary(latency), events, logs }));
     if (!(b.currentTime - a.currentTime > seconds * 0.5)) fail(`currentTime went from ${a.currentTime} to ${b.currentTime}`);
     if (!(b.frames - a.frames > seconds * 10)) fail(`decoded frames went from ${a.frames} to ${b.frames}`);
   }
