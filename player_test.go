@@ -222,6 +222,7 @@ func TestGlassToGlassInChromium(t *testing.T) {
 	if s, err := strconv.Atoi(os.Getenv("QC_G2G_SECONDS")); err == nil && s > 0 {
 		seconds = s
 	}
+	load, _ := os.ReadFile("/proc/loadavg")
 	bin := buildBinary(t)
 	d := startDemoProcess(t, bin)
 	if d.publish == "" {
@@ -248,12 +249,12 @@ func TestGlassToGlassInChromium(t *testing.T) {
 		results[tr] = rep
 	}
 	if os.Getenv("QC_G2G_WRITE") == "1" {
-		writeG2GResults(t, seconds, results)
+		writeG2GResults(t, seconds, strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "), results)
 	}
 }
 
 // writeG2GResults adds a section to bench/RESULTS.md.
-func writeG2GResults(t *testing.T, seconds int, results map[string]browserReport) {
+func writeG2GResults(t *testing.T, seconds int, load string, results map[string]browserReport) {
 	t.Helper()
 	model := "unknown"
 	if out, err := exec.Command("lscpu").Output(); err == nil {
@@ -270,7 +271,7 @@ func writeG2GResults(t *testing.T, seconds int, results map[string]browserReport
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Glass-to-glass in Chromium on loopback, %s\n\n", time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "- command: `QC_G2G_WRITE=1 QC_G2G_SECONDS=%d go test -run TestGlassToGlassInChromium -count=1 -v .` (or `go tool task bench-g2g`)\n", seconds)
-	fmt.Fprintf(&b, "- machine: %d cores (`nproc`), %s (`lscpu | grep 'Model name'`); %s, %s/%s\n", runtime.NumCPU(), model, chromium, runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "- machine: %d cores (`nproc`), %s (`lscpu | grep 'Model name'`); %s, %s/%s; load average at the start %s (the machine is shared: other jobs add noise)\n", runtime.NumCPU(), model, chromium, runtime.GOOS, runtime.GOARCH, load)
 	fmt.Fprintf(&b, "- setup: `quiccast demo` (origin + edge in one process) and `quiccast publish` (ffmpeg testsrc2 1280x720 30 fps, x264 veryfast zerolatency, 2 Mbit/s, 1 s GOP, one frame per object, `-write_prft wallclock`); headless Chromium plays `/watch/g2g?transport=…` (target latency 0.5 s); 3 s warm-up, then %d s sampled.\n", seconds)
 	b.WriteString("- glass-to-glass: capture wall-clock (ffmpeg's prft) → the object's `appendBuffer` done (`updateend`), every object; on-screen latency: capture wall-clock of the frame at `currentTime` → now, every 250 ms.\n\n")
 	b.WriteString("| transport | objects | g2g p50 | g2g p95 | g2g max | on-screen p50 | on-screen p95 | frames decoded (dropped) | skipped groups | stalls |\n|---|---|---|---|---|---|---|---|---|---|\n")

@@ -372,7 +372,10 @@ export class Player extends EventTarget {
     const v = this.video;
     const b = v.buffered;
     for (const o of this.orderers) o.tick();
-    if (b.length > 0) {
+    // A transport that plays by itself keeps its own live edge.
+    const own = !!(this.current && this.current.ownsMedia);
+    if (own && b.length > 0) this._stats.bufferMs = Math.round((b.end(b.length - 1) - v.currentTime) * 1000);
+    if (!own && b.length > 0) {
       const end = b.end(b.length - 1);
       const target = this.opts.targetLatency;
       // Inside a hole (a skipped group, a reconnect): go to the next range.
