@@ -340,3 +340,49 @@ func TestChromiumFailsOverToAnotherEdgeOnGoAway(t *testing.T) {
 		t.Fatalf("moved to edge-2 %d ms after the GOAWAY", moved-goaway)
 	}
 }
+
+// TestChromiumPlaysOnWhenThePublisherRestarts stops the publisher and
+// starts a new one within the origin's grace period: the broadcast goes on
+// in a new epoch whose decode times start again from zero, and the player,
+// over either transport, keeps playing on one timeline.
+func TestChromiumPlaysOnWhenThePublisherRestarts(t *testing.T) {
+	requireBrowser(t)
+	testenv.RequireTool(t, "ffmpeg")
+	bin := buildBinary(t)
+	d := startDemoProcess(t, bin)
+	for _, tr := range []string{"webtransport", "websocket"} {
+		t.Run(tr, func(t *testing.T) {
+			name := "restart-" + tr
+			publish := func() *exec.Cmd {
+				cmd := exec.Command(bin, "publish", "-url", strings.Replace(d.publish, "{name}", name, 1), "-size", "320x180", "-bitrate", "300k", "-gop", "500ms")
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				return cmd
+			}
+			first := publish()
+			defer func() { first.Process.Kill(); first.Wait() }()
+			page := strings.Replace(d.url, "/watch/demo", "/watch/"+name, 1) + "?transport=" + tr
+			const seconds = 9
+			wait := startWatch(t, page, "chromium-restart-"+tr, seconds, 1)
+			time.Sleep(6 * time.Second) // ffmpeg starting, playback, 1 s warm-up, 3 s playing
+			first.Process.Kill()
+			first.Wait()
+			time.Sleep(time.Second)
+			second := publish()
+			defer func() { second.Process.Kill(); second.Wait() }()
+			rep := wait()
+			if rep.Last.Stats.Transport != tr || rep.Last.Stats.State != "playing" {
+				t.Fatalf("after the restart: %+v", rep.Last.Stats)
+			}
+			// About 2 s without media of 9: a player stuck after the new
+			// epoch would have advanced 3 s at most.
+			if adv := rep.Last.CurrentTime - rep.First.CurrentTime; adv < 5 {
+				t.Fatalf("currentTime advanced %.1f s in %d s across the restart", adv, seconds)
+			}
+			if rep.Last.Stats.LatencyMs <= 0 || rep.Last.Stats.LatencyMs > 1500 {
+				t.Fatalf("latency %v ms after the restart", rep.Last.Stats.LatencyMs)
+			}
+		})
+	}
+}

@@ -249,6 +249,7 @@ export class Player extends EventTarget {
         handler: this.handler(() => this.current === t || this.opening === t),
       });
       this.opening = t;
+      t.opened.catch(() => {}); // handled below; a late rejection is not an error
       try {
         await Promise.race([t.opened, ended.then((e) => { throw e; })]);
       } catch (e) {
@@ -270,6 +271,7 @@ export class Player extends EventTarget {
       }
       if (this.sessions++ > 0) this._stats.reconnects++;
       this.current = t;
+      if (this._stats.state === 'ended') this.setState('connecting'); // the broadcast is back
       this._stats.transport = name;
       this._stats.edge = edge.href;
       this._stats.connectMs = Math.round(performance.now() - t0);

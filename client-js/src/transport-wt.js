@@ -110,8 +110,16 @@ export function openWebTransport(ctx) {
               if (m.id === SUB_ID) h.onCatalog(catalogEvent(m));
               break;
             case 'ended':
-              if (m.id === SUB_ID) h.onEnded();
-              break;
+              // As over WebSocket: ended, then the connection closes
+              // (the player looks for the broadcast again later).
+              if (m.id !== SUB_ID) break;
+              if (!open) {
+                reject(new TransportError('broadcast ended', { code: 4004 }));
+                return;
+              }
+              h.onEnded();
+              closeWith(1000, 'broadcast ended');
+              return;
             case 'goaway':
               h.onGoAway(m.url || '');
               break;
