@@ -138,8 +138,8 @@ func TestHelpListsFlagsWithEnvTwinsAndDefaults(t *testing.T) {
 		want []string
 	}{
 		{"origin", []string{"-listen", "env QC_ORIGIN_LISTEN, default \":7000\"", "QC_ORIGIN_MAX_RATE", "QC_LOG_LEVEL"}},
-		{"edge", []string{"env QC_EDGE_LISTEN, default \":8080\"", "QC_EDGE_WRITE_TIMEOUT", "QC_EDGE_UNSENT_LIMIT"}},
-		{"demo", []string{"QC_DEMO_LISTEN", "QC_DEMO_NAME"}},
+		{"edge", []string{"env QC_EDGE_LISTEN, default \":8080\"", "QC_EDGE_WRITE_TIMEOUT", "QC_EDGE_UNSENT_LIMIT", "env QC_EDGE_WT_LISTEN, default \"same\"", "QC_EDGE_TLS_CERT", "QC_EDGE_TLS_KEY"}},
+		{"demo", []string{"QC_DEMO_LISTEN", "QC_DEMO_NAME", "env QC_DEMO_WT_LISTEN, default \"same\""}},
 		{"publish", []string{"QC_PUBLISH_URL", "QC_PUBLISH_INPUT", "default \"1s\""}},
 	} {
 		t.Run(ca.cmd, func(t *testing.T) {
