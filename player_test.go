@@ -139,6 +139,11 @@ func checkPlayback(t *testing.T, rep browserReport, transport string, seconds in
 	if rep.G2G.N == 0 || rep.G2G.P50 >= 1000 {
 		t.Fatalf("glass-to-glass %+v, want objects appended under 1000 ms after capture", rep.G2G)
 	}
+	for _, l := range rep.Logs {
+		if strings.HasPrefix(l, "pageerror:") || strings.Contains(l, "Uncaught") {
+			t.Fatalf("the page logged %q", l)
+		}
+	}
 }
 
 // TestDemoPlaysInChromium loads the demo's page as printed, in headless

@@ -249,9 +249,12 @@ export class Player extends EventTarget {
         handler: this.handler(() => this.current === t || this.opening === t),
       });
       this.opening = t;
-      t.opened.catch(() => {}); // handled below; a late rejection is not an error
+      // Whichever of the two loses the race settles later, unobserved.
+      t.opened.catch(() => {});
+      const endedEarly = ended.then((e) => { throw e; });
+      endedEarly.catch(() => {});
       try {
-        await Promise.race([t.opened, ended.then((e) => { throw e; })]);
+        await Promise.race([t.opened, endedEarly]);
       } catch (e) {
         this.opening = null;
         t.close();
