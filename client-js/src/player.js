@@ -96,6 +96,7 @@ export class Player extends EventTarget {
       onError: (msg) => this.fail(msg),
     });
     /** @type {GroupOrderer[]} */ this.orderers = [];
+    this.connectedAt = 0; // when the current connection opened (ms)
     this.retiredSkips = 0; // counters of orderers replaced
     this.retiredLate = 0;
     /** @type {number[]} */ this.g2g = [];
@@ -278,6 +279,7 @@ export class Player extends EventTarget {
       this._stats.transport = name;
       this._stats.edge = edge.href;
       this._stats.connectMs = Math.round(performance.now() - t0);
+      this.connectedAt = Date.now();
       this.emit('connected', { transport: name, edge: edge.href, connectMs: this._stats.connectMs });
       const end = await ended;
       this.current = null;
@@ -383,9 +385,18 @@ export class Player extends EventTarget {
     if (!own && b.length > 0) {
       const end = b.end(b.length - 1);
       const target = this.opts.targetLatency;
-      // Inside a hole (a skipped group, a reconnect): go to the next range.
+      // Inside a hole (a skipped group, a reconnect, a new epoch), or at
+      // the end of a range with more after it: go to the next range.
       let inRange = false;
-      for (let i = 0; i < b.length; i++) if (v.currentTime >= b.start(i) && v.currentTime <= b.end(i)) inRange = true;
+      for (let i = 0; i < b.length; i++) {
+        if (v.currentTime >= b.start(i) && v.currentTime <= b.end(i)) {
+          inRange = true;
+          if (i + 1 < b.length && b.end(i) - v.currentTime < 0.15 && v.readyState < 3) {
+            v.currentTime = b.start(i + 1) + 0.001;
+          }
+          break;
+        }
+      }
       if (!inRange || end - v.currentTime > target + this.opts.jumpThreshold) {
         let to = Math.max(b.start(b.length - 1), end - target);
         for (let i = 0; i < b.length; i++) {
@@ -396,6 +407,9 @@ export class Player extends EventTarget {
         }
         if (Math.abs(to - v.currentTime) > 0.05) v.currentTime = to;
       }
+      // A new connection starts with its first group's backlog (up to a
+      // group's length): start playing at the target, not behind it.
+      if (Date.now() - this.connectedAt < 2000 && end - v.currentTime > target + 0.15) v.currentTime = end - target;
       const behind = end - v.currentTime;
       const off = behind - target;
       // Gentle: at most 10 % faster, 5 % slower; no change near the target.
