@@ -32,6 +32,7 @@ export const MAX_QUEUE = 600;
  * @property {number} epoch      of the last object queued, -1 before
  * @property {number} offset     s added to decode times (timestampOffset)
  * @property {number} lastTime   s, start of the last object queued, offset applied; NaN before
+ * @property {number} step       s between the last two objects queued (a frame, for a new epoch's offset)
  * @property {boolean} needKey   drop objects until a keyframe (after an overflow)
  */
 
@@ -76,7 +77,7 @@ export class MseSink {
     this.detach();
     this.tracks = catalog.tracks.map((t) => ({
       mime: t.mimeType, timescale: t.timescale || 1, sb: null, queue: [], inflight: null,
-      epoch: -1, offset: 0, lastTime: NaN, needKey: false,
+      epoch: -1, offset: 0, lastTime: NaN, step: 0.04, needKey: false,
     }));
     this.timeline = [];
     const ms = new MediaSource();
@@ -126,17 +127,23 @@ export class MseSink {
     let time = f.decodeTime / t.timescale + t.offset;
     if (t.epoch !== o.epoch) {
       const inits = this.inits.get(o.epoch);
-      if (!inits || !inits[f.track]) return; // its catalog has not come: nothing can decode it
+      if (!inits || !inits[f.track]) {
+        // Its catalog has not come: nothing can decode it, nor what
+        // follows until the next keyframe.
+        t.needKey = true;
+        return;
+      }
       // A new epoch may restart its decode times: keep the timeline going
       // from where the previous epoch stopped.
       if (t.epoch >= 0 && !isNaN(t.lastTime) && Math.abs(time - t.lastTime) > 2) {
-        t.offset = t.lastTime + 0.04 - f.decodeTime / t.timescale;
+        t.offset = t.lastTime + t.step - f.decodeTime / t.timescale;
         t.queue.push({ offset: t.offset });
         time = f.decodeTime / t.timescale + t.offset;
       }
       t.queue.push({ data: inits[f.track] });
       t.epoch = o.epoch;
     }
+    if (!isNaN(t.lastTime) && time > t.lastTime && time - t.lastTime < 0.5) t.step = time - t.lastTime;
     t.lastTime = time;
     t.queue.push({ data: f.payload, capture: f.capture, mediaTime: time });
     this.pump(t);

@@ -41,6 +41,25 @@ export function openWebTransport(ctx) {
   /** @type {WritableStreamDefaultWriter<Uint8Array>|null} */ let writer = null;
   /** @type {Map<number, any>} catalogs by epoch */
   const catalogs = new Map();
+  /** @type {Map<number, (() => void)[]>} group streams waiting for their epoch's catalog */
+  const waiting = new Map();
+
+  /**
+   * Resolves true once the catalog of epoch is here: a group stream can
+   * overtake the ANNOUNCE of its epoch. False after ms.
+   * @param {number} epoch
+   * @param {number} ms
+   * @returns {Promise<boolean>}
+   */
+  const catalogOf = (epoch, ms) => {
+    if (catalogs.has(epoch)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      const list = waiting.get(epoch) || [];
+      list.push(() => { clearTimeout(timer); resolve(true); });
+      waiting.set(epoch, list);
+    });
+  };
 
   /** @param {import('./relay.js').ControlMessage} m */
   const send = (m) => {
@@ -51,6 +70,7 @@ export function openWebTransport(ctx) {
   const catalogEvent = (m) => {
     const inits = (m.inits || []).map(fromBase64);
     catalogs.set(m.catalog.epoch, m.catalog);
+    if (catalogs.size > 8) catalogs.delete(/** @type {number} */ (catalogs.keys().next().value));
     return { catalog: m.catalog, inits };
   };
 
@@ -105,9 +125,12 @@ export function openWebTransport(ctx) {
               h.onCatalog(catalogEvent(m));
               open = true;
               resolve();
+              wake(m.catalog.epoch);
               break;
             case 'announce':
-              if (m.id === SUB_ID) h.onCatalog(catalogEvent(m));
+              if (m.id !== SUB_ID) break;
+              h.onCatalog(catalogEvent(m));
+              wake(m.catalog.epoch);
               break;
             case 'ended':
               // As over WebSocket: ended, then the connection closes
@@ -142,6 +165,12 @@ export function openWebTransport(ctx) {
     });
   });
 
+  /** @param {number} epoch */
+  const wake = (epoch) => {
+    for (const f of waiting.get(epoch) || []) f();
+    waiting.delete(epoch);
+  };
+
   /** @param {WebTransport} t */
   const acceptGroups = async (t) => {
     const reader = t.incomingUnidirectionalStreams.getReader();
@@ -171,6 +200,9 @@ export function openWebTransport(ctx) {
         if (hd && epoch < 0) {
           if (hd.sub !== SUB_ID) throw new Error(`group of subscription ${hd.sub}`);
           epoch = hd.epoch;
+          // Not read further meanwhile: the stream's flow control holds the rest.
+          if (!(await catalogOf(epoch, SUBSCRIBE_TIMEOUT))) throw new Error(`no catalog for epoch ${epoch}`);
+          if (closed) break;
         }
         for (const f of frames) {
           if (f.flags & FLAG_END_OF_GROUP) complete = true;

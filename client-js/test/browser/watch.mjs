@@ -54,7 +54,9 @@ try {
     const v = document.querySelector('video');
     const q = v.getVideoPlaybackQuality();
     const p = /** @type {any} */ (window).quiccast;
-    return { currentTime: v.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null };
+    const ranges = [];
+    for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
+    return { currentTime: v.currentTime, readyState: v.readyState, ranges, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null };
   });
   let playing = true;
   try {
