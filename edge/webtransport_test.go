@@ -559,3 +559,35 @@ func TestCloseSendsGoAwayToWebTransportViewersThenClosesAndLeavesNoGoroutine(t *
 		t.Fatal("a closed edge accepted a session")
 	}
 }
+
+func TestDevCertificateRotatesAndPagesConnectWithTheAnnouncedHash(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	src := newFakeSource()
+	src.add(t, "rot").object(t, true, 10)
+	n, _ := startWTEdge(t, Config{Source: src, DevCert: certs.DevOptions{Validity: 10 * time.Hour, Rotate: 4 * time.Hour, Now: clock}})
+	before := certHashes(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A page that fetched the hashes before the rotation connects after it
+	// with the "next" one.
+	mu.Lock()
+	now = now.Add(4*time.Hour + time.Minute)
+	mu.Unlock()
+	v, err := watchWT(ctx, n, []string{before.Next}, "rot", "")
+	if err != nil {
+		t.Fatalf("with the announced next hash after the rotation: %v", err)
+	}
+	v.close()
+	after := certHashes(t, n)
+	if after.Current != before.Next || after.Next == before.Next || after.Next == before.Current {
+		t.Fatalf("hashes before %+v, after %+v", before, after)
+	}
+	if _, err := watchWT(ctx, n, []string{before.Current}, "rot", ""); err == nil {
+		t.Fatal("the rotated-out certificate is still served")
+	}
+	if got := testenv.Metric(t, n.Registry(), "quiccast_edge_cert_rotations_total"); got != 1 {
+		t.Fatalf("rotations metric %v", got)
+	}
+}
