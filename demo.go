@@ -19,6 +19,7 @@ import (
 
 type demoConfig struct {
 	Listen       string // edge
+	WTListen     string // edge HTTP/3 and WebTransport
 	OriginListen string
 	RTMPListen   string // origin's RTMP ingest; empty for none
 	Name         string // built-in broadcast; empty for none
@@ -57,7 +58,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		return nil, err
 	}
@@ -85,6 +86,9 @@ func (d *demo) run(ctx context.Context) error {
 func (d *demo) loop(ctx context.Context) error {
 	s, err := d.origin.Publish(ctx, d.cfg.Name, "", "demo")
 	if err != nil {
+		if ctx.Err() != nil { // stopped while starting
+			return nil
+		}
 		return err
 	}
 	err = d.clip.Loop(ctx, s)
@@ -117,6 +121,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var lf logFlags
 	s := config.New("demo", "Demo runs an origin and an edge in one process with a looping built-in test broadcast, and prints the URL of its player page. No Redis, no ffmpeg.")
 	s.String(&cfg.Listen, "listen", ":8080", "edge HTTP address: player page and /ws/{broadcast}")
+	s.String(&cfg.WTListen, "wt-listen", "same", "edge UDP address for HTTP/3 and WebTransport (/wt/{broadcast}); same: the host and port of -listen; off: WebSocket only")
 	s.String(&cfg.OriginListen, "origin-listen", "127.0.0.1:7000", "origin HTTP address: publish more broadcasts to /publish/{broadcast}")
 	s.String(&cfg.RTMPListen, "rtmp-listen", "127.0.0.1:1935", "origin RTMP address: publish from OBS or ffmpeg to rtmp://HOST/live/{broadcast}; empty disables RTMP")
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")

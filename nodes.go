@@ -33,7 +33,7 @@ func runOrigin(ctx context.Context, args []string, _, stderr io.Writer) error {
 func runEdge(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg edge.Config
 	var lf logFlags
-	s := config.New("edge", "An edge delivers broadcasts to viewers (/ws/{broadcast}, LL-HLS at /hls/{broadcast}/index.m3u8, the player at /watch/{broadcast}), pulling each once over the QUIC relay from its origin (found in Redis) or a parent.")
+	s := config.New("edge", "An edge delivers broadcasts to viewers (WebTransport at /wt/{broadcast} over HTTP/3, WebSocket at /ws/{broadcast}, LL-HLS at /hls/{broadcast}/index.m3u8, the player at /watch/{broadcast}), pulling each once over the QUIC relay from its origin (found in Redis) or a parent.")
 	cfg.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package clientjs embeds the browser player so that edges serve it from
-// the one quiccast binary: /player.js, /wire.js, the watch page and the
-// vendored hls.js (/hls.min.mjs) for LL-HLS playback.
+// the one quiccast binary: its modules (/player.js, /relay.js, …), the
+// watch page and the vendored hls.js (/hls.min.mjs) for LL-HLS playback.
 package clientjs
 
 import "embed"

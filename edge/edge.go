@@ -5,6 +5,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/webtransport-go"
 
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
+	"github.com/quiccast/quiccast/shared/certs"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
@@ -39,8 +42,31 @@ type Source interface {
 
 // Config configures an edge. Zero fields take the defaults Flags shows.
 type Config struct {
-	// Listen is the HTTP address of /ws, the player page and /metrics.
+	// Listen is the HTTP address (TCP) of /ws, the player page and
+	// /metrics: HTTPS (HTTP/2 and 1.1) when TLSCert is set, else plain
+	// HTTP.
 	Listen string
+	// WTListen is the UDP address of HTTP/3 and WebTransport
+	// (/wt/{name}, and every other route over HTTP/3). "same" takes the
+	// host and port Listen bound, so one port number serves TCP and UDP;
+	// "" or "off" disables HTTP/3.
+	WTListen string
+	// TLSCert and TLSKey are certificate files (PEM) for HTTPS on Listen
+	// and for HTTP/3, reloaded when they change. Without them HTTP/3
+	// uses a self-signed development certificate (ECDSA P-256, valid
+	// under 14 days, rotated) whose hashes GET /cert-hash gives pages for
+	// WebTransport's serverCertificateHashes.
+	TLSCert, TLSKey string
+	// TLSCheck is how often, at most, the certificate files are looked at
+	// for changes (on the next handshake after it elapsed).
+	TLSCheck time.Duration
+	// DevCert tunes the development certificate; zero: 10-day
+	// certificates rotated every 4 days.
+	DevCert certs.DevOptions
+	// DrainTimeout is how long Close waits, after telling WebTransport
+	// viewers to go away, for them to leave before it closes their
+	// sessions.
+	DrainTimeout time.Duration
 	// PlayTokens is a comma-separated list of accepted play tokens;
 	// empty allows anyone. Ignored when Auth is set.
 	PlayTokens string
@@ -99,7 +125,12 @@ type Config struct {
 
 // Flags declares every setting on s.
 func (c *Config) Flags(s *config.Set) {
-	s.String(&c.Listen, "listen", ":8080", "HTTP address for viewers (/ws/{broadcast}, /watch/{broadcast}), /metrics and /healthz")
+	s.String(&c.Listen, "listen", ":8080", "HTTP address (TCP) for viewers (/ws/{broadcast}, /watch/{broadcast}), /metrics and /healthz; HTTPS with -tls-cert")
+	s.String(&c.WTListen, "wt-listen", "same", "UDP address for HTTP/3 and WebTransport (/wt/{broadcast}); same: the host and port of -listen; off: disabled")
+	s.String(&c.TLSCert, "tls-cert", "", "certificate file (PEM) for HTTPS on -listen and for HTTP/3, reloaded when it changes; default: plain HTTP on -listen and a rotating self-signed certificate for HTTP/3 whose hashes /cert-hash gives")
+	s.String(&c.TLSKey, "tls-key", "", "key file (PEM) of -tls-cert")
+	s.Duration(&c.TLSCheck, "tls-check", 5*time.Second, "how often -tls-cert and -tls-key are checked for changes (reloaded at the next handshake)")
+	s.Duration(&c.DrainTimeout, "drain-timeout", time.Second, "on shutdown, how long to wait after GOAWAY for WebTransport viewers to leave before closing their sessions")
 	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
 	s.String(&c.AllowedOrigins, "allowed-origins", "*", "page origins allowed to open viewer connections, comma-separated; * allows any")
 	s.Duration(&c.WriteTimeout, "write-timeout", 5*time.Second, "drop a viewer whose socket accepts nothing for this long")
@@ -144,6 +175,12 @@ func (c *Config) withDefaults() {
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
 	}
+	if c.TLSCheck <= 0 {
+		c.TLSCheck = d.TLSCheck
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
 	if c.MemoryBudget <= 0 {
 		c.MemoryBudget = d.MemoryBudget
 	}
@@ -170,15 +207,25 @@ type Node struct {
 	relayLn *quic.Listener
 	hls     *hlsServer
 
+	// HTTP/3 and WebTransport (webtransport.go), when WTListen is on.
+	certs   certSource
+	dev     *certs.Dev   // the development certificate, or
+	files   *certs.Files // the certificate files
+	wt      *webtransport.Server
+	wtConn  *net.UDPConn
+	wtPort  int
+	wtRelay *relay.Server // the relay protocol inside the sessions
+
 	ctx    context.Context // cancelled by Close: ends upstreams and viewers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // viewers
-	bg     sync.WaitGroup // fan-out shards
+	bg     sync.WaitGroup // background goroutines: fan-out shards, the HTTP/3 server
 
-	mu      sync.Mutex
-	ups     map[string]*upstream
-	viewers int
-	closed  bool
+	mu        sync.Mutex
+	ups       map[string]*upstream
+	viewers   int
+	wtViewers int
+	closed    bool
 }
 
 // New validates cfg and binds the listener, so Addr works at once.
@@ -200,13 +247,25 @@ func New(cfg Config) (*Node, error) {
 		n.stopCluster()
 		return nil, err
 	}
+	fail := func(err error) (*Node, error) {
+		cancel()
+		if n.ln != nil {
+			n.ln.Close()
+		}
+		if n.wtConn != nil {
+			n.wtConn.Close()
+		}
+		n.stopCluster()
+		return nil, err
+	}
+	if err := n.startTLS(); err != nil {
+		return fail(err)
+	}
 	n.metrics = newEdgeMetrics(n.reg, n)
 	n.hls = newHLSServer(n)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		cancel()
-		n.stopCluster()
-		return nil, fmt.Errorf("edge: listen %s: %w", cfg.Listen, err)
+		return fail(fmt.Errorf("edge: listen %s: %w", cfg.Listen, err))
 	}
 	n.ln = ln
 	mux := http.NewServeMux()
@@ -214,15 +273,22 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
 	n.pageRoutes(mux)
 	n.hls.routes(mux)
+	if err := n.startWT(mux); err != nil {
+		return fail(err)
+	}
 	n.srv = &http.Server{
-		Handler:           mux,
+		Handler:           n.altSvc(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	n.srv.RegisterOnShutdown(n.hls.shutdown)
+	if n.files != nil {
+		n.srv.TLSConfig = &tls.Config{GetCertificate: n.certs.GetCertificate, MinVersion: tls.VersionTLS12}
+	}
 	return n, nil
 }
 
@@ -234,12 +300,31 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // Run serves until ctx is done, then drains and closes the node.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("edge listening", "addr", n.Addr().String(), "node", n.cfg.Peer.ID(), "relay", n.RelayAddr(), "parent", n.cfg.Parent)
+	wt := ""
+	if a := n.WTAddr(); a != nil {
+		wt = a.String()
+	}
+	n.log.Info("edge listening", "addr", n.Addr().String(), "tls", n.files != nil, "webtransport", wt, "node", n.cfg.Peer.ID(), "relay", n.RelayAddr(), "parent", n.cfg.Parent)
 	if n.relay != nil {
 		go n.relay.Serve(n.ctx, n.relayLn)
 	}
+	if n.wt != nil {
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			if err := n.wt.Serve(n.wtConn); err != nil && n.ctx.Err() == nil {
+				n.log.Error("HTTP/3 server stopped", "err", err)
+			}
+		}()
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- n.srv.Serve(n.ln) }()
+	go func() {
+		if n.files != nil {
+			errc <- n.srv.ServeTLS(n.ln, "", "")
+			return
+		}
+		errc <- n.srv.Serve(n.ln)
+	}()
 	select {
 	case <-ctx.Done():
 		return n.Close()
@@ -252,7 +337,8 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // Close stops accepting, sends every viewer a GOAWAY and a 1001 close so it
-// moves to another edge, waits for the viewers to finish and releases the
+// moves to another edge (WebTransport viewers get up to DrainTimeout to
+// leave by themselves), waits for the viewers to finish and releases the
 // upstreams.
 func (n *Node) Close() error {
 	n.mu.Lock()
@@ -267,12 +353,17 @@ func (n *Node) Close() error {
 	if n.relay != nil {
 		n.relay.GoAway("")
 	}
+	n.drainWT(n.cfg.DrainTimeout)
 	err := n.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = n.srv.Close()
 	}
 	n.cancel()
 	n.wg.Wait()
+	if n.wt != nil {
+		n.wt.Close()
+		n.wtConn.Close()
+	}
 	n.bg.Wait()
 	n.mu.Lock()
 	ups := n.ups

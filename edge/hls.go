@@ -191,25 +191,14 @@ func hlsErrorf(status int, format string, args ...any) error {
 	return &hlsError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-// httpStatus maps a wire code to an HTTP status.
+// httpStatus is the HTTP status of a refused request: an HLS error's own,
+// else the one its wire code mirrors.
 func httpStatus(err error) int {
 	var he *hlsError
 	if errors.As(err, &he) {
 		return he.status
 	}
-	switch wire.CodeOf(err) {
-	case wire.CodeBadRequest:
-		return http.StatusBadRequest
-	case wire.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case wire.CodeForbidden:
-		return http.StatusForbidden
-	case wire.CodeNotFound:
-		return http.StatusNotFound
-	case wire.CodeOverCapacity, wire.CodeGoingAway:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+	return codeStatus(wire.CodeOf(err))
 }
 
 func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {

@@ -40,6 +40,22 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 				func() float64 { return float64(rs.Bytes.Load()) }),
 		)
 	}
+	if n.certs != nil {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_cert_expiry_timestamp_seconds", Help: "When the TLS certificate served now expires (Unix time)."},
+			n.certNotAfter))
+	}
+	if f := n.files; f != nil {
+		r.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_cert_reloads_total", Help: "Certificate files reloaded after they changed."},
+				func() float64 { return float64(f.Reloads.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_cert_reload_failures_total", Help: "Changed certificate files that could not be loaded (the previous certificate stays)."},
+				func() float64 { return float64(f.Failures.Load()) }),
+		)
+	}
+	if d := n.dev; d != nil {
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_cert_rotations_total", Help: "Development certificate rotations."},
+			func() float64 { return float64(d.Rotations.Load()) }))
+	}
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_cache_bytes", Help: "Bytes held by mirrored broadcasts."},
 		func() float64 { return float64(n.budget.Used()) }))
 	r.MustRegister(m.viewers, m.sent, m.skips, m.subscribes, m.disconnects,

@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"io/fs"
 	"net/http"
+	"path"
 	"time"
 
 	clientjs "github.com/quiccast/quiccast/client-js"
 )
 
 // pageRoutes serves the player: the watch page at / and /watch/{name}, and
-// the ES modules it imports (hls.js for LL-HLS among them).
+// its ES modules (client-js/src/*.js) at /{module}.js, /player.js first,
+// and the vendored hls.js for LL-HLS.
 func (n *Node) pageRoutes(mux *http.ServeMux) {
 	page, err := fs.ReadFile(clientjs.Files, "index.html")
 	if err != nil {
@@ -34,12 +36,18 @@ func (n *Node) pageRoutes(mux *http.ServeMux) {
 		w.Header().Set("ETag", `"hls.js-1.7.4"`)
 		http.ServeContent(w, r, "hls.min.mjs", time.Time{}, bytes.NewReader(hlsjs))
 	})
-	for _, m := range []string{"player.js", "wire.js"} {
-		js, err := fs.ReadFile(clientjs.Files, "src/"+m)
+	mods, err := fs.Glob(clientjs.Files, "src/*.js")
+	if err != nil || len(mods) == 0 {
+		panic("edge: player modules not embedded")
+	}
+	for _, m := range mods {
+		js, err := fs.ReadFile(clientjs.Files, m)
 		if err != nil {
 			panic("edge: " + m + " not embedded: " + err.Error())
 		}
-		mux.HandleFunc("GET /"+m, func(w http.ResponseWriter, _ *http.Request) {
+		// Pages of other allowed origins import the player too.
+		mux.HandleFunc("GET /"+path.Base(m), func(w http.ResponseWriter, r *http.Request) {
+			n.cors(w, r)
 			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-cache")
 			w.Write(js)

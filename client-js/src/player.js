@@ -1,38 +1,79 @@
-// quiccast player: receives a broadcast from an edge and plays it through
-// Media Source Extensions, staying near the live edge. Over WebSocket it
-// appends the edge's objects itself; over LL-HLS it hands the edge's
-// playlist to hls.js (served by the edge as /hls.min.mjs) or, where the
-// browser plays HLS itself (Safari), to the video element.
-import { parseFrame, KIND_INIT, KIND_OBJECT } from './wire.js';
+// quiccast player: receives a broadcast from an edge over WebTransport or
+// WebSocket and plays it through Media Source Extensions, staying near the
+// live edge; or hands the edge's LL-HLS playlist to hls.js (transport
+// 'hls'). The policy lives here: which transport (falling back from
+// WebTransport to WebSocket), reconnecting and failing over across edges,
+// GOAWAY, live-edge control, stats and the overlay. The transports
+// (transport-*.js) are picked by name from a registry, so more can be
+// plugged in.
+import { GroupOrderer } from './order.js';
+import { MseSink } from './mse.js';
+import { registerTransport, transportFactory, TransportError } from './transport.js';
+import { openWebTransport } from './transport-wt.js';
+import { openWebSocket } from './transport-ws.js';
+import { openHLS } from './transport-hls.js';
+
+export { registerTransport, TransportError } from './transport.js';
+
+registerTransport('webtransport', openWebTransport);
+registerTransport('websocket', openWebSocket);
+registerTransport('hls', openHLS);
 
 /**
  * @typedef {object} PlayerOptions
- * @property {string} broadcast        broadcast name
- * @property {string} [base]           edge base URL, default the page's origin
- * @property {string} [token]          play token, sent as ?token=
- * @property {number} [targetLatency]  seconds behind the newest frame to aim for, default 0.5
- * @property {boolean} [overlay]       show live stats over the video
- * @property {'websocket'|'hls'} [transport] "websocket" (default) or "hls" (LL-HLS)
- * @property {string} [hlsScript]      where hls.js is imported from, default "/hls.min.mjs"
+ * @property {string} broadcast          broadcast name
+ * @property {string} [base]             edge base URL, default the page's origin
+ * @property {string[]} [edges]          edge base URLs to fail over across, in order (default [base])
+ * @property {string} [token]            play token, sent as ?token= (and in the relay HELLO)
+ * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
+ * @property {number} [targetLatency]    seconds behind the newest received frame to play at (the buffer kept), default 0.5
+ * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 1.5
+ * @property {number} [connectTimeout]   ms WebTransport may take to connect before falling back to WebSocket, default 1500
+ * @property {number} [webtransportPort] UDP port to reach WebTransport at, instead of the one the edge advertises
+ * @property {boolean} [overlay]         show live stats over the video
  */
 
 /**
  * @typedef {object} PlayerStats
- * @property {string} transport     "websocket" or "hls" (with "native" when the browser plays HLS itself)
- * @property {string} state         "connecting" | "playing" | "waiting" | "ended" | "stopped"
- * @property {number} latencyMs     capture wall-clock of the shown frame to now, NaN before the first frame
+ * @property {string} transport     "webtransport", "websocket", … ("" before connecting)
+ * @property {string} edge          the edge in use
+ * @property {string} state         "connecting" | "playing" | "waiting" | "ended" | "stopped" | "error"
+ * @property {number} latencyMs     capture wall-clock of the frame on screen to now; NaN before the first frame
+ * @property {number} g2gMs         capture to SourceBuffer append done, of the newest object
+ * @property {number} g2gP50Ms      median of g2gMs over the last 300 objects
+ * @property {number} g2gP95Ms      95th percentile of the same
  * @property {number} bufferMs      media buffered ahead of the playhead
- * @property {number} objects       objects (LL-HLS: parts or segments) received
- * @property {number} bytes         payload bytes received
- * @property {number} skippedGroups groups the edge skipped because this viewer fell behind
+ * @property {number} objects       objects appended
+ * @property {number} bytes         payload bytes appended
+ * @property {number} skippedGroups groups left out: skipped by the edge, reset, incomplete or too late
+ * @property {number} lateObjects   objects that came after their group was passed
  * @property {number} stalls        times playback waited for data
- * @property {number} reconnects
+ * @property {number} reconnects    connections after the first
+ * @property {number} fallbacks     times WebTransport failed and WebSocket was used
+ * @property {number} connectMs     time the current connection took to open
  * @property {number} decodedFrames
  * @property {number} droppedFrames
+ * @property {string} lastError
  */
 
-const MAX_QUEUE = 600; // appends waiting for the SourceBuffer
+const G2G_WINDOW = 300;
+const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
 
+/**
+ * @typedef {object} SessionEnd
+ * @property {'goaway'|'closed'|'refused'|'unreachable'|'stopped'} kind
+ * @property {number} [code]
+ * @property {string} [reason]
+ * @property {string} [url]
+ */
+
+/**
+ * Plays a broadcast into a video element. Events (CustomEvent detail):
+ * connected {transport, edge, connectMs}, fallback {from, to, reason},
+ * catalog, state, stats (PlayerStats, every 250 ms), appended {g2gMs,
+ * capture} (each object in a SourceBuffer), skip, ended, goaway {url},
+ * close {code, reason}, error (a message).
+ */
 export class Player extends EventTarget {
   /**
    * @param {HTMLVideoElement} video
@@ -41,56 +82,52 @@ export class Player extends EventTarget {
   constructor(video, opts) {
     super();
     this.video = video;
-    /** @type {PlayerOptions & {targetLatency: number}} */
-    this.opts = { targetLatency: 0.5, overlay: false, broadcast: opts.broadcast, transport: 'websocket' };
-    for (const [k, v] of Object.entries(opts)) if (v !== undefined) /** @type {any} */ (this.opts)[k] = v;
-    /** @type {WebSocket|null} */ this.ws = null;
-    /** @type {MediaSource|null} */ this.ms = null;
-    /** @type {SourceBuffer|null} */ this.sb = null;
-    /** @type {Uint8Array<ArrayBuffer>[]} */ this.queue = [];
-    /** @type {any} */ this.catalog = null;
+    /** @type {Required<Pick<PlayerOptions, 'targetLatency'|'jumpThreshold'|'connectTimeout'|'transport'>> & PlayerOptions} */
+    this.opts = { targetLatency: 0.5, jumpThreshold: 1.5, connectTimeout: 1500, transport: 'auto', overlay: false, broadcast: opts.broadcast };
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && !Number.isNaN(v)) /** @type {any} */ (this.opts)[k] = v;
+    const list = this.opts.edges && this.opts.edges.length > 0 ? this.opts.edges : [this.opts.base || location.origin];
+    /** @type {URL[]} */ this.edges = list.map((e) => new URL(e, location.href));
+    this.edgeIndex = 0;
     this.stopped = true;
-    this.backoff = 500;
-    this.timescale = 1;
-    this.lastCapture = 0; // µs, of the newest appended object
-    this.lastMediaTime = 0; // s, of the newest appended object
-    this.waitKey = true;
+    this.sessions = 0;
+    /** @type {import('./transport.js').Transport|null} */ this.current = null;
+    /** @type {import('./transport.js').Transport|null} */ this.opening = null;
+    /** @type {((e: SessionEnd) => void)|null} */ this.endSession = null;
+    /** @type {Map<string, number>} edge → until when WebTransport is skipped there */ this.wtBroken = new Map();
+    this.sink = new MseSink(video, {
+      onAppended: (capture) => this.appended(capture),
+      onError: (msg) => this.fail(msg),
+    });
+    /** @type {GroupOrderer[]} */ this.orderers = [];
+    this.connectedAt = 0; // when the current connection opened (ms)
+    this.retiredSkips = 0; // counters of orderers replaced
+    this.retiredLate = 0;
+    /** @type {number[]} */ this.g2g = [];
     /** @type {PlayerStats} */
     this._stats = {
-      transport: 'websocket', state: 'stopped', latencyMs: NaN, bufferMs: 0, objects: 0, bytes: 0,
-      skippedGroups: 0, stalls: 0, reconnects: 0, decodedFrames: 0, droppedFrames: 0,
+      transport: '', edge: '', state: 'stopped', latencyMs: NaN, g2gMs: NaN, g2gP50Ms: NaN, g2gP95Ms: NaN,
+      bufferMs: 0, objects: 0, bytes: 0, skippedGroups: 0, lateObjects: 0, stalls: 0, reconnects: 0, fallbacks: 0,
+      connectMs: NaN, decodedFrames: 0, droppedFrames: 0, lastError: '',
     };
     /** @type {HTMLElement|null} */ this.overlayEl = null;
     /** @type {any} */ this.timer = null;
-    /** @type {any} */ this.hls = null; // the hls.js instance in LL-HLS mode
-    this.nativeHLS = false;
     this.video.addEventListener('waiting', () => { if (this._stats.state === 'playing') this._stats.stalls++; });
   }
 
   /** Connects and starts playing. */
   start() {
+    if (!this.stopped) return;
     this.stopped = false;
     if (this.opts.overlay && !this.overlayEl) this.makeOverlay();
     this.timer = setInterval(() => this.tick(), 250);
-    if (this.opts.transport === 'hls') {
-      this._stats.transport = 'hls';
-      this.startHLS();
-    } else {
-      this.connect();
-    }
+    this.run();
   }
 
   /** Disconnects and stops playback. */
   stop() {
     this.stopped = true;
     clearInterval(this.timer);
-    if (this.ws) this.ws.close(1000);
-    if (this.hls) this.hls.destroy();
-    this.hls = null;
-    if (this.nativeHLS) {
-      this.video.removeAttribute('src');
-      this.video.load();
-    }
+    if (this.endSession) this.endSession({ kind: 'stopped' });
     this.setState('stopped');
   }
 
@@ -101,6 +138,14 @@ export class Player extends EventTarget {
       this._stats.decodedFrames = q.totalVideoFrames;
       this._stats.droppedFrames = q.droppedVideoFrames;
     }
+    let skipped = 0;
+    let late = 0;
+    for (const o of this.orderers) {
+      skipped += o.skippedGroups;
+      late += o.lateObjects;
+    }
+    this._stats.skippedGroups = skipped + this.retiredSkips;
+    this._stats.lateObjects = late + this.retiredLate;
     return { ...this._stats };
   }
 
@@ -111,266 +156,299 @@ export class Player extends EventTarget {
     this.dispatchEvent(new CustomEvent('state', { detail: s }));
   }
 
-  url() {
-    const base = new URL(this.opts.base || location.href);
-    base.protocol = base.protocol === 'https:' ? 'wss:' : 'ws:';
-    base.pathname = '/ws/' + this.opts.broadcast;
-    base.search = this.opts.token ? '?token=' + encodeURIComponent(this.opts.token) : '';
-    return base.toString();
+  /**
+   * @param {string} type
+   * @param {any} [detail]
+   */
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  /** @returns {string} the LL-HLS playlist URL of the broadcast */
-  hlsURL() {
-    const base = new URL(this.opts.base || location.href);
-    base.pathname = '/hls/' + this.opts.broadcast + '/index.m3u8';
-    base.search = this.opts.token ? '?token=' + encodeURIComponent(this.opts.token) : '';
-    return base.toString();
+  /** @param {string} msg */
+  fail(msg) {
+    this._stats.lastError = msg;
+    this.emit('error', msg);
+  }
+
+  /** Connects, plays until the connection ends, and decides where to go next, until stopped. */
+  async run() {
+    let backoff = 250;
+    while (!this.stopped) {
+      const edge = /** @type {URL} */ (this.edges[this.edgeIndex % this.edges.length]);
+      const began = Date.now();
+      const end = await this.session(edge);
+      if (this.stopped) return;
+      const lived = Date.now() - began;
+      if (lived > 5000) backoff = 250;
+      let wait = backoff;
+      switch (end.kind) {
+        case 'goaway':
+          // The edge is draining: go elsewhere at once.
+          wait = 0;
+          if (end.url) this.edges.splice(this.edgeIndex + 1, 0, new URL(end.url, edge));
+          this.edgeIndex++;
+          break;
+        case 'closed':
+          if (end.code === 1001) {
+            wait = 0;
+            this.edgeIndex++;
+          }
+          break;
+        case 'refused':
+          if (end.code === 4001 || end.code === 4003) {
+            // A token problem does not fix itself.
+            this.stopped = true;
+            clearInterval(this.timer);
+            this.setState('error');
+            this.fail(`refused (${end.code}): ${end.reason}`);
+            return;
+          }
+          if (end.code !== 4004) this.edgeIndex++;
+          break;
+        case 'unreachable':
+          this.edgeIndex++;
+          break;
+      }
+      backoff = Math.min(backoff * 2, 5000);
+      if (this._stats.state !== 'ended') this.setState('connecting');
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
   }
 
   /**
-   * Plays the broadcast over LL-HLS: hls.js in low-latency mode where MSE
-   * exists, else the browser's own HLS (Safari on iOS).
+   * Which transports to try at edge, in order.
+   * @param {URL} edge
    */
-  async startHLS() {
-    if (this.stopped) return;
-    this.setState('connecting');
-    const v = this.video;
-    /** @type {any} */
-    let Hls = null;
-    try {
-      const url = this.opts.hlsScript || '/hls.min.mjs';
-      Hls = (await import(url)).default;
-    } catch (e) {
-      Hls = null; // no hls.js: try the browser's own HLS
-    }
-    if (this.stopped) return;
-    if (Hls && Hls.isSupported()) {
-      const hls = new Hls({
-        lowLatencyMode: true,
-        backBufferLength: 10,
-        maxLiveSyncPlaybackRate: 1.2, // catch up with the live edge by playing faster
-        liveSyncOnStallIncrease: 0.2,
-      });
-      this.hls = hls;
-      hls.on(Hls.Events.FRAG_LOADED, (/** @type {string} */ _ev, /** @type {any} */ d) => {
-        this.backoff = 500;
-        this._stats.objects++;
-        this._stats.bytes += (d.part ? d.part.stats.loaded : d.frag.stats.loaded) || 0;
-      });
-      hls.on(Hls.Events.ERROR, (/** @type {string} */ _ev, /** @type {any} */ d) => {
-        if (!d.fatal || this.hls !== hls) return;
-        if (d.type === Hls.ErrorTypes.MEDIA_ERROR) {
-          hls.recoverMediaError();
-          return;
-        }
-        // A network error (no such broadcast yet, the edge went away):
-        // start again with backoff.
-        this.dispatchEvent(new CustomEvent('close', { detail: { code: d.response ? d.response.code : 0, reason: d.details } }));
-        hls.destroy();
-        this.hls = null;
-        this._stats.reconnects++;
-        const wait = this.backoff;
-        this.backoff = Math.min(this.backoff * 2, 5000);
-        setTimeout(() => this.startHLS(), wait);
-      });
-      hls.loadSource(this.hlsURL());
-      hls.attachMedia(v);
-    } else if (v.canPlayType('application/vnd.apple.mpegurl')) {
-      this.nativeHLS = true;
-      this._stats.transport = 'hls native';
-      v.src = this.hlsURL();
-    } else {
-      this.dispatchEvent(new CustomEvent('error', { detail: 'this browser has neither MSE for hls.js nor native HLS' }));
-      return;
-    }
-    v.play().catch(() => {});
+  transportsFor(edge) {
+    const t = this.opts.transport;
+    if (t !== 'auto') return [t];
+    const until = this.wtBroken.get(edge.href) || 0;
+    return Date.now() < until ? ['websocket'] : ['webtransport', 'websocket'];
   }
 
-  /** @returns {number} the wall-clock (ms) of the frame on screen, from EXT-X-PROGRAM-DATE-TIME; NaN if unknown */
-  hlsPlayingDate() {
-    if (this.hls && this.hls.playingDate) return this.hls.playingDate.getTime();
-    const v = /** @type {any} */ (this.video);
-    if (this.nativeHLS && typeof v.getStartDate === 'function') {
-      const d = v.getStartDate().getTime();
-      if (!isNaN(d)) return d + v.currentTime * 1000;
-    }
-    return NaN;
-  }
-
-  connect() {
-    if (this.stopped) return;
-    this.setState('connecting');
-    const ws = new WebSocket(this.url());
-    ws.binaryType = 'arraybuffer';
-    this.ws = ws;
-    ws.onmessage = (ev) => {
-      if (typeof ev.data === 'string') this.onControl(JSON.parse(ev.data));
-      else this.onFrame(ev.data);
-    };
-    ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.dispatchEvent(new CustomEvent('close', { detail: { code: ev.code, reason: ev.reason } }));
-      if (this.stopped) return;
-      // 4004: no such broadcast yet; 1001: edge draining. Retry with backoff.
-      const wait = ev.code === 1001 ? 0 : this.backoff;
-      this.backoff = Math.min(this.backoff * 2, 5000);
-      this._stats.reconnects++;
-      setTimeout(() => this.connect(), wait);
-    };
-  }
-
-  /** @param {any} m */
-  onControl(m) {
-    switch (m.type) {
-      case 'catalog':
-        this.backoff = 500;
-        this.setCatalog(m.catalog);
-        break;
-      case 'skip':
-        this._stats.skippedGroups += Math.max(1, m.to - m.from);
-        this.dispatchEvent(new CustomEvent('skip', { detail: m }));
-        this.waitKey = true;
-        break;
-      case 'ended':
-        this.setState('ended');
-        this.dispatchEvent(new CustomEvent('ended'));
-        break;
-      case 'goaway':
-        this.dispatchEvent(new CustomEvent('goaway', { detail: m }));
-        break;
-    }
-  }
-
-  /** @param {any} cat */
-  setCatalog(cat) {
-    const t = cat.tracks[0];
-    const same = this.catalog && this.catalog.tracks[0].mimeType === t.mimeType && this.sb;
-    this.catalog = cat;
-    this.timescale = t.timescale;
-    this.dispatchEvent(new CustomEvent('catalog', { detail: cat }));
-    if (same) return; // the new init segment follows; MSE takes it in place
-    this.resetMedia(t.mimeType);
-  }
-
-  /** @param {string} mime */
-  resetMedia(mime) {
-    if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
-      this.dispatchEvent(new CustomEvent('error', { detail: `this browser cannot play ${mime}` }));
-      return;
-    }
-    this.queue = [];
-    this.sb = null;
-    const ms = new MediaSource();
-    this.ms = ms;
-    ms.addEventListener('sourceopen', () => {
-      if (this.ms !== ms) return;
-      const sb = ms.addSourceBuffer(mime);
-      sb.mode = 'segments';
-      sb.addEventListener('updateend', () => this.pump());
-      sb.addEventListener('error', () => this.dispatchEvent(new CustomEvent('error', { detail: 'SourceBuffer error' })));
-      this.sb = sb;
-      this.pump();
-    }, { once: true });
-    this.video.src = URL.createObjectURL(ms);
-  }
-
-  /** @param {ArrayBuffer} data */
-  onFrame(data) {
-    let f;
-    try {
-      f = parseFrame(data);
-    } catch (e) {
-      this.dispatchEvent(new CustomEvent('error', { detail: String(e) }));
-      return;
-    }
-    if (f.kind === KIND_INIT) {
-      this.enqueue(f.payload);
-      this.waitKey = true;
-      return;
-    }
-    if (f.kind !== KIND_OBJECT || f.payload.byteLength === 0) return; // end-of-group marker
-    if (this.waitKey) {
-      if (f.index !== 0) return;
-      this.waitKey = false;
-    }
-    this._stats.objects++;
-    this._stats.bytes += f.payload.byteLength;
-    this.lastCapture = f.capture;
-    this.lastMediaTime = f.decodeTime / this.timescale;
-    this.enqueue(f.payload);
-  }
-
-  /** @param {Uint8Array<ArrayBuffer>} b */
-  enqueue(b) {
-    if (this.queue.length >= MAX_QUEUE) {
-      // The decoder cannot keep up: drop and restart at a keyframe.
-      this.queue = [];
-      this.waitKey = true;
-      return;
-    }
-    this.queue.push(b);
-    this.pump();
-  }
-
-  pump() {
-    const sb = this.sb;
-    if (!sb || sb.updating || this.queue.length === 0) return;
-    const next = /** @type {Uint8Array<ArrayBuffer>} */ (this.queue.shift());
-    try {
-      sb.appendBuffer(next);
-    } catch (e) {
-      if (e instanceof DOMException && e.name === 'QuotaExceededError') {
-        this.trim(true);
-        this.queue.unshift(next);
-      } else {
-        this.dispatchEvent(new CustomEvent('error', { detail: String(e) }));
+  /**
+   * One connection to edge, from the first transport that opens until it
+   * ends.
+   * @param {URL} edge
+   * @returns {Promise<SessionEnd>}
+   */
+  async session(edge) {
+    this.setState(this._stats.state === 'ended' ? 'ended' : 'connecting');
+    const names = this.transportsFor(edge);
+    /** @type {TransportError|null} */ let last = null;
+    for (const name of names) {
+      const factory = transportFactory(name);
+      if (!factory) {
+        this.fail(`no transport named ${name}`);
+        return { kind: 'refused', code: 0, reason: `no transport ${name}` };
       }
+      const t0 = performance.now();
+      /** @type {import('./transport.js').Transport|null} */ let t = null;
+      /** @type {Promise<SessionEnd>} */
+      const ended = new Promise((resolve) => { this.endSession = resolve; });
+      t = factory({
+        edge, broadcast: this.opts.broadcast, token: this.opts.token, video: this.video,
+        connectTimeout: name === 'webtransport' ? this.opts.connectTimeout : 10000,
+        webtransportPort: this.opts.webtransportPort,
+        handler: this.handler(() => this.current === t || this.opening === t),
+      });
+      this.opening = t;
+      // Whichever of the two loses the race settles later, unobserved.
+      t.opened.catch(() => {});
+      const endedEarly = ended.then((e) => { throw e; });
+      endedEarly.catch(() => {});
+      try {
+        await Promise.race([t.opened, endedEarly]);
+      } catch (e) {
+        this.opening = null;
+        t.close();
+        if (!(e instanceof TransportError)) return /** @type {SessionEnd} */ (e); // stopped while connecting
+        last = e;
+        this._stats.lastError = `${name}: ${e.message}`;
+        if (!e.unreachable) return { kind: 'refused', code: e.code, reason: e.message };
+        continue;
+      }
+      this.opening = null;
+      if (name !== names[0] && names[0] === 'webtransport') {
+        // WebTransport did not work here but WebSocket did: do not make
+        // every reconnect wait for it.
+        this.wtBroken.set(edge.href, Date.now() + FALLBACK_MEMORY_MS);
+        this._stats.fallbacks++;
+        this.emit('fallback', { from: names[0], to: name, reason: last ? last.message : '' });
+      }
+      if (this.sessions++ > 0) this._stats.reconnects++;
+      this.current = t;
+      if (this._stats.state === 'ended') this.setState('connecting'); // the broadcast is back
+      this._stats.transport = name;
+      this._stats.edge = edge.href;
+      this._stats.connectMs = Math.round(performance.now() - t0);
+      this.connectedAt = Date.now();
+      this.emit('connected', { transport: name, edge: edge.href, connectMs: this._stats.connectMs });
+      const end = await ended;
+      this.current = null;
+      t.close();
+      this.endSession = null;
+      return end;
+    }
+    this.endSession = null;
+    return { kind: 'unreachable', reason: last ? last.message : '' };
+  }
+
+  /**
+   * The handler a transport reports to; active() says whether it is still
+   * the one in use.
+   * @param {() => boolean} active
+   * @returns {import('./transport.js').TransportHandler}
+   */
+  handler(active) {
+    return {
+      onCatalog: (c) => {
+        if (!active()) return;
+        this.setCatalog(c);
+      },
+      onObject: (f, epoch) => {
+        if (!active()) return;
+        const o = this.orderers[f.track];
+        if (o) o.push(f, epoch);
+      },
+      onGroupAbort: (track, group) => {
+        if (!active()) return;
+        const o = this.orderers[track];
+        if (o) o.abort(group);
+      },
+      onSkip: (track, from, to) => {
+        if (!active()) return;
+        const o = this.orderers[track];
+        if (o) o.skipTo(to);
+        this.emit('skip', { track, from, to });
+      },
+      onEnded: () => {
+        if (!active()) return;
+        this.setState('ended');
+        this.emit('ended');
+      },
+      onGoAway: (url) => {
+        if (!active()) return;
+        this.emit('goaway', { url });
+        if (this.endSession) this.endSession({ kind: 'goaway', url });
+      },
+      onClose: (code, reason) => {
+        if (!active()) return;
+        this.emit('close', { code, reason });
+        if (this.endSession) this.endSession({ kind: 'closed', code, reason });
+      },
+    };
+  }
+
+  /** @param {import('./transport.js').CatalogEvent} c */
+  setCatalog(c) {
+    this.emit('catalog', c.catalog);
+    this.sink.setCatalog(c.catalog, c.inits);
+    const inOrder = this.opening ? this.opening.name !== 'webtransport' : !!this.current && this.current.name !== 'webtransport';
+    const n = c.catalog.tracks.length;
+    const fresh = this.orderers.length !== n || this.orderers.some((o) => o.inOrder !== inOrder);
+    if (fresh) {
+      for (const o of this.orderers) {
+        this.retiredSkips += o.skippedGroups;
+        this.retiredLate += o.lateObjects;
+      }
+      this.orderers = [];
+      for (let i = 0; i < n; i++) {
+        this.orderers.push(new GroupOrderer({ inOrder, onObject: (o) => this.deliver(o) }));
+      }
+    } else if (this.opening) {
+      for (const o of this.orderers) o.reset(); // a new connection: start at its first keyframe
     }
   }
 
-  /** Drops media far behind the playhead. @param {boolean} [hard] */
-  trim(hard) {
-    const sb = this.sb;
-    if (!sb || sb.updating || sb.buffered.length === 0) return;
-    const keep = hard ? 2 : 20;
-    const start = sb.buffered.start(0);
-    if (this.video.currentTime - start > keep + 10) sb.remove(start, this.video.currentTime - keep);
+  /** @param {import('./order.js').OrderedObject} o */
+  deliver(o) {
+    this._stats.objects++;
+    this._stats.bytes += o.frame.payload.byteLength;
+    this.sink.append(o);
   }
 
-  /** Keeps playback near the live edge; runs every 250 ms. */
+  /** @param {number} capture µs */
+  appended(capture) {
+    const d = Date.now() - capture / 1000;
+    this._stats.g2gMs = Math.round(d);
+    this.g2g.push(d);
+    if (this.g2g.length > G2G_WINDOW) this.g2g.shift();
+    this.emit('appended', { g2gMs: d, capture });
+  }
+
+  /** Keeps playback near the live edge and publishes stats; runs every 250 ms. */
   tick() {
     const v = this.video;
     const b = v.buffered;
-    if (this.opts.transport === 'hls') {
-      // hls.js (or the browser) keeps to the live edge; only measure.
+    for (const o of this.orderers) o.tick();
+    // A transport that plays by itself keeps its own live edge.
+    const own = !!(this.current && this.current.ownsMedia);
+    if (own && this.current) {
+      const t = this.current;
       if (b.length > 0) this._stats.bufferMs = Math.round((b.end(b.length - 1) - v.currentTime) * 1000);
-      if (!v.paused && v.readyState >= 3) this.setState('playing');
-      else if (this._stats.state === 'playing') this.setState('waiting');
-      const at = this.hlsPlayingDate();
+      if (this._stats.state !== 'ended' && this._stats.state !== 'error' && this._stats.state !== 'stopped') {
+        if (!v.paused && v.readyState >= 3) this.setState('playing');
+        else if (this._stats.state === 'playing') this.setState('waiting');
+      }
+      const at = t.playingDate ? t.playingDate() : NaN;
       if (!isNaN(at)) this._stats.latencyMs = Math.round(Date.now() - at);
-    } else if (b.length > 0) {
+      if (t.counts) Object.assign(this._stats, t.counts());
+    }
+    if (!own && b.length > 0) {
       const end = b.end(b.length - 1);
       const target = this.opts.targetLatency;
-      if (v.currentTime < b.start(0) || end - v.currentTime > target + 1.5) {
-        v.currentTime = Math.max(b.start(b.length - 1), end - target); // jump to the live edge
+      // Inside a hole (a skipped group, a reconnect, a new epoch), or at
+      // the end of a range with more after it: go to the next range.
+      let inRange = false;
+      for (let i = 0; i < b.length; i++) {
+        if (v.currentTime >= b.start(i) && v.currentTime <= b.end(i)) {
+          inRange = true;
+          if (i + 1 < b.length && b.end(i) - v.currentTime < 0.15 && v.readyState < 3) {
+            v.currentTime = b.start(i + 1) + 0.001;
+          }
+          break;
+        }
       }
+      if (!inRange || end - v.currentTime > target + this.opts.jumpThreshold) {
+        let to = Math.max(b.start(b.length - 1), end - target);
+        for (let i = 0; i < b.length; i++) {
+          if (b.start(i) > v.currentTime && end - b.start(i) <= target + this.opts.jumpThreshold) {
+            to = Math.max(b.start(i), end - target);
+            break;
+          }
+        }
+        if (Math.abs(to - v.currentTime) > 0.05) v.currentTime = to;
+      }
+      // A new connection starts with its first group's backlog (up to a
+      // group's length): start playing at the target, not behind it.
+      if (Date.now() - this.connectedAt < 2000 && end - v.currentTime > target + 0.15) v.currentTime = end - target;
       const behind = end - v.currentTime;
-      v.playbackRate = behind > target + 0.2 ? 1.1 : behind < target * 0.5 ? 0.97 : 1;
+      const off = behind - target;
+      // Gentle: at most 10 % faster, 5 % slower; no change near the target.
+      const rate = Math.abs(off) < 0.1 ? 1 : Math.min(1.1, Math.max(0.95, 1 + off * 0.25));
+      if (Math.abs(v.playbackRate - rate) > 0.005) v.playbackRate = rate;
       if (v.paused) v.play().catch(() => {});
       this._stats.bufferMs = Math.round(behind * 1000);
-      if (!v.paused && v.readyState >= 3) this.setState('playing');
-      else if (this._stats.state === 'playing') this.setState('waiting');
-      if (this.lastCapture > 0) {
-        this._stats.latencyMs = Math.round(Date.now() - this.lastCapture / 1000 + (this.lastMediaTime - v.currentTime) * 1000);
+      if (this._stats.state !== 'ended' && this._stats.state !== 'error' && this._stats.state !== 'stopped') {
+        if (!v.paused && v.readyState >= 3) this.setState('playing');
+        else if (this._stats.state === 'playing') this.setState('waiting');
       }
-      this.trim(false);
+      const cap = this.sink.captureAt(v.currentTime);
+      if (!isNaN(cap)) this._stats.latencyMs = Math.round(Date.now() - cap / 1000);
+      this.sink.trim(20);
+    }
+    if (this.g2g.length > 0) {
+      const s = [...this.g2g].sort((x, y) => x - y);
+      this._stats.g2gP50Ms = Math.round(/** @type {number} */ (s[Math.floor((s.length - 1) * 0.5)]));
+      this._stats.g2gP95Ms = Math.round(/** @type {number} */ (s[Math.floor((s.length - 1) * 0.95)]));
     }
     const s = this.stats;
-    this.dispatchEvent(new CustomEvent('stats', { detail: s }));
+    this.emit('stats', s);
     if (this.overlayEl) {
-      this.overlayEl.textContent = `${s.transport} · ${s.state} · latency ${isNaN(s.latencyMs) ? '–' : s.latencyMs + ' ms'}` +
-        ` · buffer ${s.bufferMs} ms · frames ${s.decodedFrames} (${s.droppedFrames} dropped) · skips ${s.skippedGroups} · stalls ${s.stalls}`;
+      const ms = (/** @type {number} */ x) => (isNaN(x) ? '–' : `${x} ms`);
+      this.overlayEl.textContent = `${s.transport || '…'} · ${s.state} · latency ${ms(s.latencyMs)} · g2g p50 ${ms(s.g2gP50Ms)}` +
+        ` · buffer ${s.bufferMs} ms · frames ${s.decodedFrames} (${s.droppedFrames} dropped) · skipped groups ${s.skippedGroups} · stalls ${s.stalls}`;
     }
   }
 

@@ -23,6 +23,12 @@ import (
 // validity under 14 days are what browsers accept for WebTransport's
 // serverCertificateHashes.
 func SelfSigned(hosts []string, validity time.Duration) (tls.Certificate, error) {
+	return SelfSignedAt(hosts, time.Now(), validity)
+}
+
+// SelfSignedAt is SelfSigned for a certificate made at now: valid from a
+// minute before now for validity.
+func SelfSignedAt(hosts []string, now time.Time, validity time.Duration) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("certs: key: %w", err)
@@ -31,7 +37,6 @@ func SelfSigned(hosts []string, validity time.Duration) (tls.Certificate, error)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("certs: serial: %w", err)
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "quiccast"},
