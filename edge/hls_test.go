@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/media"
@@ -467,5 +469,36 @@ func TestHLSMultivariantForSeveralTracks(t *testing.T) {
 	if len(mv.Variants) != 1 || mv.Variants[0].URI != "media-0.m3u8?token=x" || mv.Variants[0].Resolution != "640x360" ||
 		strings.Join(mv.Variants[0].Codecs, ",") != "avc1.4D401E,mp4a.40.2" || len(mv.Renditions) != 1 || *mv.Renditions[0].URI != "media-1.m3u8?token=x" {
 		t.Fatalf("multivariant:\n%s", r.body)
+	}
+}
+
+// TestHLSOverHTTP3 plays the LL-HLS flow — playlist, a blocked reload, a
+// part — over HTTP/3 on the edge's WebTransport port.
+func TestHLSOverHTTP3(t *testing.T) {
+	src := newFakeSource()
+	f := src.addClip(t, "h3")
+	f.groups(t, 1, 1)
+	n, _ := startWTEdge(t, Config{Source: src})
+	h := certHashes(t, n)
+	tr := &http3.Transport{TLSClientConfig: wtDialer(h.Hashes[:1]).TLSClientConfig}
+	defer tr.Close()
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	url := func(file string) string {
+		return fmt.Sprintf("https://127.0.0.1:%d/hls/h3/%s", n.WTAddr().(*net.UDPAddr).Port, file)
+	}
+	if r := get(t, c, url("index.m3u8")); r.status != 200 || r.proto != 3 {
+		t.Fatalf("playlist over HTTP/%d: %d", r.proto, r.status)
+	}
+	done := make(chan hlsResp, 1)
+	go func() { done <- get(t, c, url("index.m3u8?_HLS_msn=1&_HLS_part=1")) }()
+	time.Sleep(200 * time.Millisecond)
+	f.step(t)
+	r := <-done
+	if r.status != 200 || r.proto != 3 || len(parseMedia(t, r.body).Parts) != 2 {
+		t.Fatalf("blocked reload over HTTP/3: %d\n%s", r.status, r.body)
+	}
+	m := parseMedia(t, r.body)
+	if p := get(t, c, url(m.Parts[1].URI)); p.status != 200 || p.proto != 3 || !bytes.Equal(p.body, f.sent[33].Payload()) {
+		t.Fatalf("part over HTTP/3: %d", p.status)
 	}
 }

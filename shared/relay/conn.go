@@ -27,7 +27,9 @@ const ALPN = "quiccast-relay/1"
 type Conn interface {
 	OpenStreamSync(ctx context.Context) (Stream, error)
 	AcceptStream(ctx context.Context) (Stream, error)
-	OpenUniStream() (SendStream, error)
+	// OpenUniStreamSync opens a stream, waiting for the peer to allow
+	// one more.
+	OpenUniStreamSync(ctx context.Context) (SendStream, error)
 	AcceptUniStream(ctx context.Context) (ReceiveStream, error)
 	CloseWithError(code wire.Code, reason string) error
 	Context() context.Context
@@ -78,8 +80,8 @@ func (q quicConn) AcceptStream(ctx context.Context) (Stream, error) {
 	return quicStream{s}, nil
 }
 
-func (q quicConn) OpenUniStream() (SendStream, error) {
-	s, err := q.c.OpenUniStream()
+func (q quicConn) OpenUniStreamSync(ctx context.Context) (SendStream, error) {
+	s, err := q.c.OpenUniStreamSync(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -148,8 +150,8 @@ func (w wtConn) AcceptStream(ctx context.Context) (Stream, error) {
 	return wtStream{s}, nil
 }
 
-func (w wtConn) OpenUniStream() (SendStream, error) {
-	s, err := w.s.OpenUniStream()
+func (w wtConn) OpenUniStreamSync(ctx context.Context) (SendStream, error) {
+	s, err := w.s.OpenUniStreamSync(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -336,7 +336,11 @@ func (s *sender) run(ctx context.Context) {
 	srv.Stats.Subscriptions.Add(1)
 	srv.Stats.Subscribes.Add(1)
 	defer srv.Stats.Subscriptions.Add(-1)
-	s.c.log.Info("relay: subscribed", "broadcast", s.name, "sub", s.id)
+	lvl := slog.LevelInfo
+	if srv.cfg.Action != auth.Relay {
+		lvl = slog.LevelDebug // a viewer: there may be thousands
+	}
+	s.c.log.Log(ctx, lvl, "relay: subscribed", "broadcast", s.name, "sub", s.id)
 	var wg sync.WaitGroup
 	tctx, stop := context.WithCancel(ctx)
 	for ti := range cat.Tracks {
@@ -383,8 +387,14 @@ func (s *sender) track(ctx context.Context, ti uint16) {
 		if err := s.announce(g.Catalog); err != nil {
 			return
 		}
-		str, err := s.c.conn.OpenUniStream()
+		// Waits while the peer allows no more streams (it has that
+		// many groups open).
+		str, err := s.c.conn.OpenUniStreamSync(ctx)
 		if err != nil {
+			if ctx.Err() == nil {
+				s.c.log.Warn("relay: cannot open a group stream; ending the subscription", "broadcast", s.name, "err", err)
+				s.c.conn.CloseWithError(wire.CodeInternal, "cannot open group streams")
+			}
 			return
 		}
 		var hb [GroupHeaderLen]byte
