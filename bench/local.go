@@ -38,13 +38,13 @@ func startLocal(ctx context.Context, bin string, edges int, host string, wrap []
 	l := &local{}
 	var err error
 	l.origin, err = startNode(ctx, bin, "origin", "origin", wrap,
-		"-listen", host+":0", "-relay-listen", host+":0", "-rtmp-listen", "", "-node-id", "bench-origin", "-max-rate", "1000000000", "-max-messages", "100000")
+		"-listen", host+":0", "-relay-listen", host+":0", "-rtmp-listen", "", "-node-id", "bench-origin", "-pprof", "-max-rate", "1000000000", "-max-messages", "100000")
 	if err != nil {
 		return nil, err
 	}
 	for i := range edges {
 		e, err := startNode(ctx, bin, fmt.Sprintf("edge-%d", i+1), "edge", wrap,
-			"-listen", host+":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000")
+			"-listen", host+":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000", "-pprof")
 		if err != nil {
 			l.stop()
 			return nil, err

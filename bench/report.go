@@ -168,9 +168,11 @@ func (r *Report) addStep(st *Stats, at [5]int64, viewers int, before, steady, en
 	sort.Strings(keys)
 	for _, k := range keys {
 		name, url, _ := strings.Cut(k, "|")
-		sent := "quiccast_edge_sent_bytes_total"
+		// An edge's viewers: WebSocket and LL-HLS bytes, and
+		// WebTransport's, which have their own counter.
+		sent := []string{"quiccast_edge_sent_bytes_total", "quiccast_edge_webtransport_sent_bytes_total"}
 		if strings.HasPrefix(name, "origin") {
-			sent = "quiccast_origin_relay_sent_bytes_total"
+			sent = []string{"quiccast_origin_relay_sent_bytes_total"}
 		}
 		c := cost(name, url, steady[k], end[k], sent, 0)
 		// Memory per viewer: resident memory now against before any

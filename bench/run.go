@@ -59,6 +59,10 @@ type Config struct {
 	Step    int
 	MaxP99  time.Duration
 
+	// Profile, with Local, saves a CPU profile of each node over the
+	// measured window into this directory (<node>.cpu.pprof).
+	Profile string
+
 	// Network, with Local, puts the nodes behind an emulated network
 	// (see bench/netem): "delay=20ms,jitter=2ms,loss=2%,rate=100mbit".
 	// Viewers cross it; the publisher does not. Needs root.
@@ -91,6 +95,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
+	s.String(&c.Profile, "profile", "", "with -local: save each node's CPU profile over the measured window into this directory")
 	s.String(&c.Network, "network", "", "with -local: put the nodes behind an emulated network, e.g. delay=20ms,loss=2%,rate=100mbit (needs root)")
 	s.Bool(&c.FindMax, "find-max", false, "add -step viewers at a time until p99 passes -max-p99 or objects go missing")
 	s.Int(&c.Step, "step", 500, "viewers added per -find-max step")
@@ -259,7 +264,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		st.Latency.Snapshot(true)
 		steady := scrapeAll(ctx, &cfg, dep)
 		counts := st.counts()
+		profiled := profileNodes(ctx, &cfg, dep)
 		sleep(ctx, cfg.Duration)
+		profiled.Wait()
 		end := scrapeAll(ctx, &cfg, dep)
 		step := rep.addStep(st, counts, started, before, steady, end, &cfg)
 		if ctx.Err() != nil {

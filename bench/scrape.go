@@ -66,11 +66,15 @@ type NodeCost struct {
 	BytesPerViewr float64 `json:"memory_bytes_per_viewer"`
 }
 
-// cost compares two scrapes; sent names the node's byte counter.
-func cost(name, url string, before, after Metrics, sent string, viewers int) NodeCost {
+// cost compares two scrapes; sent names the node's byte counters (summed).
+func cost(name, url string, before, after Metrics, sent []string, viewers int) NodeCost {
+	var bytes float64
+	for _, k := range sent {
+		bytes += after[k] - before[k]
+	}
 	c := NodeCost{Name: name, URL: url,
 		CPUSeconds: after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"],
-		SentGbit:   (after[sent] - before[sent]) * 8 / 1e9,
+		SentGbit:   bytes * 8 / 1e9,
 		RSSBefore:  before["process_resident_memory_bytes"], RSSAfter: after["process_resident_memory_bytes"]}
 	if c.SentGbit > 0 {
 		c.CPUPerGbit = c.CPUSeconds / c.SentGbit

@@ -38,6 +38,9 @@ func Standard() []Scenario {
 		{Name: "fanout-wt", Title: "Fan-out, WebTransport", Args: "-local -viewers 1000 -transport wt -ramp 250 -duration 20s",
 			Cfg:     local(Config{Viewers: 1000, Transport: "wt", Ramp: 250}),
 			Targets: "p99 ≤ 50 ms, no skipped groups; report CPU-s per Gbit"},
+		{Name: "fanout-wt-max", Title: "Fan-out, WebTransport: the largest load held", Args: "-local -transport wt -find-max -step 100 -max-p99 50ms -ramp 250 -duration 10s",
+			Cfg:     local(Config{Transport: "wt", FindMax: true, Step: 100, MaxP99: 50 * time.Millisecond, Ramp: 250, Duration: 10 * time.Second}),
+			Targets: "the most WebTransport viewers with p99 ≤ 50 ms and nothing lost"},
 		{Name: "join", Title: "Join", Args: "-local -viewers 200 -transport ws -ramp 50 -duration 5s",
 			Cfg:     local(Config{Viewers: 200, Transport: "ws", Ramp: 50, Duration: 5 * time.Second}),
 			Targets: "median join ≤ one group fetch on loopback; report p99"},
@@ -65,6 +68,7 @@ func RunStandard(ctx context.Context, bin, dir, results string, only []string, l
 		log.Info("bench: scenario", "name", sc.Name)
 		cfg := sc.Cfg
 		cfg.Binary, cfg.Logger = bin, log
+		cfg.Profile = filepath.Join(dir, sc.Name) // each node's CPU profile over the measured window
 		rep, err := Run(ctx, cfg)
 		if err != nil {
 			sections = append(sections, fmt.Sprintf("### %s\n\nFailed: %v\n", sc.Title, err))
@@ -97,6 +101,19 @@ func (sc Scenario) markdown(r *Report) string {
 	fmt.Fprintf(&b, "### %s\n\n`quiccast bench %s` — %s, %d cores (%s), %s. Target: %s.\n\n",
 		sc.Title, sc.Args, r.Date.Format("2006-01-02 15:04 MST"), r.Machine.Cores, r.Machine.Model, r.Machine.Go, sc.Targets)
 	st := r.Steps[len(r.Steps)-1]
+	if r.MaxHeld > 0 || sc.Cfg.FindMax {
+		fmt.Fprintf(&b, "Largest load held: **%d viewers**. Steps:\n\n| viewers | receiving | p50 | p99 | missing | skipped | edge CPU-s/Gbit |\n|---|---|---|---|---|---|---|\n", r.MaxHeld)
+		for _, s := range r.Steps {
+			cpu := 0.0
+			for _, n := range s.Nodes {
+				if strings.HasPrefix(n.Name, "edge") {
+					cpu = n.CPUPerGbit
+				}
+			}
+			fmt.Fprintf(&b, "| %d | %d | %.1f ms | %.1f ms | %d | %d | %.3f |\n", s.Viewers, s.Active, s.Latency.P50, s.Latency.P99, s.Missing, s.Skipped, cpu)
+		}
+		fmt.Fprintf(&b, "\nThe last step, which did not hold:\n\n")
+	}
 	fmt.Fprintf(&b, "| viewers receiving | latency p50 | p90 | p99 | max | join p50 | join p99 | missing objects | skipped groups | disconnects | delivered |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| %d of %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %d | %d | %.2f Gbit/s |\n\n",
 		st.Active, st.Viewers, st.Latency.P50, st.Latency.P90, st.Latency.P99, st.Latency.Max, r.Join.P50, r.Join.P99,
@@ -109,7 +126,7 @@ func (sc Scenario) markdown(r *Report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %.2f s | %.3f Gbit | %.3f | %.1f MiB | %s |\n", n.Name, n.CPUSeconds, n.SentGbit, n.CPUPerGbit, n.RSSAfter/(1<<20), per)
 	}
-	fmt.Fprintf(&b, "\nPlot and JSON: `bench/results/%s/`.\n", sc.Name)
+	fmt.Fprintf(&b, "\nPlot, JSON and each node's CPU profile (`go tool pprof`): `bench/results/%s/`.\n", sc.Name)
 	return b.String()
 }
 

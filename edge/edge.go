@@ -120,6 +120,9 @@ type Config struct {
 	// viewer left, so a reload does not resubscribe.
 	Linger time.Duration
 
+	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
+	Pprof bool
+
 	Logger *slog.Logger
 }
 
@@ -143,6 +146,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss://; finds the origin of each broadcast")
 	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all mirrored broadcasts of the process may hold")
 	c.Peer.Flags(s)
+	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener")
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
@@ -273,6 +277,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	if cfg.Pprof {
+		metrics.Profiling(mux)
+	}
 	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
 	n.pageRoutes(mux)
 	n.hls.routes(mux)

@@ -79,6 +79,9 @@ type Config struct {
 	// long.
 	RTMPIdleTimeout time.Duration
 
+	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
+	Pprof bool
+
 	Logger *slog.Logger
 }
 
@@ -90,6 +93,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
 	c.Peer.Flags(s)
+	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener")
 	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
 	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
 	s.Int(&c.MaxMessages, "max-messages", 1000, "most WebSocket messages per second one publisher may send")
@@ -196,6 +200,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.HandleFunc("GET /broadcasts", n.serveBroadcasts)
 	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	if cfg.Pprof {
+		metrics.Profiling(mux)
+	}
 	n.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
