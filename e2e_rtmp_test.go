@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,21 +30,7 @@ import (
 // ports; name, when set, also loops the built-in clip under that name.
 func startRTMPDemo(t *testing.T, name string) (*demo, *testenv.Logs) {
 	t.Helper()
-	logs := &testenv.Logs{}
-	d, err := newDemo(demoConfig{Listen: "127.0.0.1:0", OriginListen: "127.0.0.1:0", RTMPListen: "127.0.0.1:0", Name: name, Logger: logs.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("demo run: %v", err)
-		}
-	})
-	return d, logs
+	return runDemoFor(t, demoConfig{RTMPListen: "127.0.0.1:0", Name: name})
 }
 
 // ffmpegArgs encodes a test pattern and a tone (H.264 with a keyframe every

@@ -23,20 +23,19 @@ import (
 // free loopback ports until the test ends.
 func startDemo(t *testing.T, name string) (*demo, *testenv.Logs) {
 	t.Helper()
+	return runDemoFor(t, demoConfig{Name: name})
+}
+
+// runDemoFor runs a demo on free loopback ports until the test ends.
+func runDemoFor(t *testing.T, cfg demoConfig) (*demo, *testenv.Logs) {
+	t.Helper()
 	logs := &testenv.Logs{}
-	d, err := newDemo(demoConfig{Listen: "127.0.0.1:0", OriginListen: "127.0.0.1:0", Name: name, Logger: logs.Logger()})
+	cfg.Listen, cfg.OriginListen, cfg.Logger = "127.0.0.1:0", "127.0.0.1:0", logs.Logger()
+	d, err := newDemo(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("demo run: %v", err)
-		}
-	})
+	testenv.Run(t, d.run)
 	return d, logs
 }
 

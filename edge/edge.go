@@ -6,7 +6,6 @@ package edge
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,6 +27,7 @@ import (
 	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/serve"
 )
 
 // Source finds live broadcasts: in-process from an origin (the demo) or
@@ -324,23 +324,12 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	errc := make(chan error, 1)
-	go func() {
+	return serve.Until(ctx, "edge", func() error {
 		if n.files != nil {
-			errc <- n.srv.ServeTLS(n.ln, "", "")
-			return
+			return n.srv.ServeTLS(n.ln, "", "")
 		}
-		errc <- n.srv.Serve(n.ln)
-	}()
-	select {
-	case <-ctx.Done():
-		return n.Close()
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("edge: serve: %w", err)
-	}
+		return n.srv.Serve(n.ln)
+	}, n.Close)
 }
 
 // Close stops accepting, sends every viewer a GOAWAY and a 1001 close so it
@@ -355,16 +344,11 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	if n.relay != nil {
 		n.relay.GoAway("")
 	}
 	n.drainWT(n.cfg.DrainTimeout)
-	err := n.srv.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = n.srv.Close()
-	}
+	err := serve.Shutdown(n.srv, 2*time.Second)
 	n.cancel()
 	n.wg.Wait()
 	if n.wt != nil {

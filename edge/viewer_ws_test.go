@@ -114,15 +114,7 @@ func startEdge(t *testing.T, cfg Config) (*Node, *testenv.Logs) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("edge run: %v", err)
-		}
-	})
+	testenv.Run(t, n.Run)
 	return n, logs
 }
 

@@ -5,7 +5,6 @@ package origin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/serve"
 )
 
 // Config configures an origin. Zero fields take the defaults Flags shows.
@@ -231,18 +231,8 @@ func (n *Node) Budget() *budget.Budget { return n.budget }
 func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("origin listening", "addr", n.Addr().String(), "relay", n.cluster.advertise, "node", n.cfg.Peer.ID(), "registry", registryKind(n.cluster.reg))
 	n.cluster.run()
-	errc := make(chan error, 1)
-	go func() { errc <- n.srv.Serve(n.ln) }()
 	n.rtmp.start()
-	select {
-	case <-ctx.Done():
-		return n.Close()
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("origin: serve: %w", err)
-	}
+	return serve.Until(ctx, "origin", func() error { return n.srv.Serve(n.ln) }, n.Close)
 }
 
 // Close stops serving, disconnects publishers and ends every broadcast.
@@ -262,12 +252,7 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.rtmp.close()
 	n.cluster.drain(held)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := n.srv.Shutdown(ctx) // hijacked WebSockets are not waited for
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = n.srv.Close()
-	}
+	err := serve.Shutdown(n.srv, 2*time.Second) // hijacked WebSockets are not waited for
 	n.cluster.close()
 	return err
 }
