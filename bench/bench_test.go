@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +149,19 @@ seg-x-0-0.m4s
 	if want := time.Date(2026, 11, 21, 16, 20, 10, 50_000_000, time.UTC); !p.capture().Equal(want) {
 		t.Fatalf("capture %s, want %s", p.capture(), want)
 	}
+}
+
+// TestViewersLeaveNothingBehind runs WebTransport viewers and checks that
+// their goroutines (QUIC read loops among them) end with them: a load
+// generator that leaks skews every run after it.
+func TestViewersLeaveNothingBehind(t *testing.T) {
+	bin := buildBinary(t)
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := Run(ctx, Config{Local: true, Binary: bin, Transport: "wt", Viewers: 20, Ramp: 100, Duration: time.Second, Settle: 500 * time.Millisecond,
+		Logger: (&testenv.Logs{}).Logger()}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the viewers' goroutines to end", func() bool { return runtime.NumGoroutine() <= before+5 })
 }

@@ -28,6 +28,14 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 		st.Failed.Add(1)
 		return
 	}
+	// The QUIC transport (its UDP socket and read loop) this viewer makes;
+	// closed when the viewer ends, or it would outlive it.
+	var qt *quic.Transport
+	defer func() {
+		if qt != nil {
+			qt.Close()
+		}
+	}()
 	tr := &webtransport.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // development certificates; the bench measures, it does not authenticate
 		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true,
@@ -42,7 +50,8 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 				pc.Close()
 				return nil, err
 			}
-			return (&quic.Transport{Conn: pc}).DialEarly(ctx, ua, tc, qc)
+			qt = &quic.Transport{Conn: pc}
+			return qt.DialEarly(ctx, ua, tc, qc)
 		},
 	}
 	defer tr.Close()
