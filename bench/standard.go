@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -59,11 +60,11 @@ func Standard() []Scenario {
 	}
 }
 
-// RunStandard runs scenarios (all when only is empty), saves each report
-// under dir/<name>/, and rewrites the standard-set section of the results
-// file.
+// RunStandard runs scenarios (all when only is empty) and saves each
+// report under dir/<name>/; then it rewrites the standard-set section of
+// the results file from every scenario's latest report in dir.
 func RunStandard(ctx context.Context, bin, dir, results string, only []string, log *slog.Logger) error {
-	var sections []string
+	failed := map[string]error{}
 	for _, sc := range Standard() {
 		if len(only) > 0 && !contains(only, sc.Name) {
 			continue
@@ -74,12 +75,24 @@ func RunStandard(ctx context.Context, bin, dir, results string, only []string, l
 		cfg.Profile = filepath.Join(dir, sc.Name) // each node's CPU profile over the measured window
 		rep, err := Run(ctx, cfg)
 		if err != nil {
-			sections = append(sections, fmt.Sprintf("### %s\n\nFailed: %v\n", sc.Title, err))
+			failed[sc.Name] = err
 			log.Error("bench: scenario failed", "name", sc.Name, "err", err)
 			continue
 		}
 		if err := rep.Save(filepath.Join(dir, sc.Name)); err != nil {
 			return err
+		}
+	}
+	var sections []string
+	for _, sc := range Standard() {
+		if err, ok := failed[sc.Name]; ok {
+			sections = append(sections, fmt.Sprintf("### %s\n\nFailed: %v\n", sc.Title, err))
+			continue
+		}
+		rep, err := LoadReport(filepath.Join(dir, sc.Name, "report.json"))
+		if err != nil {
+			sections = append(sections, fmt.Sprintf("### %s\n\nNot run yet (`go tool task bench`).\n", sc.Title))
+			continue
 		}
 		sections = append(sections, sc.markdown(rep))
 	}
@@ -88,6 +101,22 @@ func RunStandard(ctx context.Context, bin, dir, results string, only []string, l
 		return nil
 	}
 	return replaceSection(results, strings.Join(sections, "\n"))
+}
+
+// LoadReport reads a report saved as JSON.
+func LoadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	if len(r.Steps) == 0 {
+		return nil, fmt.Errorf("bench: %s: no measured step", path)
+	}
+	return &r, nil
 }
 
 func contains(xs []string, x string) bool {

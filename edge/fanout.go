@@ -42,14 +42,14 @@ type shard struct {
 	list    []*fastViewer
 	items   []media.Item
 	bufs    [][]byte
-	iov     []unix.Iovec
+	io      *rawIO // the shard goroutine's syscalls, without allocating
 }
 
 func newFanout(n *Node, b *media.Broadcast, shards int) *fanout {
 	ctx, cancel := context.WithCancel(n.ctx)
 	f := &fanout{n: n, b: b, cancel: cancel}
 	for range max(1, shards) {
-		s := &shard{f: f, wake: make(chan struct{}, 1)}
+		s := &shard{f: f, wake: make(chan struct{}, 1), io: newRawIO()}
 		f.shards = append(f.shards, s)
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); s.run(ctx) }()
@@ -155,7 +155,7 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	}
 	if now.Sub(v.lastRead) >= readEvery {
 		v.lastRead = now
-		if err := v.readControl(); err != nil {
+		if err := v.readControl(s.io); err != nil {
 			s.finish(v, err)
 			return 0
 		}
@@ -174,9 +174,7 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 			}
 			return total
 		}
-		var n int
-		var werr error
-		s.iov, n, werr = writev(v.rc, s.bufs, s.iov)
+		n, werr := s.io.writev(v.rc, s.bufs)
 		total += int64(n)
 		rest := consume(s.bufs, n)
 		if werr == nil && len(rest) > 0 || errors.Is(werr, unix.EAGAIN) {
@@ -259,13 +257,8 @@ func (v *fastViewer) drain() {
 // readControl reads what the client sent, without blocking: pings are
 // answered, a close or EOF ends the viewer. Viewers send nothing else of
 // any size.
-func (v *fastViewer) readControl() error {
-	var n int
-	var rerr error
-	v.rc.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), v.in[v.inLen:])
-		return true
-	})
+func (v *fastViewer) readControl(io *rawIO) error {
+	n, rerr := io.read(v.rc, v.in[v.inLen:])
 	switch {
 	case errors.Is(rerr, unix.EAGAIN):
 		return nil
@@ -329,7 +322,8 @@ func (s *shard) finish(v *fastViewer, err error) {
 		if code != wire.CodeNormal && code != wire.CodeGoingAway {
 			v.n.log.Info("viewer dropped", "broadcast", v.name, "remote", v.remote, "err", err)
 		}
-		writev(v.rc, last, nil)
+		// finish may run on a drain goroutine: its own rawIO.
+		newRawIO().writev(v.rc, last)
 	}
 	v.nc.Close()
 	s.mu.Lock()
@@ -348,18 +342,56 @@ func (s *shard) finish(v *fastViewer, err error) {
 	v.n.leave()
 }
 
-// writev makes one non-blocking writev attempt of bufs, using iov as
-// scratch space (returned, maybe grown).
-func writev(rc syscall.RawConn, bufs [][]byte, iov []unix.Iovec) ([]unix.Iovec, int, error) {
-	var n int
-	var err error
-	if cerr := rc.Write(func(fd uintptr) bool {
-		iov, n, err = writevFD(fd, bufs, iov)
-		return true
-	}); cerr != nil {
-		return iov, 0, cerr
+// rawIO makes one non-blocking writev or read on a raw connection without
+// allocating: the callbacks RawConn wants are method values bound once,
+// and the call's arguments and results travel in the fields. One
+// goroutine uses a rawIO at a time.
+type rawIO struct {
+	bufs    [][]byte
+	buf     []byte
+	iov     []unix.Iovec
+	n       int
+	err     error
+	writeFn func(fd uintptr) bool
+	readFn  func(fd uintptr) bool
+}
+
+func newRawIO() *rawIO {
+	r := &rawIO{}
+	r.writeFn, r.readFn = r.writeFD, r.readFD
+	return r
+}
+
+func (r *rawIO) writeFD(fd uintptr) bool {
+	r.iov, r.n, r.err = writevFD(fd, r.bufs, r.iov)
+	return true // never wait here
+}
+
+func (r *rawIO) readFD(fd uintptr) bool {
+	r.n, r.err = unix.Read(int(fd), r.buf)
+	return true
+}
+
+// writev writes bufs with one writev attempt.
+func (r *rawIO) writev(rc syscall.RawConn, bufs [][]byte) (int, error) {
+	r.bufs = bufs
+	err := rc.Write(r.writeFn)
+	r.bufs = nil
+	if err != nil {
+		return 0, err
 	}
-	return iov, n, err
+	return r.n, r.err
+}
+
+// read reads into p with one read attempt.
+func (r *rawIO) read(rc syscall.RawConn, p []byte) (int, error) {
+	r.buf = p
+	err := rc.Read(r.readFn)
+	r.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	return r.n, r.err
 }
 
 // writevFD writes bufs to fd with one writev; iov is scratch space.
