@@ -103,44 +103,48 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 }
 
 func (c *Config) defaults() {
+	// The defaults are the flags' (one place to change them).
+	var d Config
+	var edges string
+	d.Flags(config.New("bench", ""), &edges)
 	if c.Publisher == "" {
-		c.Publisher = "synthetic"
+		c.Publisher = d.Publisher
 	}
 	if c.Bitrate <= 0 {
-		c.Bitrate = 2_000_000
+		c.Bitrate = d.Bitrate
 	}
 	if c.ObjectRate <= 0 {
-		c.ObjectRate = 30
+		c.ObjectRate = d.ObjectRate
 	}
 	if c.GroupLength <= 0 {
-		c.GroupLength = time.Second
+		c.GroupLength = d.GroupLength
 	}
 	if c.Ramp <= 0 {
-		c.Ramp = 500
+		c.Ramp = d.Ramp
 	}
 	if c.Duration <= 0 {
-		c.Duration = 20 * time.Second
+		c.Duration = d.Duration
 	}
 	if c.Settle < 0 {
 		c.Settle = 0
 	}
 	if c.Transport == "" {
-		c.Transport = "ws"
+		c.Transport = d.Transport
 	}
 	if c.LocalEdges <= 0 {
-		c.LocalEdges = 1
+		c.LocalEdges = d.LocalEdges
 	}
 	if c.Step <= 0 {
-		c.Step = 500
+		c.Step = d.Step
 	}
 	if c.MaxP99 <= 0 {
-		c.MaxP99 = 50 * time.Millisecond
+		c.MaxP99 = d.MaxP99
 	}
 	if c.Broadcast == "" {
 		c.Broadcast = fmt.Sprintf("bench/%06x", rand.IntN(1<<24))
 	}
 	if c.Broadcasts <= 0 {
-		c.Broadcasts = 1
+		c.Broadcasts = d.Broadcasts
 	}
 	if c.Dial == nil {
 		d := &net.Dialer{Timeout: 10 * time.Second}
