@@ -166,7 +166,7 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		v.ctl = nil
 		var err error
 		s.items, err = v.cur.Poll(s.items[:0])
-		s.bufs = v.appendFrames(s.bufs, s.items)
+		s.bufs = v.n.wsFrames(s.bufs, s.items)
 		clear(s.items)
 		if len(s.bufs) == 0 {
 			if err != nil {
@@ -196,8 +196,10 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	}
 }
 
-// appendFrames turns cursor items into WebSocket frames.
-func (v *fastViewer) appendFrames(bufs [][]byte, items []media.Item) [][]byte {
+// wsFrames appends the WebSocket frames of cursor items to bufs: the
+// shared, prepared frames of objects, catalogs and init segments, and a
+// skip message (counted) when the viewer fell behind.
+func (n *Node) wsFrames(bufs [][]byte, items []media.Item) [][]byte {
 	for _, it := range items {
 		switch {
 		case it.Object != nil:
@@ -208,7 +210,7 @@ func (v *fastViewer) appendFrames(bufs [][]byte, items []media.Item) [][]byte {
 				bufs = append(bufs, in.WebSocketMessage())
 			}
 		case it.Skip != nil:
-			v.n.metrics.skips.Inc()
+			n.metrics.skips.Inc()
 			m := wire.Message{Type: wire.MsgSkip, Track: it.Skip.Track, From: it.Skip.From, To: it.Skip.To}
 			bufs = append(bufs, wire.WSMessage(wire.WSText, m.Marshal()))
 		}
@@ -244,7 +246,7 @@ func (v *fastViewer) drain() {
 	case v.n.ctx.Err() != nil:
 		v.sh.finish(v, errDraining)
 	case err != nil && isTimeout(err):
-		v.sh.finish(v, wire.Errorf(wire.CodeTooSlow, "socket accepted nothing for %s", v.n.cfg.WriteTimeout))
+		v.sh.finish(v, v.n.errSocketFull())
 	case err != nil || werr != nil:
 		v.sh.finish(v, errWrite)
 	default:
@@ -295,6 +297,31 @@ func (v *fastViewer) readControl(io *rawIO) error {
 	return nil
 }
 
+// wsEnding says how a WebSocket viewer whose run ended with err is told:
+// a last text message (ended, goaway; nil for none) before the close, and
+// the close's code and reason (nil: the viewer left, nothing to send).
+func (n *Node) wsEnding(err error) ([]byte, error) {
+	switch {
+	case errors.Is(err, media.ErrTooSlow):
+		return nil, wire.Errorf(wire.CodeTooSlow, "fell behind the live edge more than %d times in %s; check your bandwidth", n.cfg.MaxSkips, n.cfg.SkipWindow)
+	case errors.Is(err, media.ErrClosed):
+		return wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgEnded, Reason: "broadcast ended"}).Marshal()),
+			wire.Errorf(wire.CodeNormal, "broadcast ended")
+	case errors.Is(err, errDraining):
+		return wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgGoAway, Reason: "edge draining"}).Marshal()),
+			wire.Errorf(wire.CodeGoingAway, "edge draining; reconnect to another edge")
+	case errors.Is(err, errWrite):
+		return nil, nil // the viewer left
+	}
+	return nil, err
+}
+
+// errSocketFull is the end of a viewer whose socket took nothing for the
+// write timeout.
+func (n *Node) errSocketFull() error {
+	return wire.Errorf(wire.CodeTooSlow, "socket accepted nothing for %s", n.cfg.WriteTimeout)
+}
+
 // finish ends a viewer: its last words (ended, goaway, a close code) are
 // written if the socket takes them at once, then it is closed and counted
 // out.
@@ -304,17 +331,9 @@ func (s *shard) finish(v *fastViewer, err error) {
 	}
 	v.done = true
 	var last [][]byte
-	switch {
-	case errors.Is(err, media.ErrTooSlow):
-		err = wire.Errorf(wire.CodeTooSlow, "fell behind the live edge more than %d times in %s; check your bandwidth", v.n.cfg.MaxSkips, v.n.cfg.SkipWindow)
-	case errors.Is(err, media.ErrClosed):
-		last = append(last, wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgEnded, Reason: "broadcast ended"}).Marshal()))
-		err = wire.Errorf(wire.CodeNormal, "broadcast ended")
-	case errors.Is(err, errDraining):
-		last = append(last, wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgGoAway, Reason: "edge draining"}).Marshal()))
-		err = wire.Errorf(wire.CodeGoingAway, "edge draining; reconnect to another edge")
-	case errors.Is(err, errWrite):
-		err = nil // the viewer left
+	msg, err := v.n.wsEnding(err)
+	if msg != nil {
+		last = append(last, msg)
 	}
 	if err != nil {
 		code := wire.CodeOf(err)

@@ -135,17 +135,17 @@ func (v *wsViewer) run(cur *media.Cursor) {
 	}
 	switch {
 	case errors.Is(err, media.ErrTooSlow):
-		err = wire.Errorf(wire.CodeTooSlow, "fell behind the live edge more than %d times in %s; check your bandwidth", v.n.cfg.MaxSkips, v.n.cfg.SkipWindow)
 	case isTimeout(err):
-		err = wire.Errorf(wire.CodeTooSlow, "socket accepted nothing for %s", v.n.cfg.WriteTimeout)
+		err = v.n.errSocketFull()
 	case errors.Is(err, errWrite) || ctx.Err() != nil && v.n.ctx.Err() == nil:
-		err = nil // the viewer left
+		err = errWrite // the viewer left
 	case errors.Is(err, media.ErrClosed):
-		v.writeRaw(wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgEnded, Reason: "broadcast ended"}).Marshal()))
-		err = wire.Errorf(wire.CodeNormal, "broadcast ended")
 	case v.n.ctx.Err() != nil:
-		v.writeRaw(wire.WSMessage(wire.WSText, (&wire.Message{Type: wire.MsgGoAway, Reason: "edge draining"}).Marshal()))
-		err = wire.Errorf(wire.CodeGoingAway, "edge draining; reconnect to another edge")
+		err = errDraining
+	}
+	msg, err := v.n.wsEnding(err)
+	if msg != nil {
+		v.writeRaw(msg)
 	}
 	v.n.metrics.disconnect(err)
 	if err != nil && wire.CodeOf(err) != wire.CodeNormal {
@@ -156,22 +156,7 @@ func (v *wsViewer) run(cur *media.Cursor) {
 
 // send writes items in one writev.
 func (v *wsViewer) send(items []media.Item) error {
-	v.bufs = v.bufs[:0]
-	for _, it := range items {
-		switch {
-		case it.Object != nil:
-			v.bufs = append(v.bufs, it.Object.WebSocketMessage())
-		case it.Catalog != nil:
-			v.bufs = append(v.bufs, it.Catalog.WebSocketMessage())
-			for _, in := range it.Catalog.Inits {
-				v.bufs = append(v.bufs, in.WebSocketMessage())
-			}
-		case it.Skip != nil:
-			v.n.metrics.skips.Inc()
-			m := wire.Message{Type: wire.MsgSkip, Track: it.Skip.Track, From: it.Skip.From, To: it.Skip.To}
-			v.bufs = append(v.bufs, wire.WSMessage(wire.WSText, m.Marshal()))
-		}
-	}
+	v.bufs = v.n.wsFrames(v.bufs[:0], items)
 	err := v.writeRaw(v.bufs...)
 	clear(v.bufs) // let sent objects go when the cache drops them
 	return err
