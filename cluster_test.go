@@ -158,6 +158,18 @@ func (w *watcher) snapshot() ([]viewer.Event, []time.Time, error) {
 	return append([]viewer.Event(nil), w.evs...), append([]time.Time(nil), w.at...), w.err
 }
 
+// keyframes counts the group starts received.
+func (w *watcher) keyframes() int {
+	hs, _ := w.objectsSince(time.Time{})
+	n := 0
+	for _, h := range hs {
+		if h.Flags&wire.FlagKeyframe != 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // objectsSince returns the media objects (not markers) received after t.
 func (w *watcher) objectsSince(t time.Time) (hs []wire.Header, at []time.Time) {
 	evs, ats, _ := w.snapshot()
@@ -246,7 +258,14 @@ func TestClusterOfProcesses(t *testing.T) {
 		name := []string{"cam/a", "cam/b"}[i%2]
 		ws = append(ws, startWatcher(wctx, &wg, name, fmt.Sprintf("ws://%s/ws/%s", edges[i%3].field("addr"), name)))
 	}
-	time.Sleep(4 * time.Second)
+	testenv.WaitFor(t, time.Minute, "3 groups at every viewer", func() bool {
+		for _, w := range ws {
+			if w.keyframes() < 3 {
+				return false
+			}
+		}
+		return true
+	})
 
 	// Byte-exact, in order, whole groups from keyframes, on every edge.
 	// The publisher records a chunk after writing it, by which time the
@@ -256,7 +275,6 @@ func TestClusterOfProcesses(t *testing.T) {
 	for i, w := range ws {
 		snaps[i], _, _ = w.snapshot()
 	}
-	time.Sleep(200 * time.Millisecond)
 	for i, w := range ws {
 		_, _, err := w.snapshot()
 		evs := snaps[i]
@@ -264,6 +282,7 @@ func TestClusterOfProcesses(t *testing.T) {
 			t.Fatalf("viewer %d (%s): %v", i, w.url, err)
 		}
 		sent := map[string]*sentMedia{"cam/a": sentA, "cam/b": sentB}[w.name]
+		sent.awaitRecorded(evs)
 		checkViewer(t, fmt.Sprintf("viewer %d of %s", i, w.url), evs, sent, started)
 	}
 	// One upstream subscription per (edge, broadcast) at each origin;
@@ -317,7 +336,16 @@ func TestClusterOfProcesses(t *testing.T) {
 	})
 	resumed := <-firstChunk
 	t.Logf("origin A killed; publisher's first chunk on origin B %s later", resumed.Sub(killed).Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
+	// Every viewer of cam/a past the failover by a whole group.
+	testenv.WaitFor(t, time.Minute, "every viewer of cam/a two groups past the failover", func() bool {
+		for _, w := range ws {
+			hs, _ := w.objectsSince(killed)
+			if w.name == "cam/a" && (len(hs) == 0 || hs[len(hs)-1].Group < lastGroup[w]+2) {
+				return false
+			}
+		}
+		return true
+	})
 	for i, w := range ws {
 		hs, at := w.objectsSince(killed)
 		if w.name == "cam/b" {

@@ -53,6 +53,30 @@ func (s *sentMedia) onChunk(c *cmaf.Chunk) {
 	s.mu.Unlock()
 }
 
+// awaitRecorded waits (up to 10 s) until the publisher has recorded every
+// object in evs: it records a chunk after writing it, by which time a
+// viewer may already have it. A chunk never published stays missing, and
+// checkViewer says which.
+func (s *sentMedia) awaitRecorded(evs ...[]viewer.Event) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		missing := false
+		s.mu.Lock()
+		for _, e := range evs {
+			for _, ev := range e {
+				if ev.Control == nil && ev.Header.Kind == wire.KindObject && len(ev.Payload) > 0 && s.chunks[ev.Header.DecodeTime] == nil {
+					missing = true
+				}
+			}
+		}
+		s.mu.Unlock()
+		if !missing {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // watch collects a viewer's events for d.
 func watch(ctx context.Context, url string, d time.Duration) ([]viewer.Event, error) {
 	c, err := viewer.Dial(ctx, url, "")
@@ -188,7 +212,9 @@ func TestFFmpegPublishReachesWebSocketViewersByteExact(t *testing.T) {
 	for range 4 {
 		all = append(all, <-results)
 	}
-	time.Sleep(100 * time.Millisecond) // let OnChunk record the last chunks written
+	for _, r := range all {
+		sent.awaitRecorded(r.evs)
+	}
 	cancel()
 	if err := <-pubDone; !errors.Is(err, context.Canceled) {
 		t.Fatalf("publish: %v", err)

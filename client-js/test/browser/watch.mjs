@@ -1,23 +1,55 @@
 // Opens a quiccast watch page in headless Chromium and checks that video
 // plays: currentTime advances and frames are decoded. After an optional
-// warm-up it samples, for the given seconds, glass-to-glass per appended
-// object (capture wall-clock → SourceBuffer append done) and the on-screen
-// latency, and records the player's connection events. Prints a JSON
-// report on stdout; exits non-zero when playback does not happen.
+// warm-up it samples glass-to-glass per appended object (capture
+// wall-clock → SourceBuffer append done) and the on-screen latency, then
+// prints a JSON report on stdout; exits non-zero when playback does not
+// happen.
 //
 //   node test/browser/watch.mjs <url> [screenshot.png] [seconds] [warmup-seconds]
+//
+// seconds > 0 measures for that long; seconds = 0 measures until a line
+// "stop" (or the end of input) arrives on stdin, so a test can act on the
+// player's state (stop an edge once it plays, say) instead of on a clock.
+// A line "sample" on stdin answers with one sample on stderr.
+//
+// Progress goes to stderr, one line each, for the test to wait on:
+//   state loaded | playing | measuring | done
+//   event {"type":…,"at":ms,"detail":…}   every player event from the start
+//   sample {"at":ms,"currentTime":…,…}    the answer to "sample"
+// QC_WATCH_PLAY_TIMEOUT (seconds, default 90) bounds the wait for the first
+// frame: a last resort on a very busy machine, not a pace.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
 const [url, shot, secondsArg, warmupArg] = process.argv.slice(2);
 if (!url) {
   console.error('usage: node watch.mjs <url> [screenshot.png] [seconds] [warmup-seconds]');
   process.exit(2);
 }
-const seconds = Number(secondsArg || 3);
+const seconds = Number(secondsArg ?? 3);
 const warmup = Number(warmupArg || 0);
+const playTimeout = Number(process.env.QC_WATCH_PLAY_TIMEOUT || 90) * 1000;
+
+/** @param {string} s */
+const progress = (s) => process.stderr.write(s + '\n');
+
+// Commands on stdin: "stop" (or the end of input) ends a measurement of
+// seconds = 0; "sample" prints a sample once the page is loaded.
+let stopRequested = false;
+/** @type {null | (() => Promise<any>)} */
+let sampler = null;
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (l) => {
+  const cmd = l.trim();
+  if (cmd === 'stop') stopRequested = true;
+  if (cmd === 'sample') {
+    (sampler ? sampler() : Promise.resolve(null)).then((s) => progress('sample ' + JSON.stringify(s)), () => progress('sample null'));
+  }
+});
+rl.on('close', () => { stopRequested = true; });
 
 // Flags from shared/STACK.md; never --disable-quic (it disables WebTransport).
 const profile = mkdtempSync(join(tmpdir(), 'quiccast-chromium-'));
@@ -49,7 +81,26 @@ try {
   const log = (s) => { if (logs.length < 50) logs.push(s); };
   page.on('console', (m) => log(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log(`pageerror: ${e.message}`));
+  // Every player event, from the start, streamed to the test as it happens.
+  await page.exposeFunction('__qcEvent', (/** @type {string} */ ev) => progress('event ' + ev));
   await page.goto(url);
+  // The page's module script sets window.quiccast; listen before anything
+  // the test does can make the player move.
+  await page.waitForFunction(() => /** @type {any} */ (window).quiccast, null, { timeout: playTimeout });
+  await page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    w.__g2g = null; // null until the measurement starts
+    w.__events = [];
+    w.quiccast.addEventListener('appended', (e) => { if (w.__g2g) w.__g2g.push(e.detail.g2gMs); });
+    for (const type of ['connected', 'fallback', 'goaway', 'close', 'ended', 'error', 'state', 'catalog']) {
+      w.quiccast.addEventListener(type, (e) => {
+        const ev = { type, at: Date.now(), detail: e.detail };
+        w.__events.push(ev);
+        w.__qcEvent(JSON.stringify(ev));
+      });
+    }
+  });
+  progress('state loaded');
   const sample = () => page.evaluate(() => {
     const v = document.querySelector('video');
     const q = v.getVideoPlaybackQuality();
@@ -59,33 +110,28 @@ try {
     // hls: set when the page plays LL-HLS through hls.js.
     const t = p && p.current;
     const hls = t && t.name === 'hls' && t.info ? t.info() : null;
-    return { currentTime: v.currentTime, readyState: v.readyState, ranges, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
+    return { at: Date.now(), currentTime: v.currentTime, readyState: v.readyState, ranges, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
   });
+  sampler = sample;
   let playing = true;
   try {
     await page.waitForFunction(() => {
       const v = document.querySelector('video');
       return v && v.currentTime > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0;
-    }, null, { timeout: 20000 });
+    }, null, { timeout: playTimeout, polling: 100 });
   } catch (e) {
-    fail(`no playback within 20 s: ${JSON.stringify(await sample())}\n${logs.join('\n')}`);
+    fail(`no playback within ${playTimeout / 1000} s: ${JSON.stringify(await sample())}\n${logs.join('\n')}`);
     playing = false;
   }
   if (playing) {
+    progress('state playing');
     if (warmup > 0) await page.waitForTimeout(warmup * 1000);
-    await page.evaluate(() => {
-      const w = /** @type {any} */ (window);
-      w.__g2g = [];
-      w.__events = [];
-      w.quiccast.addEventListener('appended', (e) => w.__g2g.push(e.detail.g2gMs));
-      for (const type of ['connected', 'fallback', 'goaway', 'close', 'ended', 'error']) {
-        w.quiccast.addEventListener(type, (e) => w.__events.push({ type, at: Date.now(), detail: e.detail }));
-      }
-    });
+    await page.evaluate(() => { /** @type {any} */ (window).__g2g = []; });
     const a = await sample();
+    progress('state measuring');
     const latency = [];
     const end = Date.now() + seconds * 1000;
-    while (Date.now() < end) {
+    while (seconds > 0 ? Date.now() < end : !stopRequested) {
       await page.waitForTimeout(250);
       const s = await sample();
       if (s.stats) latency.push(s.stats.latencyMs);
@@ -94,10 +140,13 @@ try {
     const { g2g, events } = await page.evaluate(() => ({ g2g: /** @type {any} */ (window).__g2g, events: /** @type {any} */ (window).__events }));
     if (shot) await page.screenshot({ path: shot });
     console.log(JSON.stringify({ first: a, last: b, g2g: summary(g2g), latency: summary(latency), events, logs }));
-    if (!(b.currentTime - a.currentTime > seconds * 0.5)) fail(`currentTime went from ${a.currentTime} to ${b.currentTime}`);
-    if (!(b.frames - a.frames > seconds * 10)) fail(`decoded frames went from ${a.frames} to ${b.frames}`);
+    const wall = (b.at - a.at) / 1000;
+    if (!(b.currentTime - a.currentTime > wall * 0.5)) fail(`currentTime went from ${a.currentTime} to ${b.currentTime} in ${wall} s`);
+    if (!(b.frames - a.frames > wall * 10)) fail(`decoded frames went from ${a.frames} to ${b.frames} in ${wall} s`);
   }
 } finally {
+  progress('state done');
+  rl.close();
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
