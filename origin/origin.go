@@ -78,6 +78,13 @@ type Config struct {
 	// RTMPIdleTimeout drops an RTMP publisher that sends nothing for this
 	// long.
 	RTMPIdleTimeout time.Duration
+	// RTMPAuthTimeout bounds an RTMP connection's handshake, connect and
+	// publish commands: the time a stranger may hold a connection.
+	RTMPAuthTimeout time.Duration
+	// RTMPMaxPending and RTMPMaxPendingPerIP bound the RTMP connections
+	// not yet authorised to publish, in total and per client address.
+	RTMPMaxPending      int
+	RTMPMaxPendingPerIP int
 
 	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
 	Pprof bool
@@ -108,6 +115,9 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.RTMPCert, "rtmp-cert", "", "TLS certificate (PEM file) for RTMPS on -rtmp-listen, with -rtmp-key")
 	s.String(&c.RTMPKey, "rtmp-key", "", "TLS private key (PEM file) for RTMPS on -rtmp-listen, with -rtmp-cert")
 	s.Duration(&c.RTMPIdleTimeout, "rtmp-idle-timeout", 10*time.Second, "drop an RTMP publisher that sends nothing for this long")
+	s.Duration(&c.RTMPAuthTimeout, "rtmp-auth-timeout", 5*time.Second, "an RTMP connection must be through its handshake, connect and publish (token checked) within this time")
+	s.Int(&c.RTMPMaxPending, "rtmp-max-pending", 256, "most RTMP connections not yet authorised to publish, in total; more are closed at once")
+	s.Int(&c.RTMPMaxPendingPerIP, "rtmp-max-pending-per-ip", 8, "most RTMP connections not yet authorised to publish from one client address")
 }
 
 func (c *Config) withDefaults() {
@@ -142,6 +152,15 @@ func (c *Config) withDefaults() {
 	}
 	if c.RTMPIdleTimeout <= 0 {
 		c.RTMPIdleTimeout = d.RTMPIdleTimeout
+	}
+	if c.RTMPAuthTimeout <= 0 {
+		c.RTMPAuthTimeout = d.RTMPAuthTimeout
+	}
+	if c.RTMPMaxPending <= 0 {
+		c.RTMPMaxPending = d.RTMPMaxPending
+	}
+	if c.RTMPMaxPendingPerIP <= 0 {
+		c.RTMPMaxPendingPerIP = d.RTMPMaxPendingPerIP
 	}
 	if c.Auth == nil {
 		c.Auth = auth.FromConfig(c.PublishTokens, "", c.Peer.Token)

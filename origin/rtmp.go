@@ -18,11 +18,13 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
-// rtmpSetupTimeout bounds the handshake, connect and publish commands, and
-// the first seconds of media in which the stream's tracks are found.
+// rtmpSetupTimeout bounds the first seconds of media after an authorised
+// publish, in which the stream's tracks are found. The handshake, connect
+// and publish commands before it are bounded by -rtmp-auth-timeout.
 const rtmpSetupTimeout = 15 * time.Second
 
 // rtmpServer accepts RTMP (or RTMPS) publishers: OBS, ffmpeg and any
@@ -30,15 +32,20 @@ const rtmpSetupTimeout = 15 * time.Second
 // Node.Publish, like a WebSocket publisher; its frames are remuxed into
 // CMAF (rtmp_media.go).
 type rtmpServer struct {
-	n     *Node
-	ln    net.Listener
-	tls   bool
-	conns prometheus.Gauge
+	n       *Node
+	ln      net.Listener
+	tls     bool
+	conns   prometheus.Gauge
+	pendG   prometheus.Gauge
+	refused *prometheus.CounterVec
 
-	mu     sync.Mutex
-	open   map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	open    map[net.Conn]struct{}
+	pending map[string]int // connections not yet authorised, by client address
+	total   int            // sum of pending
+	lastLog time.Time      // of a refused connection (at most one line a second)
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // newRTMPServer binds the RTMP listener, or returns nil when RTMP is off.
@@ -47,7 +54,7 @@ func newRTMPServer(n *Node) (*rtmpServer, error) {
 	if cfg.RTMPListen == "" {
 		return nil, nil
 	}
-	s := &rtmpServer{n: n, open: map[net.Conn]struct{}{}}
+	s := &rtmpServer{n: n, open: map[net.Conn]struct{}{}, pending: map[string]int{}}
 	var tlsCfg *tls.Config
 	switch {
 	case cfg.RTMPCert != "" && cfg.RTMPKey != "":
@@ -69,7 +76,12 @@ func newRTMPServer(n *Node) (*rtmpServer, error) {
 	}
 	s.ln = ln
 	s.conns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "quiccast_origin_rtmp_connections", Help: "RTMP connections open now (publishing or setting up)."})
-	n.reg.MustRegister(s.conns)
+	s.pendG = prometheus.NewGauge(prometheus.GaugeOpts{Name: "quiccast_origin_rtmp_pending", Help: "RTMP connections not yet authorised to publish."})
+	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "quiccast_origin_rtmp_refused_total",
+		Help: "RTMP connections closed on accept because too many were not yet authorised (reason: total or per_ip).",
+	}, []string{"reason"})
+	n.reg.MustRegister(s.conns, s.pendG, s.refused)
 	return s, nil
 }
 
@@ -113,11 +125,17 @@ func (s *rtmpServer) serve() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		ip := clientIP(nc.RemoteAddr())
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return
+		}
+		if reason := s.admit(ip); reason != "" {
+			s.mu.Unlock()
+			nc.Close()
+			continue
 		}
 		s.open[nc] = struct{}{}
 		s.wg.Add(1)
@@ -126,12 +144,61 @@ func (s *rtmpServer) serve() {
 			defer s.wg.Done()
 			s.conns.Inc()
 			defer s.conns.Dec()
-			s.handle(nc)
+			s.handle(nc, sync.OnceFunc(func() { s.authorised(ip) }))
 			s.mu.Lock()
 			delete(s.open, nc)
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// admit counts a new connection as pending, or says why it may not be
+// (too many not yet authorised, in total or from ip). Called with s.mu.
+func (s *rtmpServer) admit(ip string) (reason string) {
+	cfg := &s.n.cfg
+	switch {
+	case s.total >= cfg.RTMPMaxPending:
+		reason = "total"
+	case s.pending[ip] >= cfg.RTMPMaxPendingPerIP:
+		reason = "per_ip"
+	default:
+		s.pending[ip]++
+		s.total++
+		s.pendG.Inc()
+		return ""
+	}
+	s.refused.WithLabelValues(reason).Inc()
+	if now := time.Now(); now.Sub(s.lastLog) >= time.Second {
+		s.lastLog = now
+		s.n.log.Warn("RTMP connection refused: too many not yet authorised", "remote", ip, "reason", reason,
+			"pending", s.total, "pending_from_remote", s.pending[ip],
+			"limits", fmt.Sprintf("-rtmp-max-pending=%d -rtmp-max-pending-per-ip=%d", cfg.RTMPMaxPending, cfg.RTMPMaxPendingPerIP))
+	}
+	return reason
+}
+
+// authorised ends a connection's pending state: its publish was accepted,
+// or it ended.
+func (s *rtmpServer) authorised(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending[ip]--; s.pending[ip] <= 0 {
+		delete(s.pending, ip)
+	}
+	s.total--
+	s.pendG.Dec()
+}
+
+// clientIP is the host part of a remote address.
+func clientIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 // close stops accepting, closes every connection and waits for their
@@ -151,16 +218,19 @@ func (s *rtmpServer) close() {
 }
 
 // handle runs one connection to its end and reports how it ended.
-func (s *rtmpServer) handle(nc net.Conn) {
+func (s *rtmpServer) handle(nc net.Conn, authorised func()) {
 	defer nc.Close()
+	defer authorised()
 	remote := nc.RemoteAddr().String()
 	c := &rtmpConn{
-		n:      s.n,
-		nc:     nc,
-		remote: remote,
-		log:    s.n.log.With("remote", remote, "ingest", "rtmp"),
-		rw:     newIngestConn(nc, s.n.cfg.RTMPIdleTimeout, s.n.cfg.MaxRate),
+		n:          s.n,
+		nc:         nc,
+		remote:     remote,
+		log:        s.n.log.With("remote", remote, "ingest", "rtmp"),
+		rw:         newIngestConn(nc, s.n.cfg.RTMPIdleTimeout, s.n.cfg.MaxRate),
+		authorised: authorised,
 	}
+	c.rw.guard = newRTMPGuard()
 	err := c.run()
 	switch {
 	case c.sess == nil && err != nil:
@@ -185,6 +255,9 @@ type rtmpConn struct {
 	log    *slog.Logger
 	sess   *Session
 	media  *rtmpMedia
+	// authorised is called once the publish is accepted (nil in tests
+	// that build a connection by hand).
+	authorised func()
 }
 
 // run takes the connection from the handshake to the end of the stream.
@@ -207,7 +280,7 @@ func (c *rtmpConn) run() (err error) {
 			c.sendStatus(err)
 		}
 	}()
-	c.rw.setupUntil(time.Now().Add(rtmpSetupTimeout))
+	c.rw.setupUntil(time.Now().Add(c.n.cfg.RTMPAuthTimeout), fmt.Sprintf("RTMP handshake, connect and publish not done within %s", c.n.cfg.RTMPAuthTimeout))
 	sc := &gortmplib.ServerConn{RW: c.rw}
 	if err := sc.Initialize(); err != nil {
 		return c.protocolError("handshake or connect", err)
@@ -229,6 +302,10 @@ func (c *rtmpConn) run() (err error) {
 		return err
 	}
 	c.sess = sess
+	if c.authorised != nil {
+		c.authorised()
+	}
+	c.rw.setupUntil(time.Now().Add(rtmpSetupTimeout), fmt.Sprintf("RTMP setup (first media and its tracks) not done within %s", rtmpSetupTimeout))
 	finished := make(chan struct{})
 	defer close(finished) // runs before the session closes
 	go func() {           // origin shutdown: unblock the reader
@@ -242,12 +319,12 @@ func (c *rtmpConn) run() (err error) {
 		case <-finished:
 		}
 	}()
-	c.log.Info("RTMP publisher connected", "url", redactURL(sc.URL))
+	c.log.Info("RTMP publisher connected", "url", auth.RedactURL(sc.URL))
 	c.media = newRTMPMedia(c)
 	if err := c.media.start(); err != nil {
 		return c.streamError(err)
 	}
-	c.rw.setupUntil(time.Time{})
+	c.rw.setupUntil(time.Time{}, "")
 	for {
 		if err := c.media.readOne(); err != nil {
 			return c.streamError(err)
@@ -260,11 +337,19 @@ func (c *rtmpConn) protocolError(stage string, err error) error {
 	if cause := c.rw.failure(); cause != nil {
 		return cause
 	}
+	var ue *url.Error
+	if errors.As(err, &ue) { // the stream key; url.Error quotes it, token and all
+		return wire.Errorf(wire.CodeBadRequest, "RTMP %s: %s is not a valid URL: %v", stage, auth.Redact(ue.URL), ue.Err)
+	}
 	var ne net.Error
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) {
 		return &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("RTMP %s: connection ended", stage), Err: err}
 	}
-	return &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("RTMP %s: %v", stage, err), Err: err}
+	msg := fmt.Sprintf("RTMP %s: %v", stage, err)
+	if red := auth.Redact(msg); red != msg {
+		return &wire.Error{Code: wire.CodeBadRequest, Msg: red} // not wrapped: err holds the secret
+	}
+	return &wire.Error{Code: wire.CodeBadRequest, Msg: msg, Err: err}
 }
 
 // streamError classifies an error while publishing; nil is a clean end.
@@ -348,26 +433,19 @@ func rtmpTarget(u *url.URL) (name, token string, err error) {
 	return name, token, nil
 }
 
-// redactURL hides the key in logs.
-func redactURL(u *url.URL) string {
-	r := *u
-	if r.RawQuery != "" {
-		r.RawQuery = "…"
-	}
-	return r.Redacted()
-}
-
 // ingestConn is a publisher's socket with the ingest limits: an idle
 // timeout on every read, a deadline for the setup phase, a byte rate and a
 // deadline on every write.
 type ingestConn struct {
-	nc      net.Conn
-	idle    time.Duration
-	setup   time.Time // reads must finish by then; zero once set up
-	rate    *bucket
-	maxRate int64
-	cause   error // why a read failed, when it was one of the limits
-	noRead  bool
+	nc       net.Conn
+	idle     time.Duration
+	setup    time.Time // reads must finish by then; zero once set up
+	setupMsg string    // the error when setup is missed
+	guard    *rtmpGuard
+	rate     *bucket
+	maxRate  int64
+	cause    error // why a read failed, when it was one of the limits
+	noRead   bool
 
 	mu      sync.Mutex // orders stop against the deadline a read sets
 	stopped bool
@@ -377,7 +455,7 @@ func newIngestConn(nc net.Conn, idle time.Duration, maxRate int64) *ingestConn {
 	return &ingestConn{nc: nc, idle: idle, rate: newBucket(float64(maxRate)), maxRate: maxRate}
 }
 
-func (c *ingestConn) setupUntil(t time.Time) { c.setup = t }
+func (c *ingestConn) setupUntil(t time.Time, msg string) { c.setup, c.setupMsg = t, msg }
 
 // writeOnly makes further reads fail at once (after a refusal only the
 // status goes out).
@@ -414,11 +492,17 @@ func (c *ingestConn) Read(p []byte) (int, error) {
 		c.cause = wire.Errorf(wire.CodeRateLimited, "more than %d bytes per second", c.maxRate)
 		return 0, c.cause
 	}
+	if k > 0 && c.guard != nil {
+		if gerr := c.guard.scan(p[:k]); gerr != nil {
+			c.cause = gerr
+			return 0, gerr
+		}
+	}
 	var ne net.Error
 	if err != nil && c.cause == nil && errors.As(err, &ne) && ne.Timeout() {
 		switch {
 		case !c.setup.IsZero() && !time.Now().Before(c.setup):
-			c.cause = wire.Errorf(wire.CodeTimeout, "RTMP setup (handshake, publish, first media) not done within %s", rtmpSetupTimeout)
+			c.cause = wire.Errorf(wire.CodeTimeout, "%s", c.setupMsg)
 		case time.Since(now) >= c.idle:
 			c.cause = wire.Errorf(wire.CodeTimeout, "no data for %s", c.idle)
 		}

@@ -5,8 +5,11 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/quiccast/quiccast/shared/wire"
@@ -51,10 +54,12 @@ func (t Tokens) Authorize(_ context.Context, r Request) error {
 	if len(want) == 0 {
 		return nil
 	}
+	ok := 0
 	for _, w := range want {
-		if subtle.ConstantTimeCompare([]byte(w), []byte(r.Token)) == 1 {
-			return nil
-		}
+		ok |= Equal(w, r.Token)
+	}
+	if ok == 1 {
+		return nil
 	}
 	if r.Token == "" {
 		return wire.Errorf(wire.CodeUnauthorized, "%s %q needs a token (?token= or Authorization: Bearer)", r.Action, r.Broadcast)
@@ -89,4 +94,30 @@ func TokenFromRequest(r *http.Request) string {
 		return strings.TrimSpace(h[7:])
 	}
 	return ""
+}
+
+// Equal is 1 when a and b are the same secret, else 0, in a time that
+// tells nothing about either: it compares their SHA-256 digests, so not
+// even the length of the expected token leaks (subtle.ConstantTimeCompare
+// returns at once on a length mismatch).
+func Equal(a, b string) int {
+	da, db := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(da[:], db[:])
+}
+
+// secretParam matches a token-bearing query parameter in any text.
+var secretParam = regexp.MustCompile(`(?i)\b(token|key|access_token)=[^&\s"'#]*`)
+
+// Redact hides the values of token, key and access_token parameters in s
+// (a URL, or an error message quoting one), for logs and messages.
+func Redact(s string) string {
+	return secretParam.ReplaceAllString(s, "$1=REDACTED")
+}
+
+// RedactURL is u for logs: its password and token parameters hidden.
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return Redact(u.Redacted())
 }

@@ -121,3 +121,24 @@ func TestTokenFromRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestEqualAndRedact(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{{"s3cret", "s3cret", 1}, {"s3cret", "s3cre", 0}, {"s3cret", "s3cret!", 0}, {"", "", 1}, {"", "x", 0}, {"abc", "abd", 0}} {
+		if got := Equal(c.a, c.b); got != c.want {
+			t.Errorf("Equal(%q, %q) = %d", c.a, c.b, got)
+		}
+	}
+	for in, want := range map[string]string{
+		"wss://o:7000/publish/cam?token=s3cret":                    "wss://o:7000/publish/cam?token=REDACTED",
+		"rtmp://h/live/cam?key=abc&x=1":                            "rtmp://h/live/cam?key=REDACTED&x=1",
+		`parse "rtmp://h/live/cam?Key=abc%zz": invalid URL escape`: `parse "rtmp://h/live/cam?Key=REDACTED": invalid URL escape`,
+		"no secrets here":                                          "no secrets here",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
