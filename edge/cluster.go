@@ -369,7 +369,7 @@ func (n *Node) startCluster() error {
 		if err != nil {
 			return err
 		}
-		if n.relayLn, err = quic.ListenAddr(cfg.RelayListen, tc, relay.QUICConfig()); err != nil {
+		if n.relayLn, err = quic.ListenAddr(cfg.RelayListen, tc, relay.ServerQUICConfig()); err != nil {
 			return fmt.Errorf("edge: relay listen %s: %w", cfg.RelayListen, err)
 		}
 		n.relay = relay.NewServer(relay.ServerConfig{

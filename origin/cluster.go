@@ -65,7 +65,7 @@ func newCluster(n *Node) (*cluster, error) {
 		c.close()
 		return nil, err
 	}
-	if c.ln, err = quic.ListenAddr(cfg.RelayListen, tc, relay.QUICConfig()); err != nil {
+	if c.ln, err = quic.ListenAddr(cfg.RelayListen, tc, relay.ServerQUICConfig()); err != nil {
 		c.close()
 		return nil, fmt.Errorf("origin: relay listen %s: %w", cfg.RelayListen, err)
 	}

@@ -71,6 +71,22 @@ func QUICConfig() *quic.Config {
 	}
 }
 
+// ServerQUICConfig is QUICConfig for a relay listener. A subscriber sends
+// the server only its control stream (HELLO, SUBSCRIBE, UNSUBSCRIBE), so the
+// windows for what peers send are small: an unauthenticated peer can make
+// the server buffer at most MaxConnectionReceiveWindow bytes, not megabytes
+// per stream. Group streams flow the other way and are unaffected.
+func ServerQUICConfig() *quic.Config {
+	c := QUICConfig()
+	c.MaxIncomingStreams = 4     // the control stream; a few spare
+	c.MaxIncomingUniStreams = -1 // subscribers open none
+	c.InitialStreamReceiveWindow = 32 << 10
+	c.MaxStreamReceiveWindow = 64 << 10
+	c.InitialConnectionReceiveWindow = 64 << 10
+	c.MaxConnectionReceiveWindow = 128 << 10
+	return c
+}
+
 // Client is one connection to an upstream, carrying any number of
 // subscriptions.
 type Client struct {

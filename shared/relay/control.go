@@ -46,21 +46,31 @@ type Msg struct {
 	URL       string        `json:"url,omitempty"`
 }
 
-// maxControl bounds one control message.
+// maxControl bounds one control message. A SUBSCRIBE_OK carries a
+// broadcast's init segments, so it may be large; it comes from the server.
 const maxControl = 1 << 20
+
+// MaxHello bounds the HELLO a server reads before the peer is authorised:
+// a token, a node id and a version fit in a few hundred bytes (a JWT in a
+// few KiB).
+const MaxHello = 8 << 10
 
 // ErrControl is wrapped by malformed control messages.
 var ErrControl = errors.New("relay: bad control message")
 
 // readMsg reads one control message.
-func readMsg(r io.Reader) (*Msg, error) {
+func readMsg(r io.Reader) (*Msg, error) { return readMsgMax(r, maxControl) }
+
+// readMsgMax reads one control message of at most limit bytes; the
+// length is checked before anything is allocated.
+func readMsgMax(r io.Reader, limit uint32) (*Msg, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxControl {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrControl, n, maxControl)
+	if n > limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrControl, n, limit)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {

@@ -8,13 +8,17 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,7 +105,7 @@ func startServer(t testing.TB, cfg ServerConfig, files TLSFiles) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tc, QUICConfig())
+	ln, err := quic.ListenAddr("127.0.0.1:0", tc, ServerQUICConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,4 +431,93 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Issue 9, finding 5: a HELLO of 1 MiB from unauthenticated peers was read
+// whole (and buffered by QUIC) before it was refused. Now the length is
+// refused at once and the server's receive windows keep what a peer can
+// push small.
+func TestOversizedHelloIsRefusedBeforeItIsRead(t *testing.T) {
+	logs := &testenv.Logs{}
+	ts := startServer(t, ServerConfig{Auth: auth.FromConfig("", "", "cluster-s3cret"), Logger: logs.Logger()}, TLSFiles{})
+	const conns = 30
+	body := make([]byte, 1<<20) // shared: the clients hold one copy
+	base := heapInuseNow()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	reasons := make(chan string, conns)
+	start := time.Now()
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tc, _ := ClientTLS(TLSFiles{})
+			conn, err := quic.DialAddr(context.Background(), ts.addr, tc, QUICConfig())
+			if err != nil {
+				reasons <- err.Error()
+				return
+			}
+			defer conn.CloseWithError(0, "")
+			st, err := conn.OpenStreamSync(context.Background())
+			if err != nil {
+				reasons <- err.Error()
+				return
+			}
+			st.SetWriteDeadline(time.Now().Add(15 * time.Second))
+			st.Write(binary.BigEndian.AppendUint32(nil, uint32(len(body))))
+			st.Write(body)
+			<-conn.Context().Done()
+			var ae *quic.ApplicationError
+			if errors.As(context.Cause(conn.Context()), &ae) {
+				reasons <- fmt.Sprintf("%d %s", ae.ErrorCode, ae.ErrorMessage)
+				return
+			}
+			reasons <- context.Cause(conn.Context()).Error()
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	close(stop)
+	<-sampled
+	close(reasons)
+	for r := range reasons {
+		if !strings.Contains(r, "4000 HELLO:") || !strings.Contains(r, "limit 8192") {
+			t.Fatalf("connection closed with %q, want 4000 and the HELLO limit", r)
+		}
+	}
+	grew := int64(peak.Load()) - int64(base)
+	t.Logf("%d peers sending a 1 MiB HELLO: heap in use %d MiB before, peak +%d MiB; all refused within %v", conns, base>>20, grew>>20, took.Round(time.Millisecond))
+	if grew > 24<<20 {
+		t.Errorf("heap grew by %d MiB for %d unauthenticated peers", grew>>20, conns)
+	}
+	if ts.srv.Stats.Refused.Load() != conns {
+		t.Errorf("%d refusals counted, want %d", ts.srv.Stats.Refused.Load(), conns)
+	}
+	if len(logs.Lines("relay: connection refused", "HELLO")) == 0 {
+		t.Error("refusal not logged")
+	}
+}
+
+func heapInuseNow() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }

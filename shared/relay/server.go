@@ -37,8 +37,8 @@ type ServerConfig struct {
 	// WriteTimeout bounds control-stream writes and how long a group
 	// stream may accept nothing before it is reset. Default 10 s.
 	WriteTimeout time.Duration
-	// HelloTimeout bounds the wait for the control stream and HELLO.
-	// Default 10 s.
+	// HelloTimeout bounds the wait for the control stream and HELLO, the
+	// time an unauthenticated peer may hold a connection. Default 3 s.
 	HelloTimeout time.Duration
 	// MaxSubscriptions bounds subscriptions per connection. Default 1024.
 	MaxSubscriptions int
@@ -53,7 +53,7 @@ func (c *ServerConfig) defaults() {
 		c.WriteTimeout = 10 * time.Second
 	}
 	if c.HelloTimeout <= 0 {
-		c.HelloTimeout = 10 * time.Second
+		c.HelloTimeout = 3 * time.Second
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 1024
@@ -171,9 +171,14 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 	}
 	st.SetPriority(0)
 	st.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
-	hello, err := readMsg(st)
-	if err != nil || hello.Type != MsgHello {
-		return refuse(wire.Errorf(wire.CodeBadRequest, "want HELLO first on the control stream"))
+	hello, err := readMsgMax(st, MaxHello)
+	switch {
+	case errors.Is(err, ErrControl):
+		return refuse(wire.Errorf(wire.CodeBadRequest, "HELLO: %v", err))
+	case err != nil:
+		return refuse(wire.Errorf(wire.CodeBadRequest, "no HELLO within %s: %v", s.cfg.HelloTimeout, err))
+	case hello.Type != MsgHello:
+		return refuse(wire.Errorf(wire.CodeBadRequest, "want HELLO first on the control stream, got %q", hello.Type))
 	}
 	if hello.Version != Version {
 		return refuse(wire.Errorf(wire.CodeBadRequest, "protocol version %d, this node speaks %d", hello.Version, Version))
