@@ -365,6 +365,12 @@ func (n *Node) startCluster() error {
 		if err != nil {
 			return fmt.Errorf("edge: -relay-listen %q: %w", cfg.RelayListen, err)
 		}
+		if err := cfg.Peer.CheckListen("-relay-listen", cfg.RelayListen); err != nil {
+			return fmt.Errorf("edge: %w", err)
+		}
+		if cfg.Peer.Exposed(cfg.RelayListen) {
+			n.log.Warn("relay listener open to anyone who can reach it (-relay-insecure): it serves every broadcast without a play token", "relay", cfg.RelayListen)
+		}
 		tc, err := relay.ServerTLS(cfg.Peer.TLS, []string{host, "localhost", "127.0.0.1"})
 		if err != nil {
 			return err

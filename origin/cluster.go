@@ -58,7 +58,15 @@ func newCluster(n *Node) (*cluster, error) {
 	}
 	host, _, err := net.SplitHostPort(cfg.RelayListen)
 	if err != nil {
+		c.close()
 		return nil, fmt.Errorf("origin: -relay-listen %q: %w", cfg.RelayListen, err)
+	}
+	if err := cfg.Peer.CheckListen("-relay-listen", cfg.RelayListen); err != nil {
+		c.close()
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	if cfg.Peer.Exposed(cfg.RelayListen) {
+		n.log.Warn("relay listener open to anyone who can reach it (-relay-insecure): it serves every broadcast without a token", "relay", cfg.RelayListen)
 	}
 	tc, err := relay.ServerTLS(cfg.Peer.TLS, []string{host, "localhost", "127.0.0.1"})
 	if err != nil {

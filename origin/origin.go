@@ -96,7 +96,7 @@ type Config struct {
 func (c *Config) Flags(s *config.Set) {
 	s.String(&c.Listen, "listen", ":7000", "HTTP address for WebSocket ingest (/publish/{broadcast}), /metrics and /healthz")
 	s.String(&c.PublishTokens, "publish-tokens", "", "comma-separated tokens a publisher must present (?token= or Authorization: Bearer); empty allows anyone")
-	s.String(&c.RelayListen, "relay-listen", ":7001", "UDP address of the QUIC relay edges pull broadcasts from")
+	s.String(&c.RelayListen, "relay-listen", "127.0.0.1:7001", "UDP address of the QUIC relay edges pull broadcasts from; an address other hosts can reach needs -cluster-token or -relay-ca (or -relay-insecure)")
 	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
 	c.Peer.Flags(s)

@@ -96,6 +96,12 @@ func (s *Set) Bool(p *bool, name string, def bool, usage string) {
 	s.bind(name, false)
 }
 
+// GlobalBool declares a boolean setting whose env twin has no node prefix.
+func (s *Set) GlobalBool(p *bool, name string, def bool, usage string) {
+	s.fs.BoolVar(p, name, def, usage)
+	s.bind(name, true)
+}
+
 // Duration declares a duration setting ("1.5s", "200ms").
 func (s *Set) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	s.fs.DurationVar(p, name, def, usage)
