@@ -225,6 +225,9 @@ type Node struct {
 	wg     sync.WaitGroup // viewers
 	bg     sync.WaitGroup // background goroutines: fan-out shards, the HTTP/3 server
 
+	// playGated: viewers need a grant, so answers are private to them.
+	playGated bool
+
 	mu        sync.Mutex
 	ups       map[string]*upstream
 	viewers   int
@@ -246,6 +249,13 @@ func New(cfg Config) (*Node, error) {
 		budget: budget.New(cfg.MemoryBudget),
 	}
 	n.cfg.Peer.ID()
+	switch a := n.cfg.Auth.(type) {
+	case auth.AllowAll:
+	case auth.Tokens:
+		n.playGated = len(a[auth.Play]) > 0
+	default: // JWT, webhooks, chains: assume viewers are checked
+		n.playGated = true
+	}
 	if err := n.startCluster(); err != nil {
 		cancel()
 		n.stopCluster()

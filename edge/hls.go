@@ -115,6 +115,21 @@ type hlsFile struct {
 	track uint16
 	num   uint64 // epoch (init) or group
 	index int    // part
+	// private: the answer was authorised for this viewer (play tokens are
+	// on, or the request carried one), so no shared cache may keep it.
+	private bool
+}
+
+// cache is the Cache-Control of an answer to f: cc, made private when the
+// answer was authorised for one viewer.
+func (f hlsFile) cache(cc string) string {
+	if !f.private {
+		return cc
+	}
+	if rest, ok := strings.CutPrefix(cc, "public"); ok {
+		return "private" + rest
+	}
+	return "private, " + cc
 }
 
 func parseHLSFile(f string) (hlsFile, bool) {
@@ -244,10 +259,12 @@ func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {
 		fail(wire.Errorf(wire.CodeBadRequest, "%v", err))
 		return
 	}
-	if err := h.n.cfg.Auth.Authorize(r.Context(), auth.Request{Action: auth.Play, Broadcast: name, Token: auth.TokenFromRequest(r), Remote: r.RemoteAddr}); err != nil {
+	token := auth.TokenFromRequest(r)
+	if err := h.n.cfg.Auth.Authorize(r.Context(), auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: r.RemoteAddr}); err != nil {
 		fail(err)
 		return
 	}
+	f.private = token != "" || h.n.playGated
 	h.n.mu.Lock()
 	closed := h.n.closed
 	h.n.mu.Unlock()
@@ -380,7 +397,7 @@ func (h *hlsServer) servePlaylist(w http.ResponseWriter, r *http.Request, st *hl
 	}
 	cat := st.b.Catalog()
 	if f.kind == "index" && cat != nil && len(cat.Tracks) > 1 {
-		return h.serveMultivariant(w, r, st, cat)
+		return h.serveMultivariant(w, r, st, f, cat)
 	}
 	if cat != nil && int(f.track) >= len(cat.Tracks) {
 		return hlsErrorf(http.StatusNotFound, "no track %d", f.track)
@@ -404,7 +421,7 @@ func (h *hlsServer) servePlaylist(w http.ResponseWriter, r *http.Request, st *hl
 		// downstream caches may share it among players for a while.
 		cc = fmt.Sprintf("public, max-age=%d", v.segTgt)
 	}
-	return h.write(w, "application/vnd.apple.mpegurl", cc, body)
+	return h.write(w, "application/vnd.apple.mpegurl", f.cache(cc), body)
 }
 
 // directiveReady reports whether v satisfies _HLS_msn=msn (and
@@ -533,7 +550,7 @@ func buildPlaylist(v *hlsView, skip bool, query string) []byte {
 
 // serveMultivariant lists one variant per video (or muxed) track, with
 // the audio tracks as renditions.
-func (h *hlsServer) serveMultivariant(w http.ResponseWriter, r *http.Request, st *hlsState, cat *media.Catalog) error {
+func (h *hlsServer) serveMultivariant(w http.ResponseWriter, r *http.Request, st *hlsState, f hlsFile, cat *media.Catalog) error {
 	q := hlsQuery(r)
 	mv := playlist.Multivariant{Version: hlsVersion, IndependentSegments: true}
 	var audioCodec string
@@ -580,7 +597,7 @@ func (h *hlsServer) serveMultivariant(w http.ResponseWriter, r *http.Request, st
 	if err != nil {
 		return err
 	}
-	return h.write(w, "application/vnd.apple.mpegurl", "no-cache", body)
+	return h.write(w, "application/vnd.apple.mpegurl", f.cache("no-cache"), body)
 }
 
 // bandwidth estimates a track's peak bit rate from the cached groups.
@@ -606,13 +623,15 @@ func (h *hlsServer) serveInit(w http.ResponseWriter, st *hlsState, f hlsFile) er
 	}
 	for _, c := range cats {
 		if c != nil && c.Epoch == f.num && instance(c) == f.inst && int(f.track) < len(c.Inits) {
-			return h.write(w, mimeOf(c), immutable, c.Inits[f.track].Payload())
+			return h.write(w, mimeOf(c), f.cache(immutable), c.Inits[f.track].Payload())
 		}
 	}
 	return hlsErrorf(http.StatusNotFound, "no init segment for epoch %d of this broadcast", f.num)
 }
 
-// immutable: media URIs are never reused (see instance).
+// immutable: media URIs are never reused (see instance). With play tokens
+// the answers are private (hlsFile.cache): a shared cache would give them
+// to anyone.
 const immutable = "public, max-age=31536000, immutable"
 
 func mimeOf(c *media.Catalog) string {
@@ -675,7 +694,7 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 	h.deadline(w)
 	hd := w.Header()
 	hd.Set("Content-Type", mimeOf(found.g.Catalog))
-	hd.Set("Cache-Control", immutable)
+	hd.Set("Cache-Control", f.cache(immutable))
 	hd.Set("Content-Length", strconv.Itoa(size))
 	w.WriteHeader(http.StatusOK)
 	sent := 0

@@ -325,6 +325,23 @@ func TestHLSTokenIsCheckedAndCarriedInURIs(t *testing.T) {
 	if r := get(t, nil, hlsURL(n, "tok", m.Segments[0].URI)); r.status != 200 {
 		t.Fatalf("segment with the token: %d", r.status)
 	}
+	// Issue 9, finding 9: answers authorised by a token are private, so a
+	// shared cache does not hand them to viewers without one.
+	for _, uri := range []string{m.Segments[0].URI, m.Segments[0].Parts[0].URI, m.Map.URI, "index.m3u8?token=s3cret",
+		fmt.Sprintf("%s&_HLS_msn=%d&_HLS_part=0", "media-0.m3u8?token=s3cret", m.MediaSequence+len(m.Segments)-1)} {
+		r := get(t, nil, hlsURL(n, "tok", uri))
+		if cc := r.header.Get("Cache-Control"); r.status != 200 || !strings.HasPrefix(cc, "private") || strings.Contains(cc, "public") {
+			t.Errorf("%s: %d, Cache-Control %q, want private", uri, r.status, cc)
+		}
+	}
+	// Without tokens media stays public and immutable, for CDNs.
+	open := newFakeSource()
+	open.addClip(t, "open").groups(t, 1, 2)
+	n2, _ := startEdge(t, Config{Source: open})
+	m2 := parseMedia(t, get(t, nil, hlsURL(n2, "open", "index.m3u8")).body)
+	if cc := get(t, nil, hlsURL(n2, "open", m2.Segments[0].URI)).header.Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
+		t.Errorf("segment without tokens: Cache-Control %q", cc)
+	}
 }
 
 func TestHLSDeltaUpdateSkipsOldSegments(t *testing.T) {
