@@ -31,29 +31,31 @@ type node struct {
 type local struct {
 	origin *node
 	edges  []*node
+	token  string // cluster and admin token of this run
 }
 
 // startLocal starts the origin and n edges. wrap, when set, prefixes each
 // command (ip netns exec …, for the emulator); host is the address they
 // listen on.
 func startLocal(ctx context.Context, bin string, edges int, host string, wrap []string) (*local, error) {
-	l := &local{}
-	// The relay may listen on an emulator address other hosts could
-	// reach: the nodes authenticate with a token made for this run.
+	// The relay and /metrics may be on an emulator address other hosts
+	// could reach: the nodes and the bench authenticate with a token made
+	// for this run.
 	var tok [16]byte
 	rand.Read(tok[:])
 	token := hex.EncodeToString(tok[:])
+	l := &local{token: token}
 	var err error
 	l.origin, err = startNode(ctx, bin, "origin", "origin", wrap,
 		"-listen", host+":0", "-relay-listen", host+":0", "-rtmp-listen", "", "-node-id", "bench-origin", "-pprof", "-max-rate", "1000000000", "-max-messages", "100000",
-		"-cluster-token", token)
+		"-cluster-token", token, "-admin-token", token)
 	if err != nil {
 		return nil, err
 	}
 	for i := range edges {
 		e, err := startNode(ctx, bin, fmt.Sprintf("edge-%d", i+1), "edge", wrap,
 			"-listen", host+":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000", "-pprof",
-			"-cluster-token", token)
+			"-cluster-token", token, "-admin-token", token)
 		if err != nil {
 			l.stop()
 			return nil, err

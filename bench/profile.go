@@ -30,6 +30,7 @@ func profileNodes(ctx context.Context, cfg *Config, dep *local) *sync.WaitGroup 
 			defer wg.Done()
 			url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", n.http, secs)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
 			resp, err := cl.Do(req)
 			if err != nil {
 				cfg.Logger.Warn("bench: profile", "node", n.name, "err", err)

@@ -39,6 +39,8 @@ type Config struct {
 	// viewers are spread over them.
 	Broadcasts int
 	Token      string
+	// AdminToken reads the nodes' /metrics and profiles (their -admin-token).
+	AdminToken string
 	// Publisher is "synthetic" (default), "ffmpeg" or "none" (the
 	// broadcast is already live).
 	Publisher   string
@@ -85,6 +87,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
 	s.String(&c.Broadcast, "broadcast", "", "broadcast name; default bench/<random>")
 	s.String(&c.Token, "token", "", "publish and play token")
+	s.GlobalString(&c.AdminToken, "admin-token", "", "the nodes' -admin-token, to read their /metrics (and profiles); set for you with -local")
 	s.Int(&c.Broadcasts, "broadcasts", 1, "broadcasts to publish (named -broadcast/1, /2, …); viewers are spread over them")
 	s.String(&c.Publisher, "publisher", "synthetic", "synthetic, ffmpeg or none (the broadcast is already live)")
 	s.Int64(&c.Bitrate, "bitrate", 2_000_000, "broadcast bitrate, bits/s")
@@ -222,6 +225,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer dep.stop()
 		cfg.Origin, cfg.Edges = dep.origin.http, dep.edgeURLs()
+		cfg.AdminToken = dep.token
 	}
 	if len(cfg.Edges) == 0 {
 		return nil, errors.New("bench: no edges (-edges or -local)")
@@ -394,7 +398,7 @@ func scrapeAll(ctx context.Context, cfg *Config, dep *local) map[string]Metrics 
 		}
 	}
 	for name, u := range urls {
-		if m, err := Scrape(ctx, u, cfg.dialNodes); err == nil {
+		if m, err := Scrape(ctx, u, cfg.AdminToken, cfg.dialNodes); err == nil {
 			m["_url"] = 0
 			out[name+"|"+u] = m
 		}

@@ -14,13 +14,17 @@ import (
 // sum of its series.
 type Metrics map[string]float64
 
-// Scrape reads base/metrics (Prometheus text format).
-func Scrape(ctx context.Context, base string, dial Dialer) (Metrics, error) {
+// Scrape reads base/metrics (Prometheus text format), with the node's
+// admin token when one is given.
+func Scrape(ctx context.Context, base, adminToken string, dial Dialer) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
+	}
+	if adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 	}
 	cl := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
 	resp, err := cl.Do(req)

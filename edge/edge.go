@@ -19,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/webtransport-go"
 
+	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/certs"
@@ -81,6 +82,9 @@ type Config struct {
 
 	// Peer is this node's cluster identity: id, cluster token, relay TLS.
 	Peer relay.Peer
+	// Admin is where /metrics and /debug/pprof/ are served and what they
+	// require (shared/admin).
+	Admin admin.Config
 	// RedisURL is the registry that says which origin has a broadcast.
 	RedisURL string
 	// Registry, when set, is used instead of opening RedisURL.
@@ -146,7 +150,8 @@ func (c *Config) Flags(s *config.Set) {
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss://; finds the origin of each broadcast")
 	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all mirrored broadcasts of the process may hold")
 	c.Peer.Flags(s)
-	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener")
+	c.Admin.Flags(s)
+	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
@@ -227,6 +232,7 @@ type Node struct {
 
 	// playGated: viewers need a grant, so answers are private to them.
 	playGated bool
+	admin     *admin.Surface
 
 	mu        sync.Mutex
 	ups       map[string]*upstream
@@ -269,6 +275,9 @@ func New(cfg Config) (*Node, error) {
 		if n.wtConn != nil {
 			n.wtConn.Close()
 		}
+		if n.admin != nil {
+			n.admin.Close()
+		}
 		n.stopCluster()
 		return nil, err
 	}
@@ -282,14 +291,18 @@ func New(cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("edge: listen %s: %w", cfg.Listen, err))
 	}
 	n.ln = ln
+	if n.admin, err = admin.New(cfg.Admin, n.log); err != nil {
+		return fail(fmt.Errorf("edge: %w", err))
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{name...}", n.serveWS)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
-	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))
 	if cfg.Pprof {
-		metrics.Profiling(mux)
+		metrics.Profiling(n.admin)
 	}
+	n.admin.Mount(mux)
 	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
 	n.pageRoutes(mux)
 	n.hls.routes(mux)
@@ -312,6 +325,10 @@ func New(cfg Config) (*Node, error) {
 // Addr returns the bound HTTP address.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 
+// AdminAddr returns the -admin-listen address, or nil when the admin
+// routes are on the public listener.
+func (n *Node) AdminAddr() net.Addr { return n.admin.Addr() }
+
 // Registry returns the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
@@ -325,6 +342,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.relay != nil {
 		go n.relay.Serve(n.ctx, n.relayLn)
 	}
+	n.admin.Start()
 	if n.wt != nil {
 		n.bg.Add(1)
 		go func() {
@@ -366,6 +384,7 @@ func (n *Node) Close() error {
 		n.wtConn.Close()
 	}
 	n.bg.Wait()
+	n.admin.Close()
 	n.mu.Lock()
 	ups := n.ups
 	n.ups = map[string]*upstream{}

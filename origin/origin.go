@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/cmaf"
@@ -38,6 +39,9 @@ type Config struct {
 
 	// Peer is this node's cluster identity: id, cluster token, relay TLS.
 	Peer relay.Peer
+	// Admin is where /metrics, /broadcasts and /debug/pprof/ are served
+	// and what they require (shared/admin).
+	Admin admin.Config
 	// RelayListen is the UDP address edges pull broadcasts from (QUIC).
 	RelayListen string
 	// RelayAdvertise is the relay address recorded in the registry for
@@ -100,7 +104,8 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
 	c.Peer.Flags(s)
-	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP listener")
+	c.Admin.Flags(s)
+	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
 	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
 	s.Int(&c.MaxMessages, "max-messages", 1000, "most WebSocket messages per second one publisher may send")
@@ -181,6 +186,7 @@ type Node struct {
 	metrics *originMetrics
 	cluster *cluster
 	rtmp    *rtmpServer // nil when RTMP is off
+	admin   *admin.Surface
 
 	mu     sync.Mutex
 	bcasts map[string]*entry
@@ -209,19 +215,27 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("origin: listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = ln
+	if n.admin, err = admin.New(cfg.Admin, n.log); err != nil {
+		ln.Close()
+		n.cluster.close()
+		return nil, fmt.Errorf("origin: %w", err)
+	}
 	if n.rtmp, err = newRTMPServer(n); err != nil {
 		ln.Close()
+		n.admin.Close()
+		n.cluster.close()
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /publish/{name...}", n.servePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
-	mux.HandleFunc("GET /broadcasts", n.serveBroadcasts)
-	mux.Handle("GET /metrics", metrics.Handler(n.reg))
+	n.admin.HandleFunc("GET /broadcasts", n.serveBroadcasts)
+	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))
 	if cfg.Pprof {
-		metrics.Profiling(mux)
+		metrics.Profiling(n.admin)
 	}
+	n.admin.Mount(mux)
 	n.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -233,6 +247,10 @@ func New(cfg Config) (*Node, error) {
 
 // Addr returns the bound HTTP address.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// AdminAddr returns the -admin-listen address, or nil when the admin
+// routes are on the public listener.
+func (n *Node) AdminAddr() net.Addr { return n.admin.Addr() }
 
 // RelayAddr returns the relay address this origin advertises.
 func (n *Node) RelayAddr() string { return n.cluster.advertise }
@@ -251,6 +269,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("origin listening", "addr", n.Addr().String(), "relay", n.cluster.advertise, "node", n.cfg.Peer.ID(), "registry", registryKind(n.cluster.reg))
 	n.cluster.run()
 	n.rtmp.start()
+	n.admin.Start()
 	return serve.Until(ctx, "origin", func() error { return n.srv.Serve(n.ln) }, n.Close)
 }
 
@@ -272,6 +291,7 @@ func (n *Node) Close() error {
 	n.rtmp.close()
 	n.cluster.drain(held)
 	err := serve.Shutdown(n.srv, 2*time.Second) // hijacked WebSockets are not waited for
+	n.admin.Close()
 	n.cluster.close()
 	return err
 }

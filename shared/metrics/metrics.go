@@ -26,7 +26,9 @@ func Handler(r *prometheus.Registry) http.Handler {
 
 // Profiling mounts Go's profiler at /debug/pprof/ on mux. Nodes do it only
 // when asked (-pprof): profiles show internals and cost CPU while taken.
-func Profiling(mux *http.ServeMux) {
+func Profiling(mux interface {
+	HandleFunc(string, func(http.ResponseWriter, *http.Request))
+}) {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
