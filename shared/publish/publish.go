@@ -24,6 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/config"
 )
@@ -174,6 +175,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// redactErr is err without the token, when its text quotes the URL.
+func redactErr(err error) error {
+	if s := auth.Redact(err.Error()); s != err.Error() {
+		return errors.New(s)
+	}
+	return err
+}
+
 // errStreamEnd says the input stream was sent to its end.
 var errStreamEnd = errors.New("publish: input ended")
 
@@ -288,7 +297,7 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 			backoff.reset()
 		}
 		wait := backoff.next()
-		cfg.Logger.Warn("publish connection ended; reconnecting", "url", cfg.URL, "err", err, "in", wait)
+		cfg.Logger.Warn("publish connection ended; reconnecting", "url", auth.Redact(cfg.URL), "err", err, "in", wait)
 		// Keep draining ffmpeg while waiting, remembering its init.
 		t := time.NewTimer(wait)
 	drain:
@@ -324,9 +333,9 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 	conn, resp, err := d.DialContext(ctx, cfg.URL, h)
 	if err != nil {
 		if resp != nil {
-			return init, fmt.Errorf("dial %s: %w (HTTP %s)", cfg.URL, err, resp.Status)
+			return init, fmt.Errorf("dial %s: %w (HTTP %s)", auth.Redact(cfg.URL), redactErr(err), resp.Status)
 		}
-		return init, fmt.Errorf("dial %s: %w", cfg.URL, err)
+		return init, fmt.Errorf("dial %s: %w", auth.Redact(cfg.URL), redactErr(err))
 	}
 	defer conn.Close()
 	// The origin only speaks to close or refuse; read to learn why.
@@ -349,7 +358,7 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 	if cfg.OnInit != nil {
 		cfg.OnInit(init)
 	}
-	cfg.Logger.Info("publishing", "url", cfg.URL, "codec", init.Codec())
+	cfg.Logger.Info("publishing", "url", auth.Redact(cfg.URL), "codec", init.Codec())
 	waitKey := true
 	var buf []byte
 	for {
