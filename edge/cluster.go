@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,7 +306,11 @@ func (l *link) resubscribe(ctx context.Context, log *slog.Logger) (*relay.Subscr
 			if err == nil {
 				l.addr = addr
 				l.s.Resubscribes.Add(1)
-				log.Info("upstream resubscribed", "upstream", addr, "from_group", start)
+				from := "newest"
+				if start != nil {
+					from = strconv.FormatUint(*start, 10)
+				}
+				log.Info("upstream resubscribed", "upstream", addr, "from_group", from)
 				return sub, true
 			}
 		}

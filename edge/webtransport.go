@@ -127,6 +127,7 @@ func (n *Node) startWT(mux *http.ServeMux) error {
 		WriteTimeout:     cfg.WriteTimeout,
 		HelloTimeout:     5 * time.Second,
 		MaxSubscriptions: 4,
+		OnePerBroadcast:  true,
 		Logger:           n.log.With("transport", "wt"),
 	})
 	tc := http3.ConfigureTLSConfig(&tls.Config{GetCertificate: n.certs.GetCertificate, MinVersion: tls.VersionTLS13})

@@ -316,6 +316,13 @@ func TestWebTransportRefusalsAreHTTPErrorsBeforeTheUpgrade(t *testing.T) {
 	if _, err := c.Subscribe(ctx, "here", nil, media.New("here", media.Limits{})); err != nil {
 		t.Fatalf("subscribe with the session's token: %v", err)
 	}
+	// Issue 9, finding 10: one session, one viewer slot, one subscription
+	// per broadcast (it could take 4 and 4 times the egress).
+	for range 3 {
+		if _, err := c.Subscribe(ctx, "here", nil, media.New("here", media.Limits{})); wire.CodeOf(err) != wire.CodeConflict {
+			t.Fatalf("second subscription to the same broadcast: %v, want 4009", err)
+		}
+	}
 	// The edge is full (MaxViewers 1).
 	if _, rsp, err := dialWT(ctx, n, hashes, "here?token=tok", nil); err == nil || rsp == nil || rsp.StatusCode != 503 {
 		t.Fatalf("over the viewer limit: %v %v, want 503", rsp, err)

@@ -42,7 +42,11 @@ type ServerConfig struct {
 	HelloTimeout time.Duration
 	// MaxSubscriptions bounds subscriptions per connection. Default 1024.
 	MaxSubscriptions int
-	Logger           *slog.Logger
+	// OnePerBroadcast refuses (4009) a SUBSCRIBE to a broadcast this
+	// connection already receives: a viewer's session holds one viewer
+	// slot and must not take several times its egress.
+	OnePerBroadcast bool
+	Logger          *slog.Logger
 }
 
 func (c *ServerConfig) defaults() {
@@ -139,9 +143,10 @@ type serverConn struct {
 	hello *Msg
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	subs map[uint32]context.CancelFunc
-	wg   sync.WaitGroup
+	mu    sync.Mutex
+	subs  map[uint32]context.CancelFunc
+	names map[string]uint32 // broadcast → subscription id
+	wg    sync.WaitGroup
 }
 
 // ServeConn runs the protocol on one connection until it closes or ctx is
@@ -190,7 +195,7 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 		}
 	}
 	c := &serverConn{s: s, conn: conn, ctl: &control{s: st, timeout: s.cfg.WriteTimeout}, hello: hello,
-		log: log.With("node", hello.Node), subs: map[uint32]context.CancelFunc{}}
+		log: log.With("node", hello.Node), subs: map[uint32]context.CancelFunc{}, names: map[string]uint32{}}
 	if err := c.ctl.send(&Msg{Type: MsgHelloOK, Node: s.cfg.Node}); err != nil {
 		return err
 	}
@@ -230,6 +235,11 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 				stop()
 				delete(c.subs, m.ID)
 			}
+			for name, id := range c.names {
+				if id == m.ID {
+					delete(c.names, name)
+				}
+			}
 			c.mu.Unlock()
 		default:
 			// Unknown messages are ignored, so that newer peers can
@@ -257,16 +267,22 @@ func (c *serverConn) subscribe(ctx context.Context, m *Msg) {
 	c.mu.Lock()
 	_, dup := c.subs[m.ID]
 	full := len(c.subs) >= c.s.cfg.MaxSubscriptions
+	prev, again := c.names[m.Broadcast]
+	again = again && c.s.cfg.OnePerBroadcast
 	var sctx context.Context
-	if !dup && !full {
+	if !dup && !full && !again {
 		var stop context.CancelFunc
 		sctx, stop = context.WithCancel(ctx)
 		c.subs[m.ID] = stop
+		c.names[m.Broadcast] = m.ID
 	}
 	c.mu.Unlock()
 	switch {
 	case dup:
 		fail(wire.Errorf(wire.CodeBadRequest, "subscription id %d already in use", m.ID))
+		return
+	case again:
+		fail(wire.Errorf(wire.CodeConflict, "broadcast %q is already subscribed on this connection (id %d); one subscription per broadcast", m.Broadcast, prev))
 		return
 	case full:
 		fail(wire.Errorf(wire.CodeOverCapacity, "more than %d subscriptions on one connection", c.s.cfg.MaxSubscriptions))
@@ -280,6 +296,9 @@ func (c *serverConn) subscribe(ctx context.Context, m *Msg) {
 		if stop, ok := c.subs[m.ID]; ok {
 			stop()
 			delete(c.subs, m.ID)
+		}
+		if c.names[m.Broadcast] == m.ID {
+			delete(c.names, m.Broadcast)
 		}
 		c.mu.Unlock()
 	}()
