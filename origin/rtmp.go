@@ -230,7 +230,6 @@ func (s *rtmpServer) handle(nc net.Conn, authorised func()) {
 		rw:         newIngestConn(nc, s.n.cfg.RTMPIdleTimeout, s.n.cfg.MaxRate),
 		authorised: authorised,
 	}
-	c.rw.guard = newRTMPGuard()
 	err := c.run()
 	switch {
 	case c.sess == nil && err != nil:
@@ -280,6 +279,9 @@ func (c *rtmpConn) run() (err error) {
 			c.sendStatus(err)
 		}
 	}()
+	if c.rw.guard == nil {
+		c.rw.guard = newRTMPGuard() // every connection's bytes pass it, fuzzed ones too
+	}
 	c.rw.setupUntil(time.Now().Add(c.n.cfg.RTMPAuthTimeout), fmt.Sprintf("RTMP handshake, connect and publish not done within %s", c.n.cfg.RTMPAuthTimeout))
 	sc := &gortmplib.ServerConn{RW: c.rw}
 	if err := sc.Initialize(); err != nil {

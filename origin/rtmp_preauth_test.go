@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,7 +151,7 @@ func TestRTMPUnauthenticatedBigMessageIsCutAndHeapStaysBounded(t *testing.T) {
 // rtmpStream is what a real client sends after its handshake, written by
 // gortmplib's own writer: commands, chunk size changes, interleaved media
 // on several chunk streams with timestamps past the 24-bit field.
-func rtmpStream(t *testing.T, chunkSize uint32, bigBeforePublish bool) []byte {
+func rtmpStream(t testing.TB, chunkSize uint32, bigBeforePublish bool) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := message.NewWriter(&buf, bytecounter.NewWriter(io.Discard), false)
@@ -351,5 +354,34 @@ func TestRTMPMalformedKeyDoesNotLogTheToken(t *testing.T) {
 	}
 	if bytes.Contains(got, []byte("s3cret")) {
 		t.Errorf("the token is echoed to the client: %q", got)
+	}
+}
+
+// The recordings of a real ffmpeg publisher (FuzzRTMPIngest's seeds) pass
+// the guard whole, however they are split.
+func TestRTMPGuardPassesRecordedFFmpeg(t *testing.T) {
+	files, _ := filepath.Glob("testdata/fuzz/FuzzRTMPIngest/ffmpeg-*")
+	if len(files) == 0 {
+		t.Fatal("no recordings")
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, lit, _ := strings.Cut(string(raw), "[]byte(")
+		s, err := strconv.Unquote(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(lit), ")")))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, sizes := range [][]int{{4096}, {1}, {1537, 3, 700}} {
+			g := newRTMPGuard()
+			if err := scanInPieces(g, []byte(s), sizes...); err != nil {
+				t.Fatalf("%s in pieces of %v: %v", f, sizes, err)
+			}
+			if g.preAuth || g.handshake != 0 {
+				t.Fatalf("%s: guard still before publish (handshake left %d)", f, g.handshake)
+			}
+		}
 	}
 }
