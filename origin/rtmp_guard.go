@@ -28,6 +28,11 @@ const (
 	// rtmpMaxChunk is gortmplib's own limit on the chunk size and on a
 	// message.
 	rtmpMaxChunk = 10 << 20
+	// rtmpMaxOpen bounds the messages being assembled after the publish
+	// command: a video frame (at most rtmpMaxChunk) and the small audio
+	// and data messages interleaved with it. Without it one publisher
+	// could keep 10 MiB open on each of 62 chunk streams.
+	rtmpMaxOpen = 2 * rtmpMaxChunk
 )
 
 // guardStream is the state of one chunk stream, as gortmplib keeps it.
@@ -194,15 +199,18 @@ func (g *rtmpGuard) headerStep() error {
 // startChunk starts a chunk of n body bytes; first says it opens a message.
 func (g *rtmpGuard) startChunk(n uint32, first bool) error {
 	cs := g.cs
-	if first && g.preAuth {
+	if first {
 		open := uint64(cs.length)
 		for i := range g.streams {
 			if s := &g.streams[i]; s != cs && s.recv != 0 {
 				open += uint64(s.length)
 			}
 		}
-		if open > rtmpPreAuthBytes {
+		switch {
+		case g.preAuth && open > rtmpPreAuthBytes:
 			return wire.Errorf(wire.CodeBadRequest, "RTMP: %d bytes of messages before publish (at most %d until the publish command)", open, rtmpPreAuthBytes)
+		case open > rtmpMaxOpen:
+			return wire.Errorf(wire.CodeBadRequest, "RTMP: %d bytes of messages open at once on several chunk streams (at most %d)", open, rtmpMaxOpen)
 		}
 	}
 	if first {

@@ -244,6 +244,22 @@ func TestRTMPGuardRefusals(t *testing.T) {
 	if err := g.scan(two); err == nil {
 		t.Fatal("two open messages of 40 KiB before publish accepted")
 	}
+	// After publish: messages open at once on several chunk streams are
+	// bounded too (gortmplib would keep 10 MiB on each of 62).
+	g = newRTMPGuard()
+	g.handshake = 0
+	g.preAuth = false
+	var open []byte
+	for cs := byte(4); cs < 7; cs++ {
+		open = append(open, rtmpChunk0(cs, 9, 9<<20)...)
+		open = append(open, make([]byte, 128)...)
+	}
+	if err := g.scan(open[:2*(12+128)]); err != nil {
+		t.Fatalf("two open messages of 9 MiB after publish: %v", err)
+	}
+	if err := g.scan(open[2*(12+128):]); err == nil || !strings.Contains(err.Error(), "open at once") {
+		t.Fatalf("three open messages of 9 MiB after publish: %v", err)
+	}
 	// A chunk size under 128 is refused (0 made gortmplib grow a list forever).
 	for _, v := range []uint32{0, 1, 127} {
 		g = newRTMPGuard()
