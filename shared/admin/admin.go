@@ -58,6 +58,9 @@ func New(cfg Config, log *slog.Logger) (*Surface, error) {
 			return nil, fmt.Errorf("admin listen %s: %w", cfg.Listen, err)
 		}
 		s.ln = ln
+		if cfg.Token == "" && !loopback(ln.Addr().String()) {
+			log.Warn("admin routes on -admin-listen answer loopback clients only: set -admin-token to reach them from other hosts", "addr", ln.Addr().String())
+		}
 	}
 	return s, nil
 }
