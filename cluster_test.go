@@ -126,15 +126,19 @@ func startWatcher(ctx context.Context, wg *sync.WaitGroup, name, url string) *wa
 			w.setErr(err)
 			return
 		}
+		// A read deadline that fires leaves a gorilla WebSocket failed for
+		// good (and panics after a thousand more reads), so the watcher
+		// reads without one and is ended by closing the connection.
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
 		defer c.Close()
-		for ctx.Err() == nil {
-			ev, err := c.Next(time.Second)
+		for {
+			ev, err := c.Next(0)
 			if err != nil {
-				if ctx.Err() == nil && !isTimeout(err) {
+				if ctx.Err() == nil {
 					w.setErr(err)
-					return
 				}
-				continue
+				return
 			}
 			w.mu.Lock()
 			w.evs = append(w.evs, ev)
@@ -143,11 +147,6 @@ func startWatcher(ctx context.Context, wg *sync.WaitGroup, name, url string) *wa
 		}
 	}()
 	return w
-}
-
-func isTimeout(err error) bool {
-	var te interface{ Timeout() bool }
-	return errors.As(err, &te) && te.Timeout()
 }
 
 func (w *watcher) setErr(err error) { w.mu.Lock(); w.err = err; w.mu.Unlock() }
