@@ -90,3 +90,27 @@ func TestConcurrentNeverOverLimit(t *testing.T) {
 		t.Fatalf("peak %d", p)
 	}
 }
+
+// TestHeadroomIsForInputOnly checks that Reserve leaves the headroom free
+// and ReserveInput may use it, within the one limit.
+func TestHeadroomIsForInputOnly(t *testing.T) {
+	b := New(100).SetHeadroom(20)
+	if !b.Reserve(80) || b.Reserve(1) {
+		t.Fatalf("Reserve took the headroom: used %d", b.Used())
+	}
+	if !b.ReserveInput(20) || b.ReserveInput(1) || b.Used() != 100 {
+		t.Fatalf("ReserveInput: used %d, want 100 and no more", b.Used())
+	}
+	b.Release(30) // 70 used: 10 left for caches, 30 for input
+	if b.Reserve(11) || !b.Reserve(10) || !b.ReserveInput(20) || b.ReserveInput(1) {
+		t.Fatalf("after release: used %d", b.Used())
+	}
+	if b.Peak() != 100 || b.Headroom() != 20 {
+		t.Fatalf("peak %d headroom %d", b.Peak(), b.Headroom())
+	}
+	// Unlimited stays unlimited.
+	u := New(0).SetHeadroom(10)
+	if !u.Reserve(1<<40) || !u.ReserveInput(1<<40) {
+		t.Fatal("unlimited budget refused")
+	}
+}

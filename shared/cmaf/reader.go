@@ -281,7 +281,7 @@ func (r *Reader) grow(buf []byte, need, want int) ([]byte, error) {
 	c := min(max(2*cap(buf), minGrow, need), want)
 	if b := r.lim.Budget; b != nil {
 		extra := int64(c - cap(buf))
-		if !b.Reserve(extra) {
+		if !b.ReserveInput(extra) {
 			return nil, fmt.Errorf("%w: %d more bytes for a box at offset %d do not fit (%d of %d bytes in use)",
 				ErrOverBudget, extra, r.offset, b.Used(), b.Limit())
 		}
@@ -334,6 +334,10 @@ func printable(b []byte) bool {
 func (r *Reader) chunk(size, hl int, capture int64) (*Chunk, error) {
 	moof, err := r.body(nil, size, hl)
 	if err != nil {
+		return nil, err
+	}
+	// Refuse a moof too deep or too full before waiting for its mdat.
+	if err := scan(moof, "moof", r.lim.MaxDepth, r.lim.MaxBoxes); err != nil {
 		return nil, err
 	}
 	typ, mdatSize, mdatHl, err := r.header(r.lim.MaxBox - len(moof))
