@@ -23,6 +23,9 @@ func childOffset(typ string, box []byte) (int, bool) {
 		"udta", "tref", "sinf", "schi", "trgr", "ludt", "ilst", "wave":
 		return 8, true
 	case "meta":
+		if len(box) >= 16 && string(box[12:16]) == "hdlr" {
+			return 8, true // QuickTime's meta has no version and flags
+		}
 		return 12, true
 	case "stsd", "dref":
 		return 16, true

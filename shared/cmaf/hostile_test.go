@@ -342,3 +342,20 @@ func TestReaderChargesTheBudgetAsBytesArrive(t *testing.T) {
 		t.Fatalf("cut stream: %v, %d bytes still charged", err, b.Used())
 	}
 }
+
+// TestMetaBoxesOfBothKinds checks that an init with a udta/meta in the ISO
+// form (version and flags) and in QuickTime's (none) is read.
+func TestMetaBoxesOfBothKinds(t *testing.T) {
+	s := demoStream(t)
+	ftypLen := int(binary.BigEndian.Uint32(s.init))
+	ftyp, moov := s.init[:ftypLen], s.init[ftypLen:]
+	hdlr := box("hdlr", make([]byte, 25))
+	ilst := box("ilst", box("\xa9too", box("data", []byte("\x00\x00\x00\x01\x00\x00\x00\x00Lavf"))))
+	iso := box("meta", []byte{0, 0, 0, 0}, hdlr, ilst)
+	qt := box("meta", hdlr, ilst)
+	for name, meta := range map[string][]byte{"iso": iso, "quicktime": qt} {
+		if _, err := ParseInit(cat(ftyp, withChild(moov, box("udta", meta)))); err != nil {
+			t.Errorf("%s meta: %v", name, err)
+		}
+	}
+}
