@@ -245,6 +245,7 @@ func New(cfg Config) (*Node, error) {
 		cancel: cancel,
 		budget: budget.New(cfg.MemoryBudget),
 	}
+	budget.LimitProcess(n.budget)
 	n.cfg.Peer.ID()
 	if err := n.startCluster(); err != nil {
 		cancel()

@@ -211,6 +211,7 @@ func New(cfg Config) (*Node, error) {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	budget.LimitProcess(n.budget)
 	return n, nil
 }
 

@@ -7,6 +7,9 @@ package budget
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 )
 
@@ -78,3 +81,28 @@ func (b *Budget) Limit() int64 { return b.limit }
 
 // Headroom returns the bytes kept for ReserveInput.
 func (b *Budget) Headroom() int64 { return b.headroom }
+
+var (
+	processMu    sync.Mutex
+	processTotal int64
+)
+
+// processAllowance is what a process holds besides its budgets: code,
+// goroutines, sockets' buffers, maps.
+const processAllowance = 256 << 20
+
+// LimitProcess tells the Go runtime to keep the process near what its
+// budgets allow: the soft memory limit becomes the sum of the limits of
+// the budgets given here, plus a quarter for the garbage of buffers that
+// grew, plus a fixed allowance. Without it a heap of live bytes at the
+// budget may grow to twice that before the collector runs. A GOMEMLIMIT in
+// the environment wins. Unlimited budgets set nothing.
+func LimitProcess(b *Budget) {
+	if b.limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	processMu.Lock()
+	defer processMu.Unlock()
+	processTotal += b.limit
+	debug.SetMemoryLimit(processTotal + processTotal/4 + processAllowance)
+}

@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"runtime/debug"
 	"sync"
 	"testing"
 )
@@ -112,5 +113,32 @@ func TestHeadroomIsForInputOnly(t *testing.T) {
 	u := New(0).SetHeadroom(10)
 	if !u.Reserve(1<<40) || !u.ReserveInput(1<<40) {
 		t.Fatal("unlimited budget refused")
+	}
+}
+
+// TestLimitProcess checks that the Go runtime's soft memory limit follows
+// the budgets, and that GOMEMLIMIT wins.
+func TestLimitProcess(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() {
+		debug.SetMemoryLimit(before)
+		processMu.Lock()
+		processTotal = 0
+		processMu.Unlock()
+	})
+	processTotal = 0
+	LimitProcess(New(0)) // unlimited: nothing
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("unlimited budget set the limit to %d", got)
+	}
+	LimitProcess(New(400 << 20))
+	LimitProcess(New(400 << 20))
+	if got, want := debug.SetMemoryLimit(-1), int64(1000<<20+processAllowance); got != want {
+		t.Fatalf("limit %d, want %d", got, want)
+	}
+	t.Setenv("GOMEMLIMIT", "2GiB")
+	LimitProcess(New(1 << 30))
+	if got := debug.SetMemoryLimit(-1); got != 1000<<20+processAllowance {
+		t.Fatalf("with GOMEMLIMIT set: limit %d", got)
 	}
 }

@@ -242,54 +242,70 @@ func (r *Reader) header(max int) (typ string, size, hl int, err error) {
 	return typ, int(sz), hl, nil
 }
 
-// minGrow is the first buffer size for a box, and the least step.
+// minGrow is the size of a box's first block of bytes, and the least.
 const minGrow = 16 << 10
 
 // body appends the box whose header is in r.hdr[:hl] to buf and reads the
-// rest of its size bytes. The buffer grows as bytes arrive, each growth
-// charged to the budget first.
+// rest of its size bytes. The bytes go into blocks allocated as they
+// arrive, each charged to the budget first and each as large as all before
+// it, so that a box declared large but sent slowly holds only what came,
+// and growing copies nothing and leaves no garbage; the blocks are joined
+// once the box is whole.
 func (r *Reader) body(buf []byte, size, hl int) ([]byte, error) {
 	start := r.offset
 	want := len(buf) + size
-	buf, err := r.grow(buf, len(buf)+hl, want)
-	if err != nil {
-		return nil, err
+	total := len(buf)
+	var blocks [][]byte
+	if len(buf) > 0 {
+		blocks = append(blocks, buf)
 	}
-	buf = append(buf, r.hdr[:hl]...)
-	for len(buf) < want {
-		if len(buf) == cap(buf) {
-			if buf, err = r.grow(buf, len(buf)+1, want); err != nil {
+	hdr := r.hdr[:hl]
+	var cur []byte
+	for total < want {
+		if len(cur) == cap(cur) {
+			if cur != nil {
+				blocks = append(blocks, cur)
+			}
+			var err error
+			if cur, err = r.block(min(want-total, max(minGrow, total))); err != nil {
 				return nil, err
 			}
 		}
-		n, err := r.r.Read(buf[len(buf):min(cap(buf), want)])
-		buf = buf[:len(buf)+n]
-		if err != nil && len(buf) < want {
+		if len(hdr) > 0 {
+			k := copy(cur[len(cur):cap(cur)], hdr)
+			cur, hdr, total = cur[:len(cur)+k], hdr[k:], total+k
+			continue
+		}
+		n, err := r.r.Read(cur[len(cur):cap(cur)])
+		cur, total = cur[:len(cur)+n], total+n
+		if err != nil && total < want {
 			return nil, fmt.Errorf("%w: box %q at offset %d: %w", ErrInvalid, r.hdr[4:8], start, noEOF(err))
 		}
 	}
 	r.offset += int64(size)
-	return buf, nil
+	if cur != nil {
+		blocks = append(blocks, cur)
+	}
+	if len(blocks) == 1 {
+		return blocks[0], nil
+	}
+	out := make([]byte, 0, want)
+	for _, b := range blocks {
+		out = append(out, b...)
+	}
+	return out, nil
 }
 
-// grow returns buf with room for at least need bytes: double its capacity
-// or more, but never beyond want.
-func (r *Reader) grow(buf []byte, need, want int) ([]byte, error) {
-	if need <= cap(buf) {
-		return buf, nil
-	}
-	c := min(max(2*cap(buf), minGrow, need), want)
+// block returns an empty buffer of capacity n, charged to the budget.
+func (r *Reader) block(n int) ([]byte, error) {
 	if b := r.lim.Budget; b != nil {
-		extra := int64(c - cap(buf))
-		if !b.ReserveInput(extra) {
+		if !b.ReserveInput(int64(n)) {
 			return nil, fmt.Errorf("%w: %d more bytes for a box at offset %d do not fit (%d of %d bytes in use)",
-				ErrOverBudget, extra, r.offset, b.Used(), b.Limit())
+				ErrOverBudget, n, r.offset, b.Used(), b.Limit())
 		}
-		r.held += extra
+		r.held += int64(n)
 	}
-	nb := make([]byte, len(buf), c)
-	copy(nb, buf)
-	return nb, nil
+	return make([]byte, 0, n), nil
 }
 
 // refund gives back what the box buffers were charged.
