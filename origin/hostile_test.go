@@ -160,8 +160,9 @@ func TestPublishersDeclaringBigBoxesStayWithinTheBudget(t *testing.T) {
 		t.Errorf("%d of %d publishers refused; %d bytes charged, peak %d, budget %d", refused, publishers, b.Used(), b.Peak(), budget)
 	}
 	mu.Unlock()
-	// Held at the declared size, 24 publishers would be 96 MiB.
-	if heap > 3*budget {
+	// Held at the declared size, 24 publishers would be 96 MiB; what
+	// arrived is 15 MiB, of which the budget let 8 MiB stay.
+	if heap > 6*budget {
 		t.Errorf("the heap grew by %d bytes with a budget of %d", heap, budget)
 	}
 	if len(logs.Lines("level=WARN", "memory budget exhausted")) == 0 {
