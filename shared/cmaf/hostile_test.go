@@ -359,3 +359,24 @@ func TestMetaBoxesOfBothKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestBoxesBetweenChunksHoldNothing checks that repeated inits and prft
+// boxes, which a stream may send many of before a chunk, are not held
+// (nor charged) until the chunk comes.
+func TestBoxesBetweenChunksHoldNothing(t *testing.T) {
+	s := demoStream(t)
+	bigPrft := AppendPrft(nil, 1, 1, 0)
+	bigPrft = append(bigPrft, make([]byte, 1<<20)...)
+	binary.BigEndian.PutUint32(bigPrft, uint32(len(bigPrft)))
+	var stream []byte
+	stream = append(stream, s.init...)
+	for i := 0; i < 20; i++ {
+		stream = append(append(stream, s.init...), bigPrft...)
+	}
+	stream = append(stream, s.chunks[0]...)
+	b := budget.New(4 << 20) // less than the 20 MiB of prft sent
+	_, chunks, err := readAll(t, bytes.NewReader(stream), Limits{Budget: b})
+	if err != nil || len(chunks) != 1 || b.Used() != 0 || b.Peak() > 2<<20 {
+		t.Fatalf("%d chunks, %v; %d bytes charged, peak %d", len(chunks), err, b.Used(), b.Peak())
+	}
+}

@@ -162,7 +162,8 @@ func (r *Reader) Next() (any, error) {
 			}
 			if r.init != nil {
 				if bytes.Equal(r.init.Data, data) {
-					continue // a repeated identical init is harmless
+					r.refund() // nothing else is held between boxes
+					continue   // a repeated identical init is harmless
 				}
 				return nil, ErrInitChanged
 			}
@@ -183,6 +184,7 @@ func (r *Reader) Next() (any, error) {
 				return nil, err
 			}
 			capture = parsePrft(b)
+			r.refund() // its bytes are dropped: nothing else is held between boxes
 		case "moof":
 			if r.init == nil {
 				return nil, ErrMissingInit
