@@ -254,6 +254,7 @@ func New(cfg Config) (*Node, error) {
 		cancel: cancel,
 		budget: budget.New(cfg.MemoryBudget),
 	}
+	budget.LimitProcess(n.budget)
 	n.cfg.Peer.ID()
 	switch a := n.cfg.Auth.(type) {
 	case auth.AllowAll:

@@ -56,9 +56,9 @@ func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
 	r.MustRegister(m.publishers, m.objects, m.groups, m.bytes, m.errors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_broadcasts", Help: "Broadcasts held (publishing or waiting for their publisher)."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.bcasts)) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_bytes", Help: "Bytes held by the group caches."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_bytes", Help: "Bytes charged to the memory budget: group caches and boxes being received."},
 			func() float64 { return float64(n.budget.Used()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_budget_bytes", Help: "Limit on the bytes the group caches may hold."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_budget_bytes", Help: "The memory budget: limit on the bytes the group caches and boxes being received may hold."},
 			func() float64 { return float64(n.budget.Limit()) }),
 	)
 	return m

@@ -70,7 +70,9 @@ type Config struct {
 	CacheGroups int
 	CacheBytes  int64
 	CacheAge    time.Duration
-	// MemoryBudget bounds the bytes all caches of the process hold.
+	// MemoryBudget bounds the bytes the process holds for broadcasts:
+	// the caches, and the boxes being received from publishers, which
+	// alone may use the last eighth.
 	MemoryBudget int64
 
 	// RTMPListen is the RTMP ingest address (rtmp://host/live/{broadcast});
@@ -115,7 +117,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int(&c.CacheGroups, "cache-groups", 8, "groups kept per track")
 	s.Int64(&c.CacheBytes, "cache-bytes", 32<<20, "bytes kept per track")
 	s.Duration(&c.CacheAge, "cache-age", 30*time.Second, "groups older than this are dropped")
-	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all broadcast caches of the process may hold")
+	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes the process may hold for broadcasts: group caches, and boxes being received from publishers (an eighth is kept for those)")
 	s.String(&c.RTMPListen, "rtmp-listen", ":1935", "RTMP ingest address (rtmp://host/live/{broadcast}?key=TOKEN); empty disables RTMP")
 	s.String(&c.RTMPCert, "rtmp-cert", "", "TLS certificate (PEM file) for RTMPS on -rtmp-listen, with -rtmp-key")
 	s.String(&c.RTMPKey, "rtmp-key", "", "TLS private key (PEM file) for RTMPS on -rtmp-listen, with -rtmp-cert")
@@ -199,7 +201,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:    cfg,
 		log:    cfg.Logger.With("node", "origin"),
-		budget: budget.New(cfg.MemoryBudget),
+		budget: budget.New(cfg.MemoryBudget).SetHeadroom(cfg.MemoryBudget / 8), // kept for input in progress
 		bcasts: map[string]*entry{},
 		reg:    metrics.NewRegistry(),
 	}
@@ -242,6 +244,7 @@ func New(cfg Config) (*Node, error) {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	budget.LimitProcess(n.budget)
 	return n, nil
 }
 
@@ -303,7 +306,9 @@ func registryKind(r *registry.Registry) string {
 	return "redis"
 }
 
-func (n *Node) cmafLimits() cmaf.Limits { return cmaf.Limits{MaxBox: n.cfg.MaxBox} }
+// cmafLimits bound a publisher's stream; the boxes it is receiving are
+// charged to the process budget.
+func (n *Node) cmafLimits() cmaf.Limits { return cmaf.Limits{MaxBox: n.cfg.MaxBox, Budget: n.budget} }
 
 func (n *Node) cacheLimits() media.Limits {
 	return media.Limits{MaxGroups: n.cfg.CacheGroups, MaxBytes: n.cfg.CacheBytes, MaxAge: n.cfg.CacheAge, Budget: n.budget}

@@ -51,14 +51,19 @@ var (
 // ffmpeg publisher, recorded by TestRecordRTMPFuzzSeed).
 func FuzzRTMPIngest(f *testing.F) {
 	fuzzOnce.Do(func() {
-		n, err := New(Config{Listen: "127.0.0.1:0", Grace: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		n, err := New(Config{Listen: "127.0.0.1:0", RelayListen: "127.0.0.1:0", Grace: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			f.Fatal(err)
 		}
 		fuzzNode = n
 	})
 	n := fuzzNode
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzRTMPIngest(t, n, data) })
+}
+
+// fuzzRTMPIngest is one execution of FuzzRTMPIngest.
+func fuzzRTMPIngest(t testing.TB, n *Node, data []byte) {
+	{
 		c := &rtmpConn{
 			n:      n,
 			nc:     &replayConn{r: bytes.NewReader(data)},
@@ -96,7 +101,7 @@ func FuzzRTMPIngest(f *testing.F) {
 				}
 			}
 		}
-	})
+	}
 }
 
 // recorder is a TCP proxy that records what the client sends.

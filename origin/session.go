@@ -190,7 +190,9 @@ func mediaError(err error) error {
 		return err
 	case errors.Is(err, cmaf.ErrBoxTooLarge):
 		return &wire.Error{Code: wire.CodeTooLarge, Msg: err.Error(), Err: err}
-	case errors.Is(err, cmaf.ErrNotMP4), errors.Is(err, cmaf.ErrMissingInit), errors.Is(err, cmaf.ErrMoofWithoutMdat),
+	case errors.Is(err, cmaf.ErrOverBudget):
+		return &wire.Error{Code: wire.CodeOverCapacity, Msg: "origin memory budget exhausted; try another origin", Err: err}
+	case errors.Is(err, cmaf.ErrTooComplex), errors.Is(err, cmaf.ErrNotMP4), errors.Is(err, cmaf.ErrMissingInit), errors.Is(err, cmaf.ErrMoofWithoutMdat),
 		errors.Is(err, cmaf.ErrNonMonotonic), errors.Is(err, cmaf.ErrUnsupportedCodec), errors.Is(err, cmaf.ErrInvalid),
 		errors.Is(err, cmaf.ErrInitChanged):
 		return &wire.Error{Code: wire.CodeInvalidMedia, Msg: err.Error(), Err: err}

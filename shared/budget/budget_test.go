@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"runtime/debug"
 	"sync"
 	"testing"
 )
@@ -88,5 +89,56 @@ func TestConcurrentNeverOverLimit(t *testing.T) {
 	}
 	if p := b.Peak(); p > limit || p < 100 {
 		t.Fatalf("peak %d", p)
+	}
+}
+
+// TestHeadroomIsForInputOnly checks that Reserve leaves the headroom free
+// and ReserveInput may use it, within the one limit.
+func TestHeadroomIsForInputOnly(t *testing.T) {
+	b := New(100).SetHeadroom(20)
+	if !b.Reserve(80) || b.Reserve(1) {
+		t.Fatalf("Reserve took the headroom: used %d", b.Used())
+	}
+	if !b.ReserveInput(20) || b.ReserveInput(1) || b.Used() != 100 {
+		t.Fatalf("ReserveInput: used %d, want 100 and no more", b.Used())
+	}
+	b.Release(30) // 70 used: 10 left for caches, 30 for input
+	if b.Reserve(11) || !b.Reserve(10) || !b.ReserveInput(20) || b.ReserveInput(1) {
+		t.Fatalf("after release: used %d", b.Used())
+	}
+	if b.Peak() != 100 || b.Headroom() != 20 {
+		t.Fatalf("peak %d headroom %d", b.Peak(), b.Headroom())
+	}
+	// Unlimited stays unlimited.
+	u := New(0).SetHeadroom(10)
+	if !u.Reserve(1<<40) || !u.ReserveInput(1<<40) {
+		t.Fatal("unlimited budget refused")
+	}
+}
+
+// TestLimitProcess checks that the Go runtime's soft memory limit follows
+// the budgets, and that GOMEMLIMIT wins.
+func TestLimitProcess(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() {
+		debug.SetMemoryLimit(before)
+		processMu.Lock()
+		processTotal = 0
+		processMu.Unlock()
+	})
+	processTotal = 0
+	LimitProcess(New(0)) // unlimited: nothing
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("unlimited budget set the limit to %d", got)
+	}
+	LimitProcess(New(400 << 20))
+	LimitProcess(New(400 << 20))
+	if got, want := debug.SetMemoryLimit(-1), int64(1000<<20+processAllowance); got != want {
+		t.Fatalf("limit %d, want %d", got, want)
+	}
+	t.Setenv("GOMEMLIMIT", "2GiB")
+	LimitProcess(New(1 << 30))
+	if got := debug.SetMemoryLimit(-1); got != 1000<<20+processAllowance {
+		t.Fatalf("with GOMEMLIMIT set: limit %d", got)
 	}
 }

@@ -36,7 +36,11 @@ func (in *Init) parseChunk(data []byte, moofLen int) (c *parsedChunk, err error)
 	if !ok {
 		return nil, fmt.Errorf("%w: moof is not followed by a whole mdat", ErrMoofWithoutMdat)
 	}
-	box, err := mp4.DecodeBoxSR(0, mp4bits.NewFixedSliceReader(data[:moofLen]))
+	lim := in.lim.withDefaults()
+	if err := scan(data[:moofLen], "moof", lim.MaxDepth, lim.MaxBoxes); err != nil {
+		return nil, err
+	}
+	box, err := mp4.DecodeBoxSR(0, mp4bits.NewFixedSliceReader(prune("moof", data[:moofLen])))
 	if err != nil {
 		return nil, fmt.Errorf("%w: moof: %w", ErrInvalid, err)
 	}

@@ -32,6 +32,7 @@ type Init struct {
 	// samples define decode time and keyframes: the first video trak, else
 	// the first trak.
 	Primary int
+	lim     Limits // for its chunks
 }
 
 // Codec returns the codecs value of the whole init: one entry per trak,
@@ -70,19 +71,25 @@ func (in *Init) MimeType() string {
 func (in *Init) PrimaryTrak() *Trak { return &in.Traks[in.Primary] }
 
 // ParseInit parses an init segment and checks that every trak has a codec
-// quiccast can deliver.
-func ParseInit(data []byte) (in *Init, err error) {
+// quiccast can deliver. It applies the default Limits' depth and box count.
+func ParseInit(data []byte) (*Init, error) { return parseInit(data, Limits{}.withDefaults()) }
+
+func parseInit(data []byte, lim Limits) (in *Init, err error) {
 	defer recoverInvalid(&err, "init segment")
-	sr := mp4bits.NewFixedSliceReader(data)
+	if err := scan(data, "init segment", lim.MaxDepth, lim.MaxBoxes); err != nil {
+		return nil, err
+	}
 	var moov *mp4.MoovBox
-	for sr.NrRemainingBytes() > 0 {
-		box, err := mp4.DecodeBoxSR(uint64(sr.GetPos()), sr)
-		if err != nil {
-			return nil, fmt.Errorf("%w: init segment: %w", ErrInvalid, err)
+	for off := 0; off < len(data); {
+		typ, size, _, _ := boxHeader(data[off:]) // scan has checked every header
+		if typ == "moov" {
+			box, err := mp4.DecodeBoxSR(0, mp4bits.NewFixedSliceReader(prune(typ, data[off:off+size])))
+			if err != nil {
+				return nil, fmt.Errorf("%w: init segment: %w", ErrInvalid, err)
+			}
+			moov, _ = box.(*mp4.MoovBox)
 		}
-		if m, ok := box.(*mp4.MoovBox); ok {
-			moov = m
-		}
+		off += size
 	}
 	if moov == nil {
 		return nil, fmt.Errorf("%w: init segment without moov", ErrInvalid)
@@ -96,7 +103,7 @@ func ParseInit(data []byte) (in *Init, err error) {
 	if moov.Mvex == nil {
 		return nil, fmt.Errorf("%w: moov has no mvex: not a fragmented MP4 (use -movflags cmaf+frag_keyframe+empty_moov+default_base_moof)", ErrInvalid)
 	}
-	in = &Init{Data: data, Primary: -1}
+	in = &Init{Data: data, Primary: -1, lim: lim}
 	for i, trak := range moov.Traks {
 		t, err := parseTrak(trak)
 		if err != nil {

@@ -47,6 +47,9 @@ func shiftTraf(traf []byte, shift func(uint32) uint64) error {
 			if !found {
 				return fmt.Errorf("%w: tfdt before tfhd", ErrInvalid)
 			}
+			if size < 9 {
+				return fmt.Errorf("%w: tfdt of %d bytes", ErrInvalid, size)
+			}
 			if size != 20 || b[8] != 1 {
 				return fmt.Errorf("%w: tfdt version %d: only 64-bit (version 1) decode times can be shifted in place", ErrInvalid, b[8])
 			}
