@@ -69,6 +69,9 @@ type SSH struct {
 	// Key is a private key file; default: the agent (SSH_AUTH_SOCK),
 	// then ~/.ssh/id_ed25519, ~/.ssh/id_ecdsa, ~/.ssh/id_rsa.
 	Key string `yaml:"key"`
+	// AuthorizedKeys are public key files (e.g. ~/.ssh/id_ed25519.pub)
+	// that cloud-init authorizes on new hosts.
+	AuthorizedKeys []string `yaml:"authorized_keys"`
 }
 
 // Host is one VM.

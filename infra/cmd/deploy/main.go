@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quiccast/quiccast/infra/build"
+	"github.com/quiccast/quiccast/infra/cloudinit"
 	"github.com/quiccast/quiccast/infra/inventory"
 	"github.com/quiccast/quiccast/infra/remote"
 	"github.com/quiccast/quiccast/infra/rollout"
@@ -39,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	binARM := fs.String("binary-arm64", "", "deploy this linux/arm64 binary instead of building one")
 	ready := fs.Duration("ready-timeout", 60*time.Second, "how long a restarted node has to answer /readyz before it is rolled back")
 	check := fs.Bool("check", false, "only read and check the inventory and its secrets; touch nothing")
+	userData := fs.String("cloud-init", "", "print the cloud-init user-data of this host (for a new VM) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -49,6 +51,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "deploy:", err)
 		return 1
+	}
+	if *userData != "" {
+		h := inv.Host(*userData)
+		if h == nil {
+			fmt.Fprintf(stderr, "deploy: -cloud-init: no host %q in the inventory\n", *userData)
+			return 1
+		}
+		b, err := cloudinit.UserData(inv, h)
+		if err != nil {
+			fmt.Fprintln(stderr, "deploy:", err)
+			return 1
+		}
+		stdout.Write(b)
+		return 0
 	}
 	sel, err := inv.Select(*hosts, *role)
 	if err != nil {
