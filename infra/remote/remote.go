@@ -162,7 +162,12 @@ func (h *Host) Run(ctx context.Context, script string, stdin io.Reader) (string,
 	case <-ctx.Done():
 		s.Signal(ssh.SIGTERM)
 		s.Close()
-		return out.String(), ctx.Err()
+		// The session's copy goroutines still hold out; let them finish.
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		return "", ctx.Err()
 	}
 	if err != nil {
 		msg := strings.TrimSpace(errb.String())

@@ -272,6 +272,7 @@ grep -qxF 'include `+render.RedisInc+`' `+render.RedisCnf+` || { printf '\ninclu
 		if err := c.Put(ctx, f.Path, f.Content, f.Mode, f.Owner); err != nil {
 			return r, err
 		}
+		logf("%s: wrote %s", h.Name, f.Path)
 		mark(f.Path)
 	}
 	if changed[render.Sysctl] {
@@ -483,7 +484,7 @@ func Summary(w io.Writer, rs []Result) {
 	for _, r := range rs {
 		ch := "nothing"
 		if len(r.Changed) > 0 {
-			ch = strings.Join(r.Changed, ", ")
+			ch = changes(r.Changed)
 			nothing = false
 		}
 		us := r.URLs
@@ -499,4 +500,24 @@ func Summary(w io.Writer, rs []Result) {
 	if nothing {
 		fmt.Fprintln(w, "Nothing changed: every host already had this build and configuration.")
 	}
+}
+
+// changes shortens a host's changes for the table: written files are
+// counted (the log names them), actions listed.
+func changes(cs []string) string {
+	var out []string
+	files := 0
+	for _, c := range cs {
+		if strings.HasPrefix(c, "/") {
+			files++
+			continue
+		}
+		out = append(out, c)
+	}
+	if files == 1 {
+		out = append([]string{"1 file"}, out...)
+	} else if files > 1 {
+		out = append([]string{strconv.Itoa(files) + " files"}, out...)
+	}
+	return strings.Join(out, ", ")
 }

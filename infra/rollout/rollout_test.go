@@ -3,9 +3,11 @@ package rollout_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,7 +22,10 @@ import (
 	"github.com/quiccast/quiccast/infra/render"
 	"github.com/quiccast/quiccast/infra/rollout"
 	"github.com/quiccast/quiccast/infra/sshtest"
+	"github.com/quiccast/quiccast/shared/testenv"
 )
+
+const acmeDomain = "edge-b.quiccast.test"
 
 var (
 	buildOnce sync.Once
@@ -66,9 +71,21 @@ type cluster struct {
 }
 
 // newCluster starts two hosts: a (redis, origin) and b (edge).
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterACME(t, 0, nil) }
+
+// newClusterACME is newCluster with b's certificate from pebble (nil:
+// ACME off) on edgePort (0: any).
+func newClusterACME(t *testing.T, edgePort int, pebble *testenv.Pebble) *cluster {
 	a, b := sshtest.Start(t), sshtest.Start(t)
-	c := &cluster{a: a, b: b, edgePort: sshtest.FreePort(t)}
+	if edgePort == 0 {
+		edgePort = sshtest.FreePort(t)
+	}
+	c := &cluster{a: a, b: b, edgePort: edgePort}
+	acme, dns := "{enabled: false}", ""
+	if pebble != nil {
+		acme = fmt.Sprintf("{ca: %q, ca_root: %q, email: ops@quiccast.test}", pebble.Dir, pebble.TLS)
+		dns = "dns: " + acmeDomain
+	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "redis-password"), []byte("s3cret pass\n"), 0o600)
 	t.Setenv("QC_TEST_CLUSTER_TOKEN", "cluster-token-1")
@@ -76,7 +93,7 @@ func newCluster(t *testing.T) *cluster {
   cluster_token: env:QC_TEST_CLUSTER_TOKEN
   redis_password: file:redis-password
   max_viewers: 1000
-  acme: {enabled: false}
+  acme: %s
 hosts:
   - name: a
     ssh: %s
@@ -85,8 +102,9 @@ hosts:
   - name: b
     ssh: %s
     roles: [edge]
+    %s
     ports: {edge_http: %d}
-`, a.Addr, sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), b.Addr, c.edgePort)
+`, acme, a.Addr, sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), b.Addr, dns, c.edgePort)
 	p := filepath.Join(dir, "inventory.yaml")
 	os.WriteFile(p, []byte(y), 0o600)
 	inv, err := inventory.Load(p)
@@ -237,5 +255,40 @@ func TestUnreachableHostStopsBeforeAnythingChanges(t *testing.T) {
 	}
 	if _, err := os.Stat(c.a.Upper("/etc/quiccast")); !os.IsNotExist(err) {
 		t.Fatalf("host a was changed although b is unreachable: %v", err)
+	}
+}
+
+// An edge with a DNS name, deployed, gets its certificate from the ACME
+// CA (Pebble, checking TLS-ALPN-01 on the deployed edge's port), is ready
+// only once it serves it, and keeps it in its state directory.
+func TestDeployedEdgeGetsItsCertificateFromACME(t *testing.T) {
+	bins := binaries(t)
+	port := sshtest.FreePort(t)
+	p := testenv.StartPebble(t, port, time.Hour)
+	c := newClusterACME(t, port, p)
+	if _, _, err := c.deploy(t, bins["v1.0.0-test"], "", ""); err != nil {
+		t.Fatalf("deploy: %v\nedge log: %s", err, c.b.UnitLog("quiccast-edge.service"))
+	}
+	env, _ := os.ReadFile(c.b.Upper("/etc/quiccast/edge.env"))
+	for _, want := range []string{`QC_EDGE_ACME_DOMAIN="` + acmeDomain + `"`, `QC_EDGE_ACME_CA="` + p.Dir + `"`, `QC_EDGE_ACME_CA_ROOT="/etc/quiccast/acme-ca-root.pem"`, `QC_EDGE_ACME_DIR="/var/lib/quiccast/acme"`} {
+		if !strings.Contains(string(env), want) {
+			t.Fatalf("edge.env lacks %s:\n%s", want, env)
+		}
+	}
+	tc := &tls.Config{RootCAs: p.Roots(t), ServerName: acmeDomain}
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", port))
+	}}, Timeout: 5 * time.Second}
+	resp, err := cl.Get(fmt.Sprintf("https://%s:%d/readyz", acmeDomain, port))
+	if err != nil {
+		t.Fatalf("HTTPS with the CA's root: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("readyz: %s", resp.Status)
+	}
+	certs, _ := filepath.Glob(c.b.Upper("/var/lib/quiccast/acme/certificates/*/" + acmeDomain + "/" + acmeDomain + ".crt"))
+	if len(certs) != 1 {
+		t.Fatalf("no certificate cached in the edge's state directory: %v", certs)
 	}
 }
