@@ -14,14 +14,24 @@ unitfile() {
   echo "Unit $1 not found." >&2; return 5
 }
 key() { sed -n "s/^$1=//p" "$2" | head -n1; }
-alive() { [ -f "$D/$1.pid" ] && kill -0 "$(cat "$D/$1.pid")" 2>/dev/null; }
+# running: the process exists and is not a zombie (this machine's PID 1
+# may reap orphans late; kill -0 succeeds on zombies).
+running() { [ -r "/proc/$1/stat" ] && ! sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | grep -q '^Z'; }
+alive() { [ -f "$D/$1.pid" ] && running "$(cat "$D/$1.pid")"; }
 stop() {
   alive "$1" || return 0
   pid=$(cat "$D/$1.pid")
   kill -TERM -"$pid" 2>/dev/null || kill -TERM "$pid"
   i=0
-  while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-  kill -KILL -"$pid" 2>/dev/null
+  while running "$pid" && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  if running "$pid"; then
+    echo "fake systemctl: $1 did not stop within 30s of SIGTERM: SIGQUIT (Go prints its goroutines), then SIGKILL" >>"$D/$1.log"
+    kill -QUIT "$pid" 2>/dev/null
+    i=0; while running "$pid" && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
+    kill -KILL -"$pid" 2>/dev/null
+  else
+    echo "fake systemctl: $1 stopped $((i/10)).$((i%10))s after SIGTERM" >>"$D/$1.log"
+  fi
   rm -f "$D/$1.pid"
 }
 start() {
