@@ -129,8 +129,8 @@ func StartPebble(t testing.TB, tlsPort int, validity time.Duration) *Pebble {
 	return p
 }
 
-// Roots returns the pool of Pebble's issuing root (made at its start).
-func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
+// RootPEM returns Pebble's issuing root (made at its start), PEM.
+func (p *Pebble) RootPEM(t testing.TB) []byte {
 	t.Helper()
 	resp, err := p.client.Get(p.mgmt + "/roots/0")
 	if err != nil {
@@ -138,6 +138,13 @@ func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// Roots returns the pool of Pebble's issuing root.
+func (p *Pebble) Roots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	b := p.RootPEM(t)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
 		t.Fatalf("pebble root: %s", b)
