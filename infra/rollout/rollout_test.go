@@ -33,7 +33,16 @@ var (
 	buildOnce sync.Once
 	bins      map[string]string
 	buildErr  error
+	buildDir  string
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
 // binaries builds quiccast twice (v1 and v2 stamps) for this machine.
 func binaries(t *testing.T) map[string]string {
@@ -44,6 +53,7 @@ func binaries(t *testing.T) map[string]string {
 			buildErr = err
 			return
 		}
+		buildDir = dir
 		bins = map[string]string{}
 		for _, v := range []string{"v1.0.0-test", "v2.0.0-test"} {
 			p, err := build.Binary(context.Background(), "../..", filepath.Join(dir, v), "amd64", build.Stamp{Version: v, Commit: "0123456789abcdef", Built: "2026-12-03T00:00:00Z"})
