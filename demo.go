@@ -11,6 +11,7 @@ import (
 
 	"github.com/quiccast/quiccast/edge"
 	"github.com/quiccast/quiccast/origin"
+	"github.com/quiccast/quiccast/shared/acme"
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
@@ -21,8 +22,9 @@ type demoConfig struct {
 	Listen       string // edge
 	WTListen     string // edge HTTP/3 and WebTransport
 	OriginListen string
-	RTMPListen   string // origin's RTMP ingest; empty for none
-	Name         string // built-in broadcast; empty for none
+	RTMPListen   string      // origin's RTMP ingest; empty for none
+	Name         string      // built-in broadcast; empty for none
+	ACME         acme.Config // edge certificate from an ACME CA, when ACME.Domain is set
 	Logger       *slog.Logger
 }
 
@@ -58,7 +60,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		return nil, err
 	}
@@ -101,6 +103,13 @@ func (d *demo) loop(ctx context.Context) error {
 
 // watchURL is the player page of the built-in broadcast.
 func (d *demo) watchURL() string {
+	if dom := d.cfg.ACME.Domain; dom != "" {
+		_, port, _ := net.SplitHostPort(d.edge.Addr().String())
+		if port == "443" {
+			return fmt.Sprintf("https://%s/watch/%s", dom, d.cfg.Name)
+		}
+		return fmt.Sprintf("https://%s/watch/%s", net.JoinHostPort(dom, port), d.cfg.Name)
+	}
 	return fmt.Sprintf("http://%s/watch/%s", browsable(d.edge.Addr()), d.cfg.Name)
 }
 
@@ -125,6 +134,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s.String(&cfg.OriginListen, "origin-listen", "127.0.0.1:7000", "origin HTTP address: publish more broadcasts to /publish/{broadcast}")
 	s.String(&cfg.RTMPListen, "rtmp-listen", "127.0.0.1:1935", "origin RTMP address: publish from OBS or ffmpeg to rtmp://HOST/live/{broadcast}; empty disables RTMP")
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
+	cfg.ACME.Flags(s)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err

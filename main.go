@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/version"
 )
 
 type command struct {
@@ -26,6 +27,7 @@ var commands = []command{
 	{"origin", "accept broadcasts from publishers (WebSocket ingest)", runOrigin},
 	{"edge", "deliver broadcasts to viewers (WebTransport, WebSocket, player page)", runEdge},
 	{"publish", "stream ffmpeg output (a file or a test pattern) to an origin, reconnecting as needed", runPublish},
+	{"version", "print the version, commit and build time of this binary", runVersion},
 	{"bench", "load-test a deployment (or a local one): viewers, latency percentiles, CPU per Gbit, memory per viewer", runBench},
 }
 
@@ -73,6 +75,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: version takes no arguments", errUsage)
+	}
+	fmt.Fprintln(stdout, version.Get())
+	return nil
+}
 
 // logFlags are the logging settings every command shares.
 type logFlags struct{ level, format string }

@@ -19,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/webtransport-go"
 
+	"github.com/quiccast/quiccast/shared/acme"
 	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
@@ -61,6 +62,9 @@ type Config struct {
 	// TLSCheck is how often, at most, the certificate files are looked at
 	// for changes (on the next handshake after it elapsed).
 	TLSCheck time.Duration
+	// ACME gets the certificate of a public DNS name from an ACME CA
+	// instead (HTTPS on Listen and HTTP/3), cached on disk and renewed.
+	ACME acme.Config
 	// DevCert tunes the development certificate; zero: 10-day
 	// certificates rotated every 4 days.
 	DevCert certs.DevOptions
@@ -136,6 +140,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.WTListen, "wt-listen", "same", "UDP address for HTTP/3 and WebTransport (/wt/{broadcast}); same: the host and port of -listen; off: disabled")
 	s.String(&c.TLSCert, "tls-cert", "", "certificate file (PEM) for HTTPS on -listen and for HTTP/3, reloaded when it changes; default: plain HTTP on -listen and a rotating self-signed certificate for HTTP/3 whose hashes /cert-hash gives")
 	s.String(&c.TLSKey, "tls-key", "", "key file (PEM) of -tls-cert")
+	c.ACME.Flags(s)
 	s.Duration(&c.TLSCheck, "tls-check", 5*time.Second, "how often -tls-cert and -tls-key are checked for changes (reloaded at the next handshake)")
 	s.Duration(&c.DrainTimeout, "drain-timeout", time.Second, "on shutdown, how long to wait after GOAWAY for WebTransport viewers to leave before closing their sessions")
 	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
@@ -218,8 +223,9 @@ type Node struct {
 
 	// HTTP/3 and WebTransport (webtransport.go), when WTListen is on.
 	certs   certSource
-	dev     *certs.Dev   // the development certificate, or
-	files   *certs.Files // the certificate files
+	dev     *certs.Dev    // the development certificate, or
+	files   *certs.Files  // the certificate files, or
+	acme    *acme.Manager // the ACME certificate
 	wt      *webtransport.Server
 	wtConn  *net.UDPConn
 	wtPort  int
@@ -282,7 +288,11 @@ func New(cfg Config) (*Node, error) {
 		n.stopCluster()
 		return nil, err
 	}
-	if err := n.startTLS(); err != nil {
+	if cfg.ACME.Domain != "" {
+		if err := n.newACME(); err != nil {
+			return fail(err)
+		}
+	} else if err := n.startTLS(); err != nil {
 		return fail(err)
 	}
 	n.metrics = newEdgeMetrics(n.reg, n)
@@ -294,6 +304,11 @@ func New(cfg Config) (*Node, error) {
 	n.ln = ln
 	if n.admin, err = admin.New(cfg.Admin, n.log); err != nil {
 		return fail(fmt.Errorf("edge: %w", err))
+	}
+	if n.acme != nil {
+		if err := n.acme.Start(n.ctx); err != nil {
+			return fail(err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{name...}", n.serveWS)
@@ -320,6 +335,9 @@ func New(cfg Config) (*Node, error) {
 	if n.files != nil {
 		n.srv.TLSConfig = &tls.Config{GetCertificate: n.certs.GetCertificate, MinVersion: tls.VersionTLS12}
 	}
+	if n.acme != nil {
+		n.srv.TLSConfig = n.acme.TLSConfig()
+	}
 	return n, nil
 }
 
@@ -339,7 +357,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if a := n.WTAddr(); a != nil {
 		wt = a.String()
 	}
-	n.log.Info("edge listening", "addr", n.Addr().String(), "tls", n.files != nil, "webtransport", wt, "node", n.cfg.Peer.ID(), "relay", n.RelayAddr(), "parent", n.cfg.Parent)
+	n.log.Info("edge listening", "addr", n.Addr().String(), "tls", n.srv.TLSConfig != nil, "acme", n.cfg.ACME.Domain, "webtransport", wt, "node", n.cfg.Peer.ID(), "relay", n.RelayAddr(), "parent", n.cfg.Parent)
 	if n.relay != nil {
 		go n.relay.Serve(n.ctx, n.relayLn)
 	}
@@ -354,7 +372,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	return serve.Until(ctx, "edge", func() error {
-		if n.files != nil {
+		if n.srv.TLSConfig != nil {
 			return n.srv.ServeTLS(n.ln, "", "")
 		}
 		return n.srv.Serve(n.ln)
@@ -394,6 +412,9 @@ func (n *Node) Close() error {
 		u.stop()
 	}
 	n.stopCluster()
+	if n.acme != nil {
+		n.acme.Close()
+	}
 	return err
 }
 

@@ -372,6 +372,10 @@ func (n *Node) certNotAfter() float64 {
 	switch {
 	case n.files != nil:
 		return float64(n.files.NotAfter().Unix())
+	case n.acme != nil:
+		if na := n.acme.NotAfter(); !na.IsZero() {
+			return float64(na.Unix())
+		}
 	case n.dev != nil:
 		_, _, na := n.dev.Hashes()
 		return float64(na.Unix())

@@ -9,13 +9,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/quiccast/quiccast/shared/version"
 )
 
 // NewRegistry returns a registry holding the Go runtime and process
-// collectors (CPU seconds, resident memory, open files).
+// collectors (CPU seconds, resident memory, open files) and
+// quiccast_build_info (version, commit, build time).
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	return r
 }
 

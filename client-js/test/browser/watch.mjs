@@ -60,6 +60,8 @@ const context = await chromium.launchPersistentContext(profile, {
   args: [
     '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
+    // Extra flags from the test (a JSON array), e.g. a host resolver rule.
+    ...(process.env.QC_CHROMIUM_ARGS ? JSON.parse(process.env.QC_CHROMIUM_ARGS) : []),
   ],
 });
 let code = 0;

@@ -1,0 +1,535 @@
+package rollout_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quiccast/quiccast/infra/build"
+	"github.com/quiccast/quiccast/infra/inventory"
+	"github.com/quiccast/quiccast/infra/remote"
+	"github.com/quiccast/quiccast/infra/render"
+	"github.com/quiccast/quiccast/infra/rollout"
+	"github.com/quiccast/quiccast/infra/sshtest"
+	"github.com/quiccast/quiccast/shared/testenv"
+	"github.com/quiccast/quiccast/shared/viewer"
+)
+
+const acmeDomain = "edge-b.quiccast.test"
+
+var (
+	buildOnce sync.Once
+	bins      map[string]string
+	buildErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds quiccast twice (v1 and v2 stamps) for this machine.
+func binaries(t *testing.T) map[string]string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "quiccast-deploy-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir = dir
+		bins = map[string]string{}
+		for _, v := range []string{"v1.0.0-test", "v2.0.0-test"} {
+			p, err := build.Binary(context.Background(), "../..", filepath.Join(dir, v), "amd64", build.Stamp{Version: v, Commit: "0123456789abcdef", Built: "2026-12-03T00:00:00Z"})
+			if err != nil {
+				buildErr = err
+				return
+			}
+			bins[v] = p
+		}
+		// A build that starts but never becomes ready.
+		bad := filepath.Join(dir, "broken")
+		buildErr = os.WriteFile(bad, []byte("#!/bin/sh\nif [ \"$1\" = version ]; then echo 'quiccast v3.0.0-broken commit x built y go'; exit 0; fi\necho 'broken build: exiting' >&2\nexit 1\n"), 0o755)
+		bins["broken"] = bad
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bins
+}
+
+type cluster struct {
+	inv      *inventory.Inventory
+	secrets  inventory.Secrets
+	ssh      remote.Config
+	a, b     *sshtest.Server
+	edgePort int
+	// c is a second edge (newClusterN with two edges).
+	c         *sshtest.Server
+	edge2Port int
+}
+
+// newCluster starts two hosts: a (redis, origin) and b (edge).
+func newCluster(t *testing.T) *cluster { return newClusterACME(t, 0, nil) }
+
+// newClusterACME is newCluster with b's certificate from pebble (nil:
+// ACME off) on edgePort (0: any).
+func newClusterACME(t *testing.T, edgePort int, pebble *testenv.Pebble) *cluster {
+	return newClusterN(t, edgePort, pebble, false)
+}
+
+// newClusterN is newClusterACME, with a second edge c when secondEdge.
+func newClusterN(t *testing.T, edgePort int, pebble *testenv.Pebble, secondEdge bool) *cluster {
+	a, b := sshtest.Start(t), sshtest.Start(t)
+	if edgePort == 0 {
+		edgePort = sshtest.FreePort(t)
+	}
+	c := &cluster{a: a, b: b, edgePort: edgePort}
+	acme, dns := "{enabled: false}", ""
+	if pebble != nil {
+		acme = fmt.Sprintf("{ca: %q, ca_root: %q, email: ops@quiccast.test}", pebble.Dir, pebble.TLS)
+		dns = "dns: " + acmeDomain
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "redis-password"), []byte("s3cret pass\n"), 0o600)
+	t.Setenv("QC_TEST_CLUSTER_TOKEN", "cluster-token-1")
+	y := fmt.Sprintf(`cluster:
+  cluster_token: env:QC_TEST_CLUSTER_TOKEN
+  redis_password: file:redis-password
+  max_viewers: 1000
+  acme: %s
+hosts:
+  - name: a
+    ssh: %s
+    roles: [redis, origin]
+    ports: {redis: %d, origin_http: %d, origin_relay: %d, rtmp: %d}
+  - name: b
+    ssh: %s
+    roles: [edge]
+    %s
+    ports: {edge_http: %d}
+`, acme, a.Addr, sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), sshtest.FreePort(t), b.Addr, dns, c.edgePort)
+	known := []string{a.KnownHostsLine(), b.KnownHostsLine()}
+	if secondEdge {
+		c.c, c.edge2Port = sshtest.Start(t), sshtest.FreePort(t)
+		y += fmt.Sprintf("  - name: c\n    ssh: %s\n    roles: [edge]\n    ports: {edge_http: %d}\n", c.c.Addr, c.edge2Port)
+		known = append(known, c.c.KnownHostsLine())
+	}
+	p := filepath.Join(dir, "inventory.yaml")
+	os.WriteFile(p, []byte(y), 0o600)
+	inv, err := inventory.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.inv = inv
+	if c.secrets, err = inv.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	c.ssh = remote.Config{KnownHosts: sshtest.KnownHosts(t, known...), Key: a.UserKey}
+	// Every host trusts a's user key.
+	ka, _ := os.ReadFile(a.Dir + "/authorized_keys")
+	for _, h := range []*sshtest.Server{b, c.c} {
+		if h != nil {
+			kh, _ := os.ReadFile(h.Dir + "/authorized_keys")
+			os.WriteFile(h.Dir+"/authorized_keys", append(kh, ka...), 0o600)
+		}
+	}
+	return c
+}
+
+func (c *cluster) deploy(t *testing.T, bin, hosts, role string) ([]rollout.Result, string, error) {
+	t.Helper()
+	return c.deployLog(t, bin, hosts, role, nil)
+}
+
+// deployLog is deploy with progress lines also written to log.
+func (c *cluster) deployLog(t *testing.T, bin, hosts, role string, progress io.Writer) ([]rollout.Result, string, error) {
+	t.Helper()
+	sel, err := c.inv.Select(hosts, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := rollout.Run(ctx, rollout.Options{
+		Inventory: c.inv, Hosts: sel, Secrets: c.secrets, SSH: c.ssh,
+		Binary:       func(context.Context, string) (string, error) { return bin, nil },
+		ReadyTimeout: 20 * time.Second,
+		Log:          io.MultiWriter(&log, writerOr(progress)),
+	})
+	var sum bytes.Buffer
+	rollout.Summary(&sum, res)
+	t.Logf("deploy %s:\n%s%s", filepath.Base(bin), log.String(), sum.String())
+	return res, sum.String(), err
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
+	}
+	return string(b)
+}
+
+func TestDeployInstallsUpgradesRollsBackAndIsIdempotent(t *testing.T) {
+	bins := binaries(t)
+	c := newCluster(t)
+	edge := fmt.Sprintf("http://127.0.0.1:%d", c.edgePort)
+
+	res, _, err := c.deploy(t, bins["v1.0.0-test"], "", "")
+	if err != nil {
+		t.Fatalf("first deploy: %v\nedge log: %s\norigin log: %s", err, c.b.UnitLog("quiccast-edge.service"), c.a.UnitLog("quiccast-origin.service"))
+	}
+	for _, r := range res {
+		if r.Before != "-" || r.After != "v1.0.0-test" {
+			t.Errorf("%s: before %q after %q, want - and v1.0.0-test", r.Host, r.Before, r.After)
+		}
+	}
+	get(t, edge+"/readyz")
+	if m := get(t, edge+"/metrics"); !strings.Contains(m, `quiccast_build_info{built="2026-12-03T00:00:00Z",commit="0123456789abcdef"`) || !strings.Contains(m, `version="v1.0.0-test"`) {
+		t.Fatalf("edge /metrics lacks the build_info of v1")
+	}
+	// Files on the hosts: secrets 0600, the node runs as its own user.
+	for _, f := range []string{"/etc/quiccast/edge.env"} {
+		st, err := os.Stat(c.b.Upper(f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v, want mode 0600", f, err, st)
+		}
+	}
+	env, _ := os.ReadFile(c.b.Upper("/etc/quiccast/edge.env"))
+	if !strings.Contains(string(env), `QC_REDIS_URL="redis://:s3cret%20pass@127.0.0.1:`) || !strings.Contains(string(env), `QC_CLUSTER_TOKEN="cluster-token-1"`) {
+		t.Fatalf("edge.env:\n%s", env)
+	}
+	if rc, _ := os.ReadFile(c.a.Upper(render.RedisInc)); !strings.Contains(string(rc), `requirepass "s3cret pass"`) {
+		t.Fatalf("redis settings:\n%s", rc)
+	}
+
+	// The same build again changes nothing.
+	_, sum, err := c.deploy(t, bins["v1.0.0-test"], "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sum, "Nothing changed") {
+		t.Fatalf("second deploy of the same build changed something:\n%s", sum)
+	}
+
+	// v2 replaces v1, node by node.
+	res, _, err = c.deploy(t, bins["v2.0.0-test"], "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Host == "b" && (r.Before != "v1.0.0-test" || r.After != "v2.0.0-test") {
+			t.Fatalf("edge: before %q after %q", r.Before, r.After)
+		}
+	}
+	if m := get(t, edge+"/metrics"); !strings.Contains(m, `version="v2.0.0-test"`) {
+		t.Fatal("edge /metrics does not show v2 after the upgrade")
+	}
+
+	// A build that never gets ready is rolled back, and the run stops.
+	res, _, err = c.deploy(t, bins["broken"], "", "edge")
+	var re *rollout.Error
+	if !errors.As(err, &re) || !errors.Is(err, rollout.ErrNotReady) || re.Host != "b" || !strings.Contains(err.Error(), "rolled back to v2.0.0-test, which is ready") {
+		t.Fatalf("broken build: got %v, want a rollout.Error for b saying it rolled back to v2", err)
+	}
+	if !strings.Contains(err.Error(), "broken build: exiting") {
+		t.Errorf("the error does not quote the unit's last log lines: %v", err)
+	}
+	if len(res) != 1 || res[0].After != "v2.0.0-test" {
+		t.Fatalf("after rollback: %+v", res)
+	}
+	get(t, edge+"/readyz")
+	if m := get(t, edge+"/metrics"); !strings.Contains(m, `version="v2.0.0-test"`) {
+		t.Fatal("edge does not run v2 after the rollback")
+	}
+}
+
+func TestHostKeyMismatchStopsBeforeAnythingChanges(t *testing.T) {
+	c := newCluster(t)
+	c.ssh.KnownHosts = sshtest.KnownHosts(t, c.a.KnownHostsLine(), sshtest.KeyLine(t, c.b.Addr))
+	_, _, err := c.deploy(t, "/nonexistent", "", "")
+	if !errors.Is(err, remote.ErrHostKey) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("got %v, want a host key error saying nothing was changed", err)
+	}
+	for _, s := range []*sshtest.Server{c.a, c.b} {
+		if _, err := os.Stat(s.Upper("/etc/quiccast")); !os.IsNotExist(err) {
+			t.Fatalf("a host was changed before the host key check of every host: %v", err)
+		}
+	}
+}
+
+func TestUnreachableHostStopsBeforeAnythingChanges(t *testing.T) {
+	c := newCluster(t)
+	c.inv.Host("b").SSH = fmt.Sprintf("127.0.0.1:%d", sshtest.FreePort(t))
+	_, _, err := c.deploy(t, "/nonexistent", "", "")
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") || !strings.Contains(err.Error(), "b: ") {
+		t.Fatalf("got %v, want an error naming b and saying nothing was changed", err)
+	}
+	if _, err := os.Stat(c.a.Upper("/etc/quiccast")); !os.IsNotExist(err) {
+		t.Fatalf("host a was changed although b is unreachable: %v", err)
+	}
+}
+
+// An edge with a DNS name, deployed, gets its certificate from the ACME
+// CA (Pebble, checking TLS-ALPN-01 on the deployed edge's port), is ready
+// only once it serves it, and keeps it in its state directory.
+func TestDeployedEdgeGetsItsCertificateFromACME(t *testing.T) {
+	bins := binaries(t)
+	port := sshtest.FreePort(t)
+	p := testenv.StartPebble(t, port, time.Hour)
+	c := newClusterACME(t, port, p)
+	if _, _, err := c.deploy(t, bins["v1.0.0-test"], "", ""); err != nil {
+		t.Fatalf("deploy: %v\nedge log: %s", err, c.b.UnitLog("quiccast-edge.service"))
+	}
+	env, _ := os.ReadFile(c.b.Upper("/etc/quiccast/edge.env"))
+	for _, want := range []string{`QC_EDGE_ACME_DOMAIN="` + acmeDomain + `"`, `QC_EDGE_ACME_CA="` + p.Dir + `"`, `QC_EDGE_ACME_CA_ROOT="/etc/quiccast/acme-ca-root.pem"`, `QC_EDGE_ACME_DIR="/var/lib/quiccast/acme"`} {
+		if !strings.Contains(string(env), want) {
+			t.Fatalf("edge.env lacks %s:\n%s", want, env)
+		}
+	}
+	tc := &tls.Config{RootCAs: p.Roots(t), ServerName: acmeDomain}
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", port))
+	}}, Timeout: 5 * time.Second}
+	resp, err := cl.Get(fmt.Sprintf("https://%s:%d/readyz", acmeDomain, port))
+	if err != nil {
+		t.Fatalf("HTTPS with the CA's root: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("readyz: %s", resp.Status)
+	}
+	certs, _ := filepath.Glob(c.b.Upper("/var/lib/quiccast/acme/certificates/*/" + acmeDomain + "/" + acmeDomain + ".crt"))
+	if len(certs) != 1 {
+		t.Fatalf("no certificate cached in the edge's state directory: %v", certs)
+	}
+}
+
+func writerOr(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// phase records which step of a deploy is under way, from its progress
+// lines ("b: restarting quiccast-edge.service").
+type phase struct {
+	mu  sync.Mutex
+	now string
+}
+
+func (p *phase) Write(b []byte) (int, error) {
+	for _, l := range strings.Split(string(b), "\n") {
+		if i := strings.Index(l, ": restarting "); i > 0 {
+			p.mu.Lock()
+			p.now = "restart of " + strings.TrimSpace(l[i+len(": restarting "):]) + " on " + l[:i]
+			p.mu.Unlock()
+		}
+	}
+	return len(b), nil
+}
+
+func (p *phase) get() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.now
+}
+
+// watcher is a WebSocket viewer that moves to the other edge when its
+// edge closes (as the player does on GOAWAY), and records the gaps
+// between frames.
+type watcher struct {
+	mu         sync.Mutex
+	frames     int
+	last       time.Time
+	maxGap     time.Duration
+	maxGapWhen string
+	moves      int
+	failures   int
+	timeline   []string
+	repeats    int
+	gaps       map[string]time.Duration // longest gap by phase
+}
+
+func (w *watcher) run(ctx context.Context, urls []string, ph *phase) {
+	i := 0
+	for ctx.Err() == nil {
+		v, err := viewer.Dial(ctx, urls[i%len(urls)], "")
+		if err != nil {
+			w.mu.Lock()
+			w.failures++
+			w.mu.Unlock()
+			i++
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		got := 0
+		for ctx.Err() == nil {
+			ev, err := v.Next(5 * time.Second)
+			if err != nil {
+				if got == 0 {
+					w.note(fmt.Sprintf("%s: closed before any frame: %v", urls[i%len(urls)], err))
+				} else {
+					w.note(fmt.Sprintf("%s: closed after %d frames: %v", urls[i%len(urls)], got, err))
+				}
+				break
+			}
+			got++
+			if ev.Control != nil {
+				continue
+			}
+			now := time.Now()
+			w.mu.Lock()
+			if !w.last.IsZero() {
+				g, when := now.Sub(w.last), ph.get()
+				if g > w.maxGap {
+					w.maxGap, w.maxGapWhen = g, when
+				}
+				if w.gaps == nil {
+					w.gaps = map[string]time.Duration{}
+				}
+				if g > w.gaps[when] {
+					w.gaps[when] = g
+				}
+			}
+			w.last = now
+			w.frames++
+			w.mu.Unlock()
+		}
+		v.Close()
+		w.mu.Lock()
+		w.moves++
+		w.mu.Unlock()
+		i++
+		if got == 0 {
+			// Refused (the broadcast is not there yet): do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// note keeps a line of the viewer's timeline (repeats are counted).
+func (w *watcher) note(s string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	line := time.Now().Format("15:04:05.000") + " " + s
+	if n := len(w.timeline); n > 0 && strings.HasSuffix(w.timeline[n-1], s) {
+		w.repeats++
+		return
+	}
+	if w.repeats > 0 {
+		w.timeline = append(w.timeline, fmt.Sprintf("  (%d more)", w.repeats))
+		w.repeats = 0
+	}
+	w.timeline = append(w.timeline, line)
+}
+
+func (w *watcher) stats() (frames int, gap time.Duration, when string, moves, failures int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.frames, w.maxGap, w.maxGapWhen, w.moves, w.failures
+}
+
+// A rolling upgrade of origin and both edges while a viewer watches: the
+// viewer moves between the edges as each drains and the longest gap
+// between frames is reported.
+func TestRollingUpgradeWhileAViewerWatches(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	bins := binaries(t)
+	c := newClusterN(t, 0, nil, true)
+	if _, _, err := c.deploy(t, bins["v1.0.0-test"], "", ""); err != nil {
+		t.Fatal(err)
+	}
+	origin := c.inv.Host("a").Ports.OriginHTTP
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := exec.CommandContext(ctx, bins["v1.0.0-test"], "publish", "-url", fmt.Sprintf("ws://127.0.0.1:%d/publish/show", origin),
+		"-size", "320x180", "-fps", "25", "-gop", "500ms", "-min-backoff", "100ms", "-max-backoff", "500ms")
+	var publog bytes.Buffer
+	pub.Stdout, pub.Stderr = &publog, &publog
+	if err := pub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); pub.Wait() }()
+	ph := &phase{now: "before the upgrade"}
+	w := &watcher{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(ctx, []string{fmt.Sprintf("ws://127.0.0.1:%d/ws/show", c.edgePort), fmt.Sprintf("ws://127.0.0.1:%d/ws/show", c.edge2Port)}, ph)
+	}()
+	testenv.WaitFor(t, 30*time.Second, "the viewer receiving frames", func() bool { f, _, _, _, _ := w.stats(); return f > 50 })
+	f0, _, _, _, _ := w.stats()
+	res, _, err := c.deployLog(t, bins["v2.0.0-test"], "", "", ph)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	for _, r := range res {
+		if r.After != "v2.0.0-test" {
+			t.Errorf("%s: after %q", r.Host, r.After)
+		}
+	}
+	ph.mu.Lock()
+	ph.now = "after the upgrade"
+	ph.mu.Unlock()
+	testenv.WaitFor(t, 30*time.Second, "frames after the upgrade", func() bool { f, _, _, _, _ := w.stats(); return f > f0+100 })
+	cancel()
+	<-done
+	frames, gap, when, moves, failures := w.stats()
+	t.Logf("rolling upgrade while watching: %d frames, longest gap %v (during %s), %d moves between edges, %d failed dials", frames, gap.Round(time.Millisecond), when, moves, failures)
+	w.mu.Lock()
+	gaps := w.gaps
+	w.mu.Unlock()
+	for ph, g := range gaps {
+		t.Logf("  longest gap during %s: %v", ph, g.Round(time.Millisecond))
+	}
+	// Edges drain and the viewer moves to the other edge: the goal is no
+	// gap over 1 s; allow some slack for a loaded machine. The origin
+	// restart is reported, not asserted (one origin: the publisher must
+	// reconnect; see infra/README.md).
+	for ph, g := range gaps {
+		if strings.Contains(ph, "quiccast-edge") && g > 5*time.Second {
+			t.Errorf("longest gap during %s: %v, want under 5 s (goal 1 s)", ph, g)
+		}
+	}
+	if os.Getenv("QC_DEBUG_UNITS") != "" {
+		for _, h := range []*sshtest.Server{c.a, c.b, c.c} {
+			t.Logf("%s units:\norigin: %s\nedge: %s", h.Addr, h.UnitLog("quiccast-origin.service"), h.UnitLog("quiccast-edge.service"))
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("viewer timeline:\n%s\npublisher:\n%s", strings.Join(w.timeline, "\n"), publog.String())
+	}
+
+}
