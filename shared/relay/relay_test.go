@@ -521,3 +521,44 @@ func heapInuseNow() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
 }
+
+// TestServeReturnsWhenStoppedWithPeersConnected: stopping a server whose
+// peers keep their connections open ends those connections (going away)
+// and Serve returns, so a node's shutdown does not wait for its edges.
+func TestServeReturnsWhenStoppedWithPeersConnected(t *testing.T) {
+	src := newSource(t, "s", 1)
+	srv := NewServer(ServerConfig{Logger: (&testenv.Logs{}).Logger(), Lookup: func(_ context.Context, name string) (*media.Broadcast, func(), error) {
+		return src.b, func() {}, nil
+	}})
+	tc, err := ServerTLS(TLSFiles{}, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tc, ServerQUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	src.object(t, true, 10)
+	c := dial(t, ln.Addr().String(), ClientConfig{})
+	sub, err := c.Subscribe(context.Background(), "s", nil, media.New("s", media.Limits{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the server counts the connection", func() bool { return srv.Stats.Conns.Load() == 1 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still waiting for a connected peer 10 s after it was stopped")
+	}
+	select {
+	case <-sub.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription outlived the server")
+	}
+}

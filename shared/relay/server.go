@@ -152,6 +152,7 @@ type serverConn struct {
 // ServeConn runs the protocol on one connection until it closes or ctx is
 // done. The peer opens the control stream and says HELLO first.
 func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -159,6 +160,13 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 		case <-conn.Context().Done():
 			cancel()
 		case <-ctx.Done():
+			// A read on the control stream does not see ctx: when the
+			// server stops, closing the connection ends it (and tells
+			// the peer to go elsewhere), so Serve's callers do not wait
+			// for peers that never hang up.
+			if parent.Err() != nil {
+				conn.CloseWithError(wire.CodeGoingAway, "node shutting down")
+			}
 		}
 	}()
 	log := s.cfg.Logger.With("peer", conn.RemoteAddr().String())
