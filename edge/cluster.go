@@ -54,6 +54,7 @@ type RelaySource struct {
 
 	// Counters for metrics.
 	Resubscribes atomic.Int64
+	Restarts     atomic.Int64 // pooled connections dropped for a restarted upstream
 
 	mu      sync.Mutex
 	clients map[string]*pooled
@@ -109,7 +110,15 @@ func (s *RelaySource) Close() {
 
 // event reacts to directory events: a broadcast that started or moved
 // elsewhere is followed there at once; after an outage every link checks.
+// A node that announces another incarnation at a relay address than the
+// pooled connection to it answered was restarted there: the connection
+// goes to a dead process, so it is dropped at once (its subscriptions
+// end and their links resubscribe) rather than at the QUIC idle timeout.
 func (s *RelaySource) event(ev registry.Event) {
+	switch ev.Type {
+	case registry.EventNodeUp, registry.EventStarted, registry.EventMoved:
+		s.dropStale(ev.Relay, ev.Incarnation)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ev.Type == registry.EventResync {
@@ -124,6 +133,25 @@ func (s *RelaySource) event(ev registry.Event) {
 	if l := s.links[ev.Broadcast]; l != nil {
 		l.poke(ev.Relay)
 	}
+}
+
+// dropStale closes the pooled connection to addr if it answered with
+// another incarnation than inc, the one now running there.
+func (s *RelaySource) dropStale(addr, inc string) {
+	if addr == "" || inc == "" {
+		return
+	}
+	s.mu.Lock()
+	p := s.clients[addr]
+	if p == nil || !isDone(p.ready) || p.c == nil || p.c.Incarnation() == inc || p.c.Incarnation() == "" {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.clients, addr)
+	s.mu.Unlock()
+	s.Restarts.Add(1)
+	s.log.Info("upstream restarted; dropping the connection to its old process", "upstream", addr, "old_incarnation", p.c.Incarnation(), "incarnation", inc)
+	p.c.Close()
 }
 
 // resolve returns the relay address to subscribe to name at.

@@ -31,6 +31,7 @@ type cluster struct {
 	srv       *relay.Server
 	ln        *quic.Listener
 	advertise string
+	inc       string // this run of the process (relay.NewIncarnation)
 	groups    chan loggedGroup
 	ctx       context.Context // ends the goroutines run starts
 	cancel    context.CancelFunc
@@ -43,7 +44,7 @@ type loggedGroup struct {
 }
 
 func newCluster(n *Node) (*cluster, error) {
-	c := &cluster{n: n, groups: make(chan loggedGroup, 4096)}
+	c := &cluster{n: n, inc: relay.NewIncarnation(), groups: make(chan loggedGroup, 4096)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cfg := &n.cfg
 	var err error
@@ -82,7 +83,7 @@ func newCluster(n *Node) (*cluster, error) {
 		c.advertise = advertised(c.ln.Addr())
 	}
 	c.srv = relay.NewServer(relay.ServerConfig{
-		Node: cfg.Peer.ID(), Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
+		Node: cfg.Peer.ID(), Incarnation: c.inc, Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
 		Lookup: func(_ context.Context, name string) (*media.Broadcast, func(), error) {
 			b, ok := n.Lookup(name)
 			if !ok {
@@ -116,7 +117,7 @@ func (c *cluster) run() {
 	go func() { defer c.wg.Done(); c.heartbeat(ctx) }()
 	go func() { defer c.wg.Done(); c.logGroups(ctx) }()
 	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
-	c.reg.PublishEvent(rctx, registry.Event{Type: registry.EventNodeUp, Relay: c.advertise})
+	c.reg.PublishEvent(rctx, registry.Event{Type: registry.EventNodeUp, Relay: c.advertise, Incarnation: c.inc})
 	cancel()
 }
 
@@ -125,7 +126,7 @@ func (c *cluster) drain(held []string) {
 	c.srv.GoAway("")
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
-	c.reg.PublishEvent(ctx, registry.Event{Type: registry.EventNodeDraining, Relay: c.advertise})
+	c.reg.PublishEvent(ctx, registry.Event{Type: registry.EventNodeDraining, Relay: c.advertise, Incarnation: c.inc})
 	for _, name := range held {
 		c.reg.Release(ctx, name)
 	}
@@ -150,7 +151,7 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 	log := c.n.log.With("broadcast", e.name)
 	ctx, cancel := context.WithTimeout(ctx, registryTimeout)
 	defer cancel()
-	b := registry.Broadcast{Name: e.name, Origin: c.n.cfg.Peer.ID(), Relay: c.advertise, Epoch: 1, Started: e.started, Publishing: true}
+	b := registry.Broadcast{Name: e.name, Origin: c.n.cfg.Peer.ID(), Relay: c.advertise, Incarnation: c.inc, Epoch: 1, Started: e.started, Publishing: true}
 	last, lerr := c.reg.LastGroup(ctx, e.name)
 	prev, err := c.reg.Claim(ctx, b, false)
 	var taken *registry.TakenError
@@ -252,7 +253,7 @@ func (c *cluster) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		held := c.n.held(c.advertise)
+		held := c.n.held(c.advertise, c.inc)
 		if len(held) == 0 {
 			continue
 		}
