@@ -162,28 +162,34 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 		log.Warn("taking over a broadcast from an origin that does not answer", "holder", taken.Holder.Origin, "relay", taken.Holder.Relay)
 		prev, err = c.reg.Claim(ctx, b, true)
 	}
+	floor := clockFloor(time.Now())
+	e.nextGroup, e.epoch = floor, floor
 	if err != nil || lerr != nil {
-		// Without the registry the numbers continue from the clock,
-		// which only rises; the heartbeat claims the key once Redis
-		// is back.
+		// The heartbeat claims the key once Redis is back.
 		log.Warn("registry unavailable: group numbers continue from the clock", "err", errors.Join(err, lerr))
-		e.nextGroup = uint64(time.Now().Unix())
-		e.epoch = uint64(time.Now().Unix())
 		return nil
 	}
-	var epoch uint64
 	if prev != nil {
-		epoch = prev.Epoch
+		e.epoch = max(e.epoch, prev.Epoch)
 	}
 	if last != nil {
 		// The group that was open when the last origin stopped may
 		// never have been logged: skip its number.
-		e.nextGroup = last.Seq + 2
-		epoch = max(epoch, last.Epoch)
+		e.nextGroup = max(e.nextGroup, last.Seq+2)
+		e.epoch = max(e.epoch, last.Epoch)
 	}
-	e.epoch = epoch
 	return nil
 }
+
+// clockFloor is the least first group number and epoch of a broadcast an
+// origin takes up: the wall clock in milliseconds. Numbers handed out
+// before, here or by an origin before this one, rose by one per group (or
+// publisher session) from a clock reading of their own, and a group lasts
+// longer than a millisecond, so they are below the clock now: numbers keep
+// rising across origin restarts and moves even when Redis lost the group
+// log or does not answer. (JavaScript players read them exactly: the clock
+// stays below 2^53 for 285,000 years.)
+func clockFloor(now time.Time) uint64 { return uint64(now.UnixMilli()) }
 
 // alive reports whether a relay address answers a HELLO.
 func (c *cluster) alive(ctx context.Context, addr string) bool {

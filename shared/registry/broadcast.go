@@ -26,7 +26,7 @@ type Broadcast struct {
 	// HELLO_OK says the same): a holder restarted on the same relay
 	// address has another one, and edges drop connections to the old.
 	Incarnation string
-	// Epoch counts the publisher sessions of the broadcast.
+	// Epoch rises with each publisher session of the broadcast.
 	Epoch uint64
 	// Started is when the broadcast started (zero in Claim: now).
 	Started time.Time
