@@ -141,6 +141,9 @@ func originRestart(t *testing.T, loseRedis bool) {
 	if delay > 2*gop {
 		t.Errorf("viewer resumed %s after the publisher came back, want within about a group (%s)", delay.Round(time.Millisecond), gop)
 	}
+	if e1.count("msg", "upstream restarted; dropping the connection to its old process") == 0 {
+		t.Error("edge-1 did not log dropping its connection to the dead origin")
+	}
 	// Group numbers never go back at the viewer.
 	evs, _, err := w.snapshot()
 	if err != nil {
