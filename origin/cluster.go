@@ -162,8 +162,8 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 		log.Warn("taking over a broadcast from an origin that does not answer", "holder", taken.Holder.Origin, "relay", taken.Holder.Relay)
 		prev, err = c.reg.Claim(ctx, b, true)
 	}
-	floor := clockFloor(time.Now())
-	e.nextGroup, e.epoch = floor, floor
+	now := time.Now()
+	e.nextGroup, e.epoch = groupFloor(now), epochFloor(now)
 	if err != nil || lerr != nil {
 		// The heartbeat claims the key once Redis is back.
 		log.Warn("registry unavailable: group numbers continue from the clock", "err", errors.Join(err, lerr))
@@ -181,15 +181,30 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// clockFloor is the least first group number and epoch of a broadcast an
-// origin takes up: the wall clock in milliseconds. Numbers handed out
-// before, here or by an origin before this one, rose by one per group (or
-// publisher session) from a clock reading of their own, and a group lasts
-// longer than a millisecond, so they are below the clock now: numbers keep
-// rising across origin restarts and moves even when Redis lost the group
-// log or does not answer. (JavaScript players read them exactly: the clock
-// stays below 2^53 for 285,000 years.)
-func clockFloor(now time.Time) uint64 { return uint64(now.UnixMilli()) }
+// groupFloor is the least first group number of a broadcast an origin
+// takes up: quarter seconds since groupClockStart. Numbers handed out
+// before, here or by an origin before this one, rose by one per group from
+// a clock reading of their own, and a group lasts at least a quarter second
+// (a keyframe interval; audio groups last a second), so they are below the
+// clock now: numbers keep rising across origin restarts and moves even when
+// Redis lost the group log or does not answer. The unit and the start keep
+// numbers below 2^31 until 2043, as some HLS clients parse
+// EXT-X-MEDIA-SEQUENCE (gohlslib: 31 bits), and exact in JavaScript.
+func groupFloor(now time.Time) uint64 {
+	if now.Before(groupClockStart) {
+		return 0
+	}
+	return uint64(now.Sub(groupClockStart) / groupClockUnit)
+}
+
+var groupClockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const groupClockUnit = 250 * time.Millisecond
+
+// epochFloor is the least epoch of a broadcast an origin takes up: the wall
+// clock in milliseconds (an epoch is a publisher session, which lasts
+// longer), so epochs rise without the registry's memory too.
+func epochFloor(now time.Time) uint64 { return uint64(now.UnixMilli()) }
 
 // alive reports whether a relay address answers a HELLO.
 func (c *cluster) alive(ctx context.Context, addr string) bool {

@@ -293,7 +293,7 @@ func TestRepublishWithinGraceContinuesGroupNumbers(t *testing.T) {
 	if !ok {
 		t.Fatal("broadcast gone after its publisher left within the grace period")
 	}
-	// A broadcast starts at the clock (clockFloor), then counts up.
+	// A broadcast starts at the clock (groupFloor), then counts up.
 	first := b.Groups(0)[0].Seq
 	testenv.WaitFor(t, 2*time.Second, "group 2", func() bool { g := b.Latest(0); return g != nil && g.Seq == first+2 })
 	publishGroups()

@@ -79,8 +79,8 @@ test('a new epoch goes on at once, its higher numbers not counted as skipped', (
   const { o, out } = orderer();
   o.push(obj(5, 0), 1, 0);
   o.push(obj(5, 1, true), 1, 0);
-  o.push(obj(1796281131039, 0), 2, 0);
-  assert.deepEqual(out, ['5/0', '1796281131039/0']);
+  o.push(obj(116121600, 0), 2, 0);
+  assert.deepEqual(out, ['5/0', '116121600/0']);
   assert.equal(o.skippedGroups, 0);
 });
 
