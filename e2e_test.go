@@ -250,8 +250,8 @@ func TestPublishStdinSendsAStreamToItsEnd(t *testing.T) {
 	if !ok {
 		t.Fatal("broadcast gone right after its publisher finished")
 	}
-	if g := b.Latest(0); g == nil || g.Seq != 5 {
-		t.Fatalf("latest group %+v, want 5 (6 groups of 32 chunks)", g)
+	if gs := b.Groups(0); len(gs) == 0 || gs[len(gs)-1].Seq != gs[0].Seq+5 {
+		t.Fatalf("groups %+v, want 6 groups of 32 chunks", gs)
 	}
 }
 

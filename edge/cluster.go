@@ -54,6 +54,7 @@ type RelaySource struct {
 
 	// Counters for metrics.
 	Resubscribes atomic.Int64
+	Restarts     atomic.Int64 // pooled connections dropped for a restarted upstream
 
 	mu      sync.Mutex
 	clients map[string]*pooled
@@ -109,7 +110,15 @@ func (s *RelaySource) Close() {
 
 // event reacts to directory events: a broadcast that started or moved
 // elsewhere is followed there at once; after an outage every link checks.
+// A node that announces another incarnation at a relay address than the
+// pooled connection to it answered was restarted there: the connection
+// goes to a dead process, so it is dropped at once (its subscriptions
+// end and their links resubscribe) rather than at the QUIC idle timeout.
 func (s *RelaySource) event(ev registry.Event) {
+	switch ev.Type {
+	case registry.EventNodeUp, registry.EventStarted, registry.EventMoved:
+		s.dropStale(ev.Relay, ev.Incarnation)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ev.Type == registry.EventResync {
@@ -126,23 +135,43 @@ func (s *RelaySource) event(ev registry.Event) {
 	}
 }
 
-// resolve returns the relay address to subscribe to name at.
-func (s *RelaySource) resolve(ctx context.Context, name string) (string, error) {
+// dropStale closes the pooled connection to addr if it answered with
+// another incarnation than inc, the one now running there.
+func (s *RelaySource) dropStale(addr, inc string) {
+	if addr == "" || inc == "" {
+		return
+	}
+	s.mu.Lock()
+	p := s.clients[addr]
+	if p == nil || !isDone(p.ready) || p.c == nil || p.c.Incarnation() == inc || p.c.Incarnation() == "" {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.clients, addr)
+	s.mu.Unlock()
+	s.Restarts.Add(1)
+	s.log.Info("upstream restarted; dropping the connection to its old process", "upstream", addr, "old_incarnation", p.c.Incarnation(), "incarnation", inc)
+	p.c.Close()
+}
+
+// resolve returns the relay address to subscribe to name at, and the
+// incarnation the directory says runs there ("" if unknown).
+func (s *RelaySource) resolve(ctx context.Context, name string) (addr, inc string, err error) {
 	if s.cfg.Directory != nil {
 		b, err := s.cfg.Directory.Lookup(ctx, name)
 		switch {
 		case err == nil && b.Relay != "":
-			return b.Relay, nil
+			return b.Relay, b.Incarnation, nil
 		case err != nil && !errors.Is(err, registry.ErrNotFound):
 			if s.cfg.Parent == "" {
-				return "", wire.Errorf(wire.CodeNotFound, "broadcast %q: directory unavailable (%v)", name, err)
+				return "", "", wire.Errorf(wire.CodeNotFound, "broadcast %q: directory unavailable (%v)", name, err)
 			}
 		}
 	}
 	if s.cfg.Parent != "" {
-		return s.cfg.Parent, nil
+		return s.cfg.Parent, "", nil
 	}
-	return "", wire.Errorf(wire.CodeNotFound, "no broadcast %q", name)
+	return "", "", wire.Errorf(wire.CodeNotFound, "no broadcast %q", name)
 }
 
 // client returns the pooled connection to addr, dialing it once however
@@ -195,18 +224,18 @@ func isDone(c <-chan struct{}) bool {
 // Subscribe mirrors name from its upstream. It returns once the upstream
 // accepted, with the catalog in place.
 func (s *RelaySource) Subscribe(ctx context.Context, name string) (*media.Broadcast, func(), error) {
-	addr, err := s.resolve(ctx, name)
+	addr, _, err := s.resolve(ctx, name)
 	if err != nil {
 		return nil, nil, err
 	}
 	mirror := media.New(name, s.cfg.Limits)
-	sub, err := s.subscribe(ctx, addr, name, nil, mirror)
+	sub, inc, err := s.subscribe(ctx, addr, name, nil, mirror)
 	if err != nil {
 		mirror.Close()
 		return nil, nil, err
 	}
 	lctx, stop := context.WithCancel(s.ctx)
-	l := &link{s: s, name: name, addr: addr, mirror: mirror, pokes: make(chan string, 1)}
+	l := &link{s: s, name: name, addr: addr, inc: inc, mirror: mirror, pokes: make(chan string, 1)}
 	s.mu.Lock()
 	s.links[name] = l
 	s.mu.Unlock()
@@ -223,12 +252,15 @@ func (s *RelaySource) Subscribe(ctx context.Context, name string) (*media.Broadc
 	return mirror, stop, nil
 }
 
-func (s *RelaySource) subscribe(ctx context.Context, addr, name string, start *uint64, mirror *media.Broadcast) (*relay.Subscription, error) {
+// subscribe subscribes over the pooled connection to addr; it also returns
+// the incarnation that connection answered with.
+func (s *RelaySource) subscribe(ctx context.Context, addr, name string, start *uint64, mirror *media.Broadcast) (*relay.Subscription, string, error) {
 	c, err := s.client(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", addr, err)
+		return nil, "", fmt.Errorf("upstream %s: %w", addr, err)
 	}
-	return c.Subscribe(ctx, name, start, mirror)
+	sub, err := c.Subscribe(ctx, name, start, mirror)
+	return sub, c.Incarnation(), err
 }
 
 // link keeps one broadcast's mirror fed, moving between upstreams.
@@ -236,6 +268,7 @@ type link struct {
 	s      *RelaySource
 	name   string
 	addr   string
+	inc    string // the incarnation of the upstream at addr subscribed to
 	mirror *media.Broadcast
 	pokes  chan string // a new relay address ("" = check the directory)
 }
@@ -256,16 +289,25 @@ func (l *link) run(ctx context.Context, sub *relay.Subscription) {
 			sub.Close()
 			return
 		case addr := <-l.pokes:
+			var inc string
 			if addr == "" {
 				var err error
-				if addr, err = l.s.resolve(ctx, l.name); err != nil {
+				if addr, inc, err = l.s.resolve(ctx, l.name); err != nil {
 					continue
 				}
 			}
-			if addr == l.addr {
+			if addr == l.addr && (inc == "" || l.inc == "" || inc == l.inc) {
 				continue
 			}
-			log.Info("broadcast moved; following", "from", l.addr, "to", addr)
+			if addr == l.addr {
+				// The directory names another run of the process at
+				// the same address (the events saying so may have
+				// been lost in a Redis outage): this one is dead.
+				log.Info("upstream restarted; resubscribing", "upstream", addr, "incarnation", inc)
+				l.s.dropStale(addr, inc)
+			} else {
+				log.Info("broadcast moved; following", "from", l.addr, "to", addr)
+			}
 			sub.Close()
 		case <-sub.Done():
 			log.Info("upstream subscription ended", "upstream", l.addr, "err", sub.Err())
@@ -299,12 +341,13 @@ func (l *link) resubscribe(ctx context.Context, log *slog.Logger) (*relay.Subscr
 				}
 			}
 		}
-		addr, err := l.s.resolve(ctx, l.name)
+		addr, _, err := l.s.resolve(ctx, l.name)
 		if err == nil {
 			var sub *relay.Subscription
-			sub, err = l.s.subscribe(ctx, addr, l.name, start, l.mirror)
+			var inc string
+			sub, inc, err = l.s.subscribe(ctx, addr, l.name, start, l.mirror)
 			if err == nil {
-				l.addr = addr
+				l.addr, l.inc = addr, inc
 				l.s.Resubscribes.Add(1)
 				from := "newest"
 				if start != nil {

@@ -30,6 +30,8 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 	if n.cluster != nil {
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_resubscribes_total", Help: "Upstream subscriptions moved to another upstream (origin lost, broadcast moved) without dropping viewers."},
 			func() float64 { return float64(n.cluster.Resubscribes.Load()) }))
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_restarts_total", Help: "Pooled upstream connections dropped because the upstream announced a restart on the same relay address (a new incarnation)."},
+			func() float64 { return float64(n.cluster.Restarts.Load()) }))
 	}
 	if n.relay != nil {
 		rs := &n.relay.Stats

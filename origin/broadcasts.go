@@ -101,7 +101,7 @@ func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Sessio
 }
 
 // held lists the broadcasts this origin holds, for the registry heartbeat.
-func (n *Node) held(relayAddr string) []registry.Broadcast {
+func (n *Node) held(relayAddr, inc string) []registry.Broadcast {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := make([]registry.Broadcast, 0, len(n.bcasts))
@@ -109,7 +109,7 @@ func (n *Node) held(relayAddr string) []registry.Broadcast {
 		if e.claiming {
 			continue
 		}
-		out = append(out, registry.Broadcast{Name: e.name, Origin: n.cfg.Peer.ID(), Relay: relayAddr, Epoch: e.epoch, Started: e.started, Publishing: e.pub != nil})
+		out = append(out, registry.Broadcast{Name: e.name, Origin: n.cfg.Peer.ID(), Relay: relayAddr, Incarnation: inc, Epoch: e.epoch, Started: e.started, Publishing: e.pub != nil})
 	}
 	return out
 }

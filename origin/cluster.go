@@ -31,6 +31,7 @@ type cluster struct {
 	srv       *relay.Server
 	ln        *quic.Listener
 	advertise string
+	inc       string // this run of the process (relay.NewIncarnation)
 	groups    chan loggedGroup
 	ctx       context.Context // ends the goroutines run starts
 	cancel    context.CancelFunc
@@ -43,7 +44,7 @@ type loggedGroup struct {
 }
 
 func newCluster(n *Node) (*cluster, error) {
-	c := &cluster{n: n, groups: make(chan loggedGroup, 4096)}
+	c := &cluster{n: n, inc: relay.NewIncarnation(), groups: make(chan loggedGroup, 4096)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cfg := &n.cfg
 	var err error
@@ -82,7 +83,7 @@ func newCluster(n *Node) (*cluster, error) {
 		c.advertise = advertised(c.ln.Addr())
 	}
 	c.srv = relay.NewServer(relay.ServerConfig{
-		Node: cfg.Peer.ID(), Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
+		Node: cfg.Peer.ID(), Incarnation: c.inc, Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
 		Lookup: func(_ context.Context, name string) (*media.Broadcast, func(), error) {
 			b, ok := n.Lookup(name)
 			if !ok {
@@ -116,7 +117,7 @@ func (c *cluster) run() {
 	go func() { defer c.wg.Done(); c.heartbeat(ctx) }()
 	go func() { defer c.wg.Done(); c.logGroups(ctx) }()
 	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
-	c.reg.PublishEvent(rctx, registry.Event{Type: registry.EventNodeUp, Relay: c.advertise})
+	c.reg.PublishEvent(rctx, registry.Event{Type: registry.EventNodeUp, Relay: c.advertise, Incarnation: c.inc})
 	cancel()
 }
 
@@ -125,7 +126,7 @@ func (c *cluster) drain(held []string) {
 	c.srv.GoAway("")
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
-	c.reg.PublishEvent(ctx, registry.Event{Type: registry.EventNodeDraining, Relay: c.advertise})
+	c.reg.PublishEvent(ctx, registry.Event{Type: registry.EventNodeDraining, Relay: c.advertise, Incarnation: c.inc})
 	for _, name := range held {
 		c.reg.Release(ctx, name)
 	}
@@ -150,7 +151,7 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 	log := c.n.log.With("broadcast", e.name)
 	ctx, cancel := context.WithTimeout(ctx, registryTimeout)
 	defer cancel()
-	b := registry.Broadcast{Name: e.name, Origin: c.n.cfg.Peer.ID(), Relay: c.advertise, Epoch: 1, Started: e.started, Publishing: true}
+	b := registry.Broadcast{Name: e.name, Origin: c.n.cfg.Peer.ID(), Relay: c.advertise, Incarnation: c.inc, Epoch: 1, Started: e.started, Publishing: true}
 	last, lerr := c.reg.LastGroup(ctx, e.name)
 	prev, err := c.reg.Claim(ctx, b, false)
 	var taken *registry.TakenError
@@ -161,28 +162,49 @@ func (c *cluster) claim(ctx context.Context, e *entry) error {
 		log.Warn("taking over a broadcast from an origin that does not answer", "holder", taken.Holder.Origin, "relay", taken.Holder.Relay)
 		prev, err = c.reg.Claim(ctx, b, true)
 	}
+	now := time.Now()
+	e.nextGroup, e.epoch = groupFloor(now), epochFloor(now)
 	if err != nil || lerr != nil {
-		// Without the registry the numbers continue from the clock,
-		// which only rises; the heartbeat claims the key once Redis
-		// is back.
+		// The heartbeat claims the key once Redis is back.
 		log.Warn("registry unavailable: group numbers continue from the clock", "err", errors.Join(err, lerr))
-		e.nextGroup = uint64(time.Now().Unix())
-		e.epoch = uint64(time.Now().Unix())
 		return nil
 	}
-	var epoch uint64
 	if prev != nil {
-		epoch = prev.Epoch
+		e.epoch = max(e.epoch, prev.Epoch)
 	}
 	if last != nil {
 		// The group that was open when the last origin stopped may
 		// never have been logged: skip its number.
-		e.nextGroup = last.Seq + 2
-		epoch = max(epoch, last.Epoch)
+		e.nextGroup = max(e.nextGroup, last.Seq+2)
+		e.epoch = max(e.epoch, last.Epoch)
 	}
-	e.epoch = epoch
 	return nil
 }
+
+// groupFloor is the least first group number of a broadcast an origin
+// takes up: quarter seconds since groupClockStart. Numbers handed out
+// before, here or by an origin before this one, rose by one per group from
+// a clock reading of their own, and a group lasts at least a quarter second
+// (a keyframe interval; audio groups last a second), so they are below the
+// clock now: numbers keep rising across origin restarts and moves even when
+// Redis lost the group log or does not answer. The unit and the start keep
+// numbers below 2^31 until 2043, as some HLS clients parse
+// EXT-X-MEDIA-SEQUENCE (gohlslib: 31 bits), and exact in JavaScript.
+func groupFloor(now time.Time) uint64 {
+	if now.Before(groupClockStart) {
+		return 0
+	}
+	return uint64(now.Sub(groupClockStart) / groupClockUnit)
+}
+
+var groupClockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const groupClockUnit = 250 * time.Millisecond
+
+// epochFloor is the least epoch of a broadcast an origin takes up: the wall
+// clock in milliseconds (an epoch is a publisher session, which lasts
+// longer), so epochs rise without the registry's memory too.
+func epochFloor(now time.Time) uint64 { return uint64(now.UnixMilli()) }
 
 // alive reports whether a relay address answers a HELLO.
 func (c *cluster) alive(ctx context.Context, addr string) bool {
@@ -252,7 +274,7 @@ func (c *cluster) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		held := c.n.held(c.advertise)
+		held := c.n.held(c.advertise, c.inc)
 		if len(held) == 0 {
 			continue
 		}

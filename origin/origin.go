@@ -269,7 +269,7 @@ func (n *Node) Budget() *budget.Budget { return n.budget }
 
 // Run serves until ctx is done, then closes the node.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("origin listening", "addr", n.Addr().String(), "relay", n.cluster.advertise, "node", n.cfg.Peer.ID(), "registry", registryKind(n.cluster.reg))
+	n.log.Info("origin listening", "addr", n.Addr().String(), "relay", n.cluster.advertise, "node", n.cfg.Peer.ID(), "incarnation", n.cluster.inc, "registry", registryKind(n.cluster.reg))
 	n.cluster.run()
 	n.rtmp.start()
 	n.admin.Start()

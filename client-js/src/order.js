@@ -42,6 +42,7 @@ export class GroupOrderer {
     this.cur = -1; // group being handed on; -1: waiting for a keyframe to start at
     this.next = 0; // its next object index
     this.floor = -1; // while cur is -1: the oldest group that may start (after a reconnect)
+    this.epoch = -1; // epoch of the last object handed on
     this.bytes = 0;
     this.progressAt = 0; // when cur last moved (ms)
     // Counters.
@@ -155,13 +156,22 @@ export class GroupOrderer {
   }
 
   /**
+   * Whether g belongs to another epoch than the objects handed on so far.
+   * @param {PendingGroup} g
+   */
+  newEpoch(g) {
+    return this.epoch >= 0 && g.epoch !== this.epoch;
+  }
+
+  /**
    * Moves to group seq, counting what is left out.
    * @param {number} seq
    */
   jump(seq) {
     const cur = this.groups.get(this.cur);
     const complete = cur && cur.end >= 0 && this.next >= cur.end;
-    if (this.cur >= 0) this.skippedGroups += seq - this.cur - 1 + (complete ? 0 : 1);
+    const to = this.groups.get(seq);
+    if (this.cur >= 0) this.skippedGroups += (to && this.newEpoch(to) ? 0 : seq - this.cur - 1) + (complete ? 0 : 1);
     this.drop(this.cur);
     this.cur = seq;
     this.next = 0;
@@ -183,7 +193,8 @@ export class GroupOrderer {
       if (this.cur < 0) {
         const start = this.firstStartAfter(this.floor - 1);
         if (start < 0) return;
-        if (this.floor >= 0) this.skippedGroups += start - this.floor;
+        const sg = /** @type {PendingGroup} */ (this.groups.get(start));
+        if (this.floor >= 0 && !this.newEpoch(sg)) this.skippedGroups += start - this.floor;
         this.cur = start;
         this.next = 0;
         this.progressAt = now;
@@ -198,8 +209,12 @@ export class GroupOrderer {
         const newer = this.firstStartAfter(this.cur);
         if (newer < 0) return;
         const ng = /** @type {PendingGroup} */ (this.groups.get(newer));
-        if (this.inOrder || ng.end >= 0 || this.firstStartAfter(newer) >= 0) {
-          this.skippedGroups += newer - this.cur;
+        // A newer epoch (the publisher or its origin started again) goes
+        // on at once: its numbers start above the old ones (from the
+        // origin's clock), so the numbers between never existed.
+        const fresh = this.newEpoch(ng);
+        if (this.inOrder || fresh || ng.end >= 0 || this.firstStartAfter(newer) >= 0) {
+          if (!fresh) this.skippedGroups += newer - this.cur;
           this.cur = newer;
           this.next = 0;
           this.progressAt = now;
@@ -214,6 +229,7 @@ export class GroupOrderer {
         this.next++;
         this.objects++;
         this.progressAt = now;
+        this.epoch = g.epoch;
         this.onObject({ frame: f, epoch: g.epoch });
         continue;
       }

@@ -74,6 +74,16 @@ test('a group that never starts is skipped once two newer ones have, or a newer 
   assert.equal(b.o.skippedGroups, 1);
 });
 
+test('a new epoch goes on at once, its higher numbers not counted as skipped', () => {
+  // An origin restarted: its first group is numbered from its clock.
+  const { o, out } = orderer();
+  o.push(obj(5, 0), 1, 0);
+  o.push(obj(5, 1, true), 1, 0);
+  o.push(obj(116121600, 0), 2, 0);
+  assert.deepEqual(out, ['5/0', '116121600/0']);
+  assert.equal(o.skippedGroups, 0);
+});
+
 test('a stalled group is left after stallMs when a newer one has started', () => {
   const { o, out } = orderer({ stallMs: 1000 });
   o.push(obj(5, 0), 1, 0);

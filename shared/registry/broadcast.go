@@ -22,7 +22,11 @@ type Broadcast struct {
 	Origin string
 	// Relay is the host:port edges dial for it.
 	Relay string
-	// Epoch counts the publisher sessions of the broadcast.
+	// Incarnation is the run of the holder's process (its relay's
+	// HELLO_OK says the same): a holder restarted on the same relay
+	// address has another one, and edges drop connections to the old.
+	Incarnation string
+	// Epoch rises with each publisher session of the broadcast.
 	Epoch uint64
 	// Started is when the broadcast started (zero in Claim: now).
 	Started time.Time
@@ -51,7 +55,8 @@ end
 `
 
 // claimScript: KEYS bcast, events; ARGV node, relay, epoch, started (0 =
-// now), publishing, catalog, ttl ms, fresh ms, force, events max, name.
+// now), publishing, catalog, ttl ms, fresh ms, force, events max, name,
+// incarnation.
 // Returns {"taken"|"started"|"moved", previous hash as a flat list}.
 var claimScript = redis.NewScript(luaNow + `
 local prev = redis.call('HGETALL', KEYS[1])
@@ -66,29 +71,31 @@ local started = ARGV[4]
 if started == '0' then started = now_s end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'origin', ARGV[1], 'relay', ARGV[2], 'epoch', ARGV[3],
-  'started', started, 'publishing', ARGV[5], 'heartbeat', now_s, 'catalog', ARGV[6])
+  'started', started, 'publishing', ARGV[5], 'heartbeat', now_s, 'catalog', ARGV[6], 'incarnation', ARGV[12])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local typ = 'started'
 if holder and holder ~= ARGV[1] then typ = 'moved' end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'type', typ, 'broadcast', ARGV[11],
-  'node', ARGV[1], 'relay', ARGV[2], 'epoch', ARGV[3], 'time', now_s)
+  'node', ARGV[1], 'relay', ARGV[2], 'epoch', ARGV[3], 'time', now_s, 'incarnation', ARGV[12])
 return {typ, prev}
 `)
 
 // refreshScript: KEYS bcast..., events; ARGV node, ttl ms, events max, then
-// per key name, relay, epoch, started, publishing, catalog. Returns {lost
-// names, recreated names}.
+// per key name, relay, epoch, started, publishing, catalog, incarnation.
+// Returns {lost names, recreated names}.
 var refreshScript = redis.NewScript(luaNow + `
 local lost, recreated = {}, {}
 for i = 1, #KEYS - 1 do
-  local a = 3 + (i - 1) * 6
+  local a = 3 + (i - 1) * 7
   local holder = redis.call('HGET', KEYS[i], 'origin')
   if not holder then
     redis.call('HSET', KEYS[i], 'origin', ARGV[1], 'relay', ARGV[a + 2], 'epoch', ARGV[a + 3],
-      'started', ARGV[a + 4], 'publishing', ARGV[a + 5], 'heartbeat', now_s, 'catalog', ARGV[a + 6])
+      'started', ARGV[a + 4], 'publishing', ARGV[a + 5], 'heartbeat', now_s, 'catalog', ARGV[a + 6],
+      'incarnation', ARGV[a + 7])
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[3], '*', 'type', 'started',
-      'broadcast', ARGV[a + 1], 'node', ARGV[1], 'relay', ARGV[a + 2], 'epoch', ARGV[a + 3], 'time', now_s)
+      'broadcast', ARGV[a + 1], 'node', ARGV[1], 'relay', ARGV[a + 2], 'epoch', ARGV[a + 3], 'time', now_s,
+      'incarnation', ARGV[a + 7])
     recreated[#recreated + 1] = ARGV[a + 1]
   elseif holder == ARGV[1] then
     redis.call('HSET', KEYS[i], 'heartbeat', now_s)
@@ -120,7 +127,8 @@ local holder = field(h, 'origin')
 if holder and holder ~= ARGV[1] then return {'taken', h} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'ended', 'broadcast', ARGV[2],
-  'node', ARGV[1], 'relay', field(h, 'relay') or '', 'epoch', field(h, 'epoch') or '0', 'time', now_s)
+  'node', ARGV[1], 'relay', field(h, 'relay') or '', 'epoch', field(h, 'epoch') or '0', 'time', now_s,
+  'incarnation', field(h, 'incarnation') or '')
 return {'ended'}
 `)
 
@@ -143,7 +151,7 @@ func (r *Registry) Claim(ctx context.Context, b Broadcast, force bool) (prev *Br
 		var err error
 		res, err = claimScript.Run(ctx, r.rdb, []string{keyBcast(b.Name), keyEvents},
 			r.o.NodeID, b.Relay, b.Epoch, unixMs(b.Started), flag(b.Publishing), string(b.Catalog),
-			r.o.TTL.Milliseconds(), (r.o.TTL / 2).Milliseconds(), flag(force), r.o.EventsMax, b.Name,
+			r.o.TTL.Milliseconds(), (r.o.TTL / 2).Milliseconds(), flag(force), r.o.EventsMax, b.Name, b.Incarnation,
 		).Slice()
 		return err
 	})
@@ -177,7 +185,7 @@ func (r *Registry) Refresh(ctx context.Context, held []Broadcast) (lost []string
 		return nil, nil
 	}
 	keys := make([]string, 0, len(held)+1)
-	args := make([]any, 0, 3+6*len(held))
+	args := make([]any, 0, 3+7*len(held))
 	args = append(args, r.o.NodeID, r.o.TTL.Milliseconds(), r.o.EventsMax)
 	for _, b := range held {
 		if err := checkName(b.Name); err != nil {
@@ -188,7 +196,7 @@ func (r *Registry) Refresh(ctx context.Context, held []Broadcast) (lost []string
 		if started.IsZero() {
 			started = time.Now()
 		}
-		args = append(args, b.Name, b.Relay, b.Epoch, unixMs(started), flag(b.Publishing), string(b.Catalog))
+		args = append(args, b.Name, b.Relay, b.Epoch, unixMs(started), flag(b.Publishing), string(b.Catalog), b.Incarnation)
 	}
 	keys = append(keys, keyEvents)
 	var res []any
@@ -385,13 +393,14 @@ func parseBroadcast(name string, flat []string) Broadcast {
 
 func parseBroadcastMap(name string, h map[string]string) Broadcast {
 	b := Broadcast{
-		Name:       name,
-		Origin:     h["origin"],
-		Relay:      h["relay"],
-		Epoch:      parseUint(h["epoch"]),
-		Started:    fromUnixMs(h["started"]),
-		Publishing: h["publishing"] == "1",
-		Heartbeat:  fromUnixMs(h["heartbeat"]),
+		Name:        name,
+		Origin:      h["origin"],
+		Relay:       h["relay"],
+		Incarnation: h["incarnation"],
+		Epoch:       parseUint(h["epoch"]),
+		Started:     fromUnixMs(h["started"]),
+		Publishing:  h["publishing"] == "1",
+		Heartbeat:   fromUnixMs(h["heartbeat"]),
 	}
 	if c := h["catalog"]; c != "" {
 		b.Catalog = json.RawMessage(c)

@@ -35,6 +35,10 @@ type Event struct {
 	Node string
 	// Relay is the host:port of Node's relay, if any.
 	Relay string
+	// Incarnation is the run of Node's process that sent the event, if
+	// known (Broadcast.Incarnation): with the same Relay and another
+	// incarnation, the node was restarted.
+	Incarnation string
 	// Epoch is the broadcast's epoch (started, moved).
 	Epoch uint64
 	// Time is when the event happened.
@@ -67,6 +71,7 @@ func (r *Registry) PublishEvent(ctx context.Context, ev Event) error {
 			Values: []any{
 				"type", ev.Type, "broadcast", ev.Broadcast, "node", ev.Node,
 				"relay", ev.Relay, "epoch", ev.Epoch, "time", ev.Time.UnixMilli(),
+				"incarnation", ev.Incarnation,
 			},
 		}).Err()
 	})
@@ -197,13 +202,14 @@ func (r *Registry) newestEventID(ctx context.Context) (string, error) {
 func parseEvent(m redis.XMessage) Event {
 	s := func(k string) string { x, _ := m.Values[k].(string); return x }
 	return Event{
-		ID:        m.ID,
-		Type:      s("type"),
-		Broadcast: s("broadcast"),
-		Node:      s("node"),
-		Relay:     s("relay"),
-		Epoch:     parseUint(s("epoch")),
-		Time:      fromUnixMs(s("time")),
+		ID:          m.ID,
+		Type:        s("type"),
+		Broadcast:   s("broadcast"),
+		Node:        s("node"),
+		Relay:       s("relay"),
+		Incarnation: s("incarnation"),
+		Epoch:       parseUint(s("epoch")),
+		Time:        fromUnixMs(s("time")),
 	}
 }
 

@@ -143,7 +143,7 @@ func TestClaimLookupReleaseRoundTrip(t *testing.T) {
 		ctx := t.Context()
 		started := time.UnixMilli(time.Now().Add(-time.Minute).UnixMilli())
 		b := Broadcast{
-			Name: "live/cam-1", Relay: "127.0.0.1:7001", Epoch: 3, Started: started,
+			Name: "live/cam-1", Relay: "127.0.0.1:7001", Incarnation: "5eed", Epoch: 3, Started: started,
 			Publishing: true, Catalog: json.RawMessage(`{"tracks":[{"id":1,"codec":"avc1.64001f"}]}`),
 		}
 		prev, err := a.Claim(ctx, b, false)
@@ -154,7 +154,7 @@ func TestClaimLookupReleaseRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Lookup: %v", err)
 		}
-		if got.Name != b.Name || got.Origin != "a" || got.Relay != b.Relay || got.Epoch != 3 ||
+		if got.Name != b.Name || got.Origin != "a" || got.Relay != b.Relay || got.Incarnation != "5eed" || got.Epoch != 3 ||
 			!got.Started.Equal(started) || !got.Publishing || string(got.Catalog) != string(b.Catalog) {
 			t.Errorf("Lookup = %+v, want %+v with origin a", got, b)
 		}
@@ -187,8 +187,8 @@ func TestClaimLookupReleaseRoundTrip(t *testing.T) {
 			t.Fatalf("events = %s, want started,ended", got)
 		}
 		for _, ev := range evs {
-			if ev.Broadcast != b.Name || ev.Node != "a" || ev.Relay != b.Relay || ev.Epoch != 3 || time.Since(ev.Time) > 5*time.Second {
-				t.Errorf("event %+v: want broadcast, node a, relay, epoch 3, time now", ev)
+			if ev.Broadcast != b.Name || ev.Node != "a" || ev.Relay != b.Relay || ev.Incarnation != "5eed" || ev.Epoch != 3 || time.Since(ev.Time) > 5*time.Second {
+				t.Errorf("event %+v: want broadcast, node a, relay, incarnation, epoch 3, time now", ev)
 			}
 		}
 		if !a.Healthy() {
@@ -281,7 +281,7 @@ func TestRefresh(t *testing.T) {
 		a, b := be.open(t, "a"), be.open(t, "b")
 		ctx := t.Context()
 		cat := json.RawMessage(`{"tracks":[]}`)
-		x := Broadcast{Name: "x", Relay: "127.0.0.1:1", Epoch: 4, Started: time.UnixMilli(1_700_000_000_000), Publishing: true, Catalog: cat}
+		x := Broadcast{Name: "x", Relay: "127.0.0.1:1", Incarnation: "1nc", Epoch: 4, Started: time.UnixMilli(1_700_000_000_000), Publishing: true, Catalog: cat}
 		y := Broadcast{Name: "y", Relay: "127.0.0.1:1", Epoch: 1, Publishing: true}
 		for _, bc := range []Broadcast{x, y} {
 			if _, err := a.Claim(ctx, bc, false); err != nil {
@@ -328,14 +328,14 @@ func TestRefresh(t *testing.T) {
 			t.Fatalf("Refresh after restart = %v, %v; want nothing lost", lost, err)
 		}
 		got, err := a.Lookup(ctx, "x")
-		if err != nil || got.Origin != "a" || got.Relay != x.Relay || got.Epoch != 4 || !got.Started.Equal(x.Started) ||
+		if err != nil || got.Origin != "a" || got.Relay != x.Relay || got.Incarnation != "1nc" || got.Epoch != 4 || !got.Started.Equal(x.Started) ||
 			!got.Publishing || string(got.Catalog) != string(cat) {
 			t.Fatalf("x after restart and Refresh = %+v, %v; want %+v", got, err, x)
 		}
 		if d := pttl(t, a, "qc:bcast:x"); d <= 0 {
 			t.Errorf("recreated key PTTL = %v, want a TTL", d)
 		}
-		if evs := storedEvents(t, a, ""); len(evs) != 1 || evs[0].Type != EventStarted || evs[0].Broadcast != "x" {
+		if evs := storedEvents(t, a, ""); len(evs) != 1 || evs[0].Type != EventStarted || evs[0].Broadcast != "x" || evs[0].Incarnation != "1nc" {
 			t.Errorf("events after recreation = %+v, want one started for x", evs)
 		}
 		if lost, err := a.Refresh(ctx, nil); err != nil || lost != nil {

@@ -94,6 +94,7 @@ type Client struct {
 	conn Conn
 	ctl  *control
 	peer string // upstream node id
+	inc  string // upstream's incarnation ("" if it sent none)
 
 	mu     sync.Mutex
 	subs   map[uint32]*Subscription
@@ -160,7 +161,7 @@ func NewClient(ctx context.Context, conn Conn, cfg ClientConfig) (*Client, error
 		return nil, fmt.Errorf("hello: got %q", m.Type)
 	}
 	st.SetReadDeadline(time.Time{})
-	c.peer = m.Node
+	c.peer, c.inc = m.Node, m.Incarnation
 	go c.readControl()
 	go c.acceptGroups()
 	return c, nil
@@ -168,6 +169,10 @@ func NewClient(ctx context.Context, conn Conn, cfg ClientConfig) (*Client, error
 
 // Peer returns the upstream's node id.
 func (c *Client) Peer() string { return c.peer }
+
+// Incarnation returns the upstream process's incarnation from its
+// HELLO_OK, "" if it sent none.
+func (c *Client) Incarnation() string { return c.inc }
 
 // Done is closed when the connection is gone; Err says why.
 func (c *Client) Done() <-chan struct{} { return c.done }

@@ -19,7 +19,7 @@ const Version = 1
 // Control message types.
 const (
 	MsgHello       = "hello"        // client → server: Token, Node, Version
-	MsgHelloOK     = "hello_ok"     // server → client: Node
+	MsgHelloOK     = "hello_ok"     // server → client: Node, Incarnation
 	MsgSubscribe   = "subscribe"    // client → server: ID, Broadcast, Start (nil: the newest group)
 	MsgSubscribeOK = "subscribe_ok" // server → client: ID, Catalog, Inits
 	MsgAnnounce    = "announce"     // server → client: ID, Catalog, Inits of a new epoch; groups of that epoch follow
@@ -32,18 +32,21 @@ const (
 // Msg is one control message: a 4-byte big-endian length and that many
 // bytes of JSON on the control stream.
 type Msg struct {
-	Type      string        `json:"type"`
-	ID        uint32        `json:"id,omitempty"`
-	Token     string        `json:"token,omitempty"`
-	Node      string        `json:"node,omitempty"`
-	Version   int           `json:"version,omitempty"`
-	Broadcast string        `json:"broadcast,omitempty"`
-	Start     *uint64       `json:"start,omitempty"`
-	Catalog   *wire.Catalog `json:"catalog,omitempty"`
-	Inits     [][]byte      `json:"inits,omitempty"` // base64 in JSON, one per track
-	Code      wire.Code     `json:"code,omitempty"`
-	Reason    string        `json:"reason,omitempty"`
-	URL       string        `json:"url,omitempty"`
+	Type  string `json:"type"`
+	ID    uint32 `json:"id,omitempty"`
+	Token string `json:"token,omitempty"`
+	Node  string `json:"node,omitempty"`
+	// Incarnation (HELLO_OK) tells one run of the server's process from
+	// the next: a restart on the same address answers with a new one.
+	Incarnation string        `json:"incarnation,omitempty"`
+	Version     int           `json:"version,omitempty"`
+	Broadcast   string        `json:"broadcast,omitempty"`
+	Start       *uint64       `json:"start,omitempty"`
+	Catalog     *wire.Catalog `json:"catalog,omitempty"`
+	Inits       [][]byte      `json:"inits,omitempty"` // base64 in JSON, one per track
+	Code        wire.Code     `json:"code,omitempty"`
+	Reason      string        `json:"reason,omitempty"`
+	URL         string        `json:"url,omitempty"`
 }
 
 // maxControl bounds one control message. A SUBSCRIBE_OK carries a

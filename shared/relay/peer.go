@@ -84,3 +84,12 @@ func (p *Peer) ID() string {
 	}
 	return p.NodeID
 }
+
+// NewIncarnation returns a random id for one run of a node's process
+// (ServerConfig.Incarnation): a node restarted on the same address under
+// the same id answers with another one.
+func NewIncarnation() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

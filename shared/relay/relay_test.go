@@ -183,15 +183,15 @@ func waitGroupDone(t *testing.T, b *media.Broadcast, seq uint64) {
 }
 
 func TestSubscriptionMirrorsGroupsByteExact(t *testing.T) {
-	ts := startServer(t, ServerConfig{Node: "origin-1"}, TLSFiles{})
+	ts := startServer(t, ServerConfig{Node: "origin-1", Incarnation: "run-7"}, TLSFiles{})
 	src := newSource(t, "live/x", 1)
 	ts.add(src)
 	src.object(t, true, 1000) // group 0
 	src.object(t, false, 1000)
 	src.object(t, true, 2000) // group 1, the newest: the subscription starts here
 	c := dial(t, ts.addr, ClientConfig{Node: "edge-1"})
-	if c.Peer() != "origin-1" {
-		t.Fatalf("peer %q", c.Peer())
+	if c.Peer() != "origin-1" || c.Incarnation() != "run-7" {
+		t.Fatalf("peer %q incarnation %q, want origin-1 run-7", c.Peer(), c.Incarnation())
 	}
 	mirror := media.New("live/x", media.Limits{})
 	sub, err := c.Subscribe(context.Background(), "live/x", nil, mirror)

@@ -25,6 +25,10 @@ type Lookup func(ctx context.Context, name string) (*media.Broadcast, func(), er
 type ServerConfig struct {
 	// Node is this node's id, sent in HELLO_OK.
 	Node string
+	// Incarnation is this run of the node's process (random per start),
+	// sent in HELLO_OK and announced in the registry, so that a peer
+	// knows a restart on the same address for what it is.
+	Incarnation string
 	// Action is what a subscriber is authorised for: auth.Relay for relay
 	// peers (checked once per connection, on HELLO), auth.Play for
 	// viewers (checked per SUBSCRIBE, with the HELLO's token).
@@ -204,7 +208,7 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 	}
 	c := &serverConn{s: s, conn: conn, ctl: &control{s: st, timeout: s.cfg.WriteTimeout}, hello: hello,
 		log: log.With("node", hello.Node), subs: map[uint32]context.CancelFunc{}, names: map[string]uint32{}}
-	if err := c.ctl.send(&Msg{Type: MsgHelloOK, Node: s.cfg.Node}); err != nil {
+	if err := c.ctl.send(&Msg{Type: MsgHelloOK, Node: s.cfg.Node, Incarnation: s.cfg.Incarnation}); err != nil {
 		return err
 	}
 	s.mu.Lock()
