@@ -78,12 +78,12 @@ func main() {
 		if *only != "" && !contains(strings.Split(*only, ","), a.name) {
 			continue
 		}
-		row, err := measure(*bin, a, *hold)
+		r, err := measure(*bin, a, *hold)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", a.name, err)
 			os.Exit(1)
 		}
-		fmt.Println(row)
+		fmt.Println(r.row())
 	}
 }
 
@@ -96,11 +96,32 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// measure starts a fresh origin, runs a, and returns its table row.
-func measure(bin string, a attack, hold time.Duration) (string, error) {
+// result is what one attack cost a fresh origin.
+type result struct {
+	attack          attack
+	rssBefore, peak int64 // bytes
+	rssAfter        int64 // bytes, 2 s after the attack (0 if the node died)
+	cpu             float64
+	took            time.Duration
+	outcomes        map[string]int
+	died            string // the node's fatal error, "" if it stayed up
+}
+
+func (r result) row() string {
+	after, node := fmt.Sprintf("%d MiB", r.rssAfter>>20), "up"
+	if r.died != "" {
+		after, node = "—", "**died**: "+r.died
+	}
+	return fmt.Sprintf("| %s: %s | %d → %d MiB | %s | %.1f | %s | %s | %s |", r.attack.name, r.attack.what, r.rssBefore>>20, r.peak>>20, after,
+		r.cpu, r.took.Round(10*time.Millisecond), summarize(r.outcomes), node)
+}
+
+// measure starts a fresh origin with extra flags, runs a, and says what
+// it cost.
+func measure(bin string, a attack, hold time.Duration, extra ...string) (result, error) {
 	ports, err := freePorts(3)
 	if err != nil {
-		return "", err
+		return result{}, err
 	}
 	t := &target{
 		ws:        fmt.Sprintf("127.0.0.1:%d", ports[0]),
@@ -111,19 +132,19 @@ func measure(bin string, a attack, hold time.Duration) (string, error) {
 		hold:      hold,
 	}
 	args := append([]string{"origin", "-listen", t.ws, "-relay-listen", t.relayAddr, "-rtmp-listen", t.rtmp,
-		"-cluster-token", clusterToken, "-log-level", "error"}, a.flags...)
+		"-cluster-token", clusterToken, "-log-level", "error"}, append(a.flags, extra...)...)
 	t.cmd = exec.Command(bin, args...)
 	t.cmd.Stderr = t.stderr
 	if err := t.cmd.Start(); err != nil {
-		return "", err
+		return result{}, err
 	}
 	go func() { t.exited <- t.cmd.Wait() }()
 	defer func() {
 		t.cmd.Process.Kill()
 		<-t.exited
 	}()
-	if err := waitUp(t.ws, 10*time.Second); err != nil {
-		return "", err
+	if err := waitUp(t.ws, 30*time.Second); err != nil {
+		return result{}, err
 	}
 	pid := t.cmd.Process.Pid
 	rss0, _ := procStat(pid)
@@ -149,20 +170,17 @@ func measure(bin string, a attack, hold time.Duration) (string, error) {
 	took := time.Since(start)
 	close(stop)
 	<-sampled
-	node := "up"
+	r := result{attack: a, rssBefore: rss0, peak: peak, took: took, outcomes: outcomes}
 	select {
 	case err := <-t.exited:
 		t.exited <- err
-		node = "**died**: " + t.stderr.firstLine()
+		r.died = t.stderr.firstLine()
 	case <-time.After(2 * time.Second): // let it release what the attack left
 	}
-	rss1, cpu1 := procStat(pid)
-	after := fmt.Sprintf("%d MiB", rss1>>20)
-	if node != "up" {
-		after = "—"
-	}
-	return fmt.Sprintf("| %s: %s | %d → %d MiB | %s | %.1f | %s | %s | %s |", a.name, a.what, rss0>>20, peak>>20, after,
-		cpu1-cpu0, took.Round(10*time.Millisecond), summarize(outcomes), node), nil
+	var cpu1 float64
+	r.rssAfter, cpu1 = procStat(pid)
+	r.cpu = cpu1 - cpu0
+	return r, nil
 }
 
 // procStat returns a process's resident bytes and CPU seconds so far.
