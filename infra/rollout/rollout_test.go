@@ -374,6 +374,10 @@ type watcher struct {
 	timeline   []string
 	repeats    int
 	gaps       map[string]time.Duration // longest gap by phase
+	// out, when set, gets a line per event ("F" frame, "M" move, "X"
+	// failed dial, "N text" note): a viewer in another network
+	// namespace reports to the test this way.
+	out io.Writer
 }
 
 func (w *watcher) run(ctx context.Context, urls []string, ph *phase) {
@@ -381,9 +385,7 @@ func (w *watcher) run(ctx context.Context, urls []string, ph *phase) {
 	for ctx.Err() == nil {
 		v, err := viewer.Dial(ctx, urls[i%len(urls)], "")
 		if err != nil {
-			w.mu.Lock()
-			w.failures++
-			w.mu.Unlock()
+			w.fail()
 			i++
 			select {
 			case <-ctx.Done():
@@ -406,28 +408,10 @@ func (w *watcher) run(ctx context.Context, urls []string, ph *phase) {
 			if ev.Control != nil {
 				continue
 			}
-			now := time.Now()
-			w.mu.Lock()
-			if !w.last.IsZero() {
-				g, when := now.Sub(w.last), ph.get()
-				if g > w.maxGap {
-					w.maxGap, w.maxGapWhen = g, when
-				}
-				if w.gaps == nil {
-					w.gaps = map[string]time.Duration{}
-				}
-				if g > w.gaps[when] {
-					w.gaps[when] = g
-				}
-			}
-			w.last = now
-			w.frames++
-			w.mu.Unlock()
+			w.frame(ph)
 		}
 		v.Close()
-		w.mu.Lock()
-		w.moves++
-		w.mu.Unlock()
+		w.move()
 		i++
 		if got == 0 {
 			// Refused (the broadcast is not there yet): do not spin.
@@ -439,10 +423,57 @@ func (w *watcher) run(ctx context.Context, urls []string, ph *phase) {
 	}
 }
 
+// frame records a frame received now, and the gap since the last one.
+func (w *watcher) frame(ph *phase) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		fmt.Fprintln(w.out, "F")
+	}
+	if !w.last.IsZero() {
+		g, when := now.Sub(w.last), ph.get()
+		if g > w.maxGap {
+			w.maxGap, w.maxGapWhen = g, when
+		}
+		if w.gaps == nil {
+			w.gaps = map[string]time.Duration{}
+		}
+		if g > w.gaps[when] {
+			w.gaps[when] = g
+		}
+	}
+	w.last = now
+	w.frames++
+}
+
+// move records a move to the other edge.
+func (w *watcher) move() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		fmt.Fprintln(w.out, "M")
+	}
+	w.moves++
+}
+
+// fail records a failed dial.
+func (w *watcher) fail() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		fmt.Fprintln(w.out, "X")
+	}
+	w.failures++
+}
+
 // note keeps a line of the viewer's timeline (repeats are counted).
 func (w *watcher) note(s string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.out != nil {
+		fmt.Fprintln(w.out, "N", s)
+	}
 	line := time.Now().Format("15:04:05.000") + " " + s
 	if n := len(w.timeline); n > 0 && strings.HasSuffix(w.timeline[n-1], s) {
 		w.repeats++
