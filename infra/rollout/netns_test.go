@@ -2,11 +2,14 @@ package rollout_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,6 +92,10 @@ func startNetViewer(t *testing.T, n *sshtest.Net, ns string, ph *phase, frames i
 			switch {
 			case l == "F":
 				v.w.frame(ph)
+			case l == "D":
+				v.w.mu.Lock()
+				v.w.drainedAt = time.Now()
+				v.w.mu.Unlock()
 			case l == "M":
 				v.w.mu.Lock()
 				v.w.moves++
@@ -250,6 +257,11 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 		}
 	}
 
+	// Chromium, in the client namespace, plays each edge's watch page.
+	for _, e := range []string{"edge-1", "edge-2"} {
+		chromiumPlays(t, c, fmt.Sprintf("http://%s:8080/watch/show", c.ip[e]))
+	}
+
 	// v2 while a viewer watches, moving between the edges on GOAWAY.
 	ph := &phase{now: "before the upgrade"}
 	v := startNetViewer(t, c.net, c.client, ph, 0, ws("edge-1"), ws("edge-2"))
@@ -279,14 +291,21 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 	for p, g := range gaps {
 		t.Logf("  longest gap during %s: %v", p, g.Round(time.Millisecond))
 	}
+	v.w.mu.Lock()
+	moveGap, drains := v.w.maxMoveGap, v.w.moveGaps
+	v.w.mu.Unlock()
+	t.Logf("  longest gap from an edge's GOAWAY to frames from the other edge: %v (%d moves)", moveGap.Round(time.Millisecond), drains)
+	// Both edges restart: the viewer is moved at least twice, each time
+	// within the goal of 1 s (asserted at 2 s: a loaded machine).
+	if drains < 2 || moveGap > 2*time.Second {
+		t.Errorf("%d moves on GOAWAY, the longest %v: want 2 or more, each under 2 s (goal 1 s)", drains, moveGap)
+	}
 	if failures > 0 {
 		t.Errorf("%d failed dials while moving between edges, want none (the other edge is ready whenever one restarts)", failures)
 	}
-	for p, g := range gaps {
-		if began, _, _ := strings.Cut(p, " → "); strings.Contains(began, "quiccast-edge") && g > 5*time.Second {
-			t.Errorf("longest gap during %s: %v, want under 5 s (goal 1 s)", p, g)
-		}
-	}
+	// Other gaps are reported, not asserted: after the origin's restart
+	// an edge's resubscription waits for the new incarnation's group
+	// numbers (see infra/README.md), up to the viewer's 5 s read timeout.
 	if t.Failed() || testing.Verbose() {
 		t.Logf("viewer timeline:\n%s", strings.Join(v.w.timeline, "\n"))
 	}
@@ -321,4 +340,61 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 	if f, _, _, _, _ := v.w.stats(); f < 25 {
 		t.Fatalf("edge-2 after edge-1's rollback: %d frames, want 25\n%s", f, c.unitLogs())
 	}
+}
+
+// chromiumPlays runs the player's browser check (client-js's
+// test/browser/watch.mjs: headless Chromium through Playwright) in the
+// client namespace on url: it exits non-zero unless video plays (time
+// advances, frames are decoded) for 2 s. Without Chromium, node or
+// playwright-core it says so and returns (fails under QC_REQUIRE_TOOLS=1).
+func chromiumPlays(t *testing.T, c *netCluster, url string) {
+	t.Helper()
+	var missing []string
+	for _, tool := range []string{"chromium", "node"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if _, err := os.Stat("../../client-js/node_modules/playwright-core/package.json"); err != nil {
+		missing = append(missing, "client-js/node_modules/playwright-core (npm ci in client-js)")
+	}
+	if len(missing) > 0 {
+		if os.Getenv("QC_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%v required (QC_REQUIRE_TOOLS=1) for Chromium in the client namespace", missing)
+		}
+		t.Logf("Chromium part skipped: %v missing", missing)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := c.net.Command(c.client, "node", "test/browser/watch.mjs", url, filepath.Join(t.TempDir(), "watch.png"), "2", "0")
+	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
+	cmd.Dir = "../../client-js"
+	cmd.Env = append(os.Environ(), "QC_WATCH_PLAY_TIMEOUT=90")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("Chromium in the client namespace did not play %s: %v\n%s", url, err, tail(stderr.String(), 30))
+	}
+	var rep struct {
+		First, Last struct {
+			CurrentTime float64
+			Frames      int
+			Stats       struct{ Transport, Edge string }
+		}
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &rep); err != nil {
+		t.Fatalf("watch.mjs report: %v\n%s", err, stdout.String())
+	}
+	t.Logf("Chromium in the client namespace played %s over %s: %d frames decoded, currentTime %.1f -> %.1f s (%v with start-up)",
+		url, rep.Last.Stats.Transport, rep.Last.Frames, rep.First.CurrentTime, rep.Last.CurrentTime, time.Since(start).Round(100*time.Millisecond))
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
 }
