@@ -209,8 +209,8 @@ func (c *netCluster) unitLogs() string {
 // does not start is rolled back on the edge it was tried on.
 func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
+	c := newNetCluster(t) // skips first when not root
 	bins := binaries(t)
-	c := newNetCluster(t)
 	start := time.Now()
 	if _, sum, err := c.deploy(t, bins["v1.0.0-test"], "", ""); err != nil {
 		t.Fatalf("first deploy: %v\n%s", err, c.unitLogs())

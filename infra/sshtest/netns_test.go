@@ -31,7 +31,7 @@ func TestNetRemovesStaleNamespacesAndItsOwn(t *testing.T) {
 		live := fmt.Sprintf("qct%d-edge", syscall.Getppid())
 		if out, err := exec.Command("ip", "netns", "add", stale).CombinedOutput(); err != nil {
 			if strings.Contains(string(out), "Permission denied") || strings.Contains(string(out), "Operation not permitted") {
-				t.Skip("needs root")
+				t.Skip("needs root (ip netns add, bridges)")
 			}
 		}
 		exec.Command("ip", "netns", "add", live).Run()
