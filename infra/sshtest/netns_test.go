@@ -34,6 +34,9 @@ func TestNetRemovesStaleNamespacesAndItsOwn(t *testing.T) {
 				t.Skip("needs root (ip netns add, bridges)")
 			}
 		}
+		// Removed here too in case NewNet fails before it removes them.
+		defer exec.Command("ip", "netns", "delete", stale).Run()
+		defer exec.Command("ip", "link", "delete", staleBr).Run()
 		exec.Command("ip", "netns", "add", live).Run()
 		defer exec.Command("ip", "netns", "delete", live).Run()
 		exec.Command("ip", "link", "add", staleBr, "type", "bridge").Run()
