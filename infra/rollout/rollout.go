@@ -400,6 +400,7 @@ func waitReady(ctx context.Context, o Options, t *target, role string) error {
 	cl := t.conn.HTTPClient(5*time.Second, &http.Transport{TLSClientConfig: tc})
 	deadline := time.Now().Add(o.ReadyTimeout)
 	var last error
+	down := 0
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
 		resp, err := cl.Do(req)
@@ -414,12 +415,29 @@ func waitReady(ctx context.Context, o Options, t *target, role string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %s on %s did not answer %s within %v (last: %v)", ErrNotReady, role, t.h.Name, u, o.ReadyTimeout, last)
 		}
+		// A unit that has exited (failed, or inactive twice in a row:
+		// systemd shows a unit waiting to be restarted as activating)
+		// will not answer: no need to wait out the timeout.
+		if st, _ := t.conn.Run(ctx, "systemctl is-active "+render.Unit(role)+" || true", nil); isDown(st) {
+			if down++; down >= 2 {
+				return fmt.Errorf("%w: %s on %s exited (systemctl is-active: %s) before answering %s", ErrNotReady, role, t.h.Name, strings.TrimSpace(st), u)
+			}
+		} else {
+			down = 0
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// isDown is whether systemctl is-active printed a state of a unit that
+// is not running and not about to be.
+func isDown(state string) bool {
+	st := strings.TrimSpace(state)
+	return st == "failed" || st == "inactive"
 }
 
 func restartRedis(ctx context.Context, c *remote.Host, s inventory.Secrets, h *inventory.Host, restart bool, timeout time.Duration) error {

@@ -49,12 +49,23 @@ func (s *Server) Systemd() string { return filepath.Join(s.Dir, "systemd") }
 // KnownHostsLine is the known_hosts line for this server.
 func (s *Server) KnownHostsLine() string {
 	host, port, _ := net.SplitHostPort(s.Addr)
-	return fmt.Sprintf("[%s]:%s %s", host, port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.HostKey))))
+	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.HostKey)))
+	if port == "22" {
+		return host + " " + key
+	}
+	return fmt.Sprintf("[%s]:%s %s", host, port, key)
 }
 
 // Start starts a host; the test fails (never skips silently under
 // QC_REQUIRE_TOOLS) when sshd or mount namespaces are missing.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, "", "127.0.0.1", 0)
+}
+
+// start starts sshd on ip:port (port 0: a free one) in network namespace
+// ns ("": this one).
+func start(t testing.TB, ns, ip string, port int) *Server {
 	t.Helper()
 	sshd := testenv.RequireTool(t, "sshd")
 	testenv.RequireTool(t, "unshare")
@@ -84,10 +95,12 @@ func Start(t testing.TB) *Server {
 	if err := os.Symlink("systemctl", filepath.Join(dir, "fakebin/journalctl")); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if port == 0 {
+		port = freePort(t)
+	}
+	s.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
 	cfg := write("sshd_config", []byte(fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
+ListenAddress %s
 HostKey %s
 PidFile none
 AuthorizedKeysFile %s
@@ -101,7 +114,7 @@ UsePAM no
 AllowTcpForwarding yes
 LogLevel ERROR
 SetEnv PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin FAKE_SYSTEMD_DIR=%s
-`, port, hk, ak, filepath.Join(dir, "fakebin"), s.Systemd())), 0o600)
+`, port, ip, hk, ak, filepath.Join(dir, "fakebin"), s.Systemd())), 0o600)
 	var mounts strings.Builder
 	for _, m := range []string{"/etc", "/usr/local", "/var"} {
 		up, work := filepath.Join(dir, "upper", m), filepath.Join(dir, "work", m)
@@ -112,7 +125,11 @@ SetEnv PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin FAKE
 	script := "set -e\nmount --make-rprivate /\n" + mounts.String() +
 		"mount -t tmpfs -o mode=0755 tmpfs /run\nmkdir -p /run/sshd\nmount -o bind,ro /proc/sys /proc/sys\n" +
 		"exec " + sshd + " -D -e -f " + cfg + "\n"
-	cmd := exec.Command("unshare", "--mount", "sh", "-c", script)
+	args := []string{"unshare", "--mount", "sh", "-c", script}
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	logf, err := os.Create(filepath.Join(dir, "sshd.log"))
 	if err != nil {
 		t.Fatal(err)
