@@ -259,7 +259,9 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 
 	// Chromium, in the client namespace, plays each edge's watch page.
 	for _, e := range []string{"edge-1", "edge-2"} {
-		chromiumPlays(t, c, fmt.Sprintf("http://%s:8080/watch/show", c.ip[e]))
+		for _, tr := range []string{"webtransport", "websocket"} {
+			chromiumPlays(t, c, fmt.Sprintf("http://%s:8080", c.ip[e]), "/watch/show?transport="+tr, tr)
+		}
 	}
 
 	// v2 while a viewer watches, moving between the edges on GOAWAY.
@@ -353,7 +355,13 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 // client namespace on url: it exits non-zero unless video plays (time
 // advances, frames are decoded) for 2 s. Without Chromium, node or
 // playwright-core it says so and returns (fails under QC_REQUIRE_TOOLS=1).
-func chromiumPlays(t *testing.T, c *netCluster, url string) {
+//
+// The page is served over plain http from a private address, which is not
+// a secure context, so WebTransport would be off: Chromium is told to treat
+// that one origin as secure (as an https page on a real domain is), and the
+// player then uses the edge's self-signed certificate through its hash.
+func chromiumPlays(t *testing.T, c *netCluster, origin, path, transport string) {
+	url := origin + path
 	t.Helper()
 	var missing []string
 	for _, tool := range []string{"chromium", "node"} {
@@ -376,7 +384,8 @@ func chromiumPlays(t *testing.T, c *netCluster, url string) {
 	cmd := c.net.Command(c.client, "node", "test/browser/watch.mjs", url, filepath.Join(t.TempDir(), "watch.png"), "2", "0")
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	cmd.Dir = "../../client-js"
-	cmd.Env = append(os.Environ(), "QC_WATCH_PLAY_TIMEOUT=90")
+	cmd.Env = append(os.Environ(), "QC_WATCH_PLAY_TIMEOUT=90",
+		`QC_CHROMIUM_ARGS=["--unsafely-treat-insecure-origin-as-secure=`+origin+`"]`)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -392,6 +401,9 @@ func chromiumPlays(t *testing.T, c *netCluster, url string) {
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &rep); err != nil {
 		t.Fatalf("watch.mjs report: %v\n%s", err, stdout.String())
+	}
+	if rep.Last.Stats.Transport != transport {
+		t.Fatalf("Chromium played %s over %q, want %s", url, rep.Last.Stats.Transport, transport)
 	}
 	t.Logf("Chromium in the client namespace played %s over %s: %d frames decoded, currentTime %.1f -> %.1f s (%v with start-up)",
 		url, rep.Last.Stats.Transport, rep.Last.Frames, rep.First.CurrentTime, rep.Last.CurrentTime, time.Since(start).Round(100*time.Millisecond))
