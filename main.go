@@ -23,7 +23,7 @@ type command struct {
 
 var commands = []command{
 	{"demo", "origin + edge + a looping test broadcast in one process, no Redis or ffmpeg needed; prints the player URL", runDemo},
-	{"origin", "accept broadcasts from publishers (WebSocket ingest)", runOrigin},
+	{"origin", "accept broadcasts from publishers (RTMP/RTMPS and WebSocket ingest)", runOrigin},
 	{"edge", "deliver broadcasts to viewers (WebTransport, WebSocket, player page)", runEdge},
 	{"publish", "stream ffmpeg output (a file or a test pattern) to an origin, reconnecting as needed", runPublish},
 	{"bench", "load-test a deployment (or a local one): viewers, latency percentiles, CPU per Gbit, memory per viewer", runBench},
