@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestWatchPageStates(t *testing.T) {
 	}
 	// The page may reach a state before watch.mjs listens for events, so
 	// this asks the page until it is there.
-	stateEvent := func(w *watchRun, state string) {
+	stateEvent := func(t *testing.T, w *watchRun, state string) {
 		t.Helper()
 		w.waitState("loaded")
 		deadline := time.Now().Add(browserDeadline)
@@ -37,7 +38,7 @@ func TestWatchPageStates(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // the poll interval; the deadline above is the only limit
 		}
 	}
-	statusIs := func(w *watchRun, want string) browserSample {
+	statusIs := func(t *testing.T, w *watchRun, want string) browserSample {
 		t.Helper()
 		s := w.sample()
 		if !strings.Contains(s.Status, want) {
@@ -48,8 +49,8 @@ func TestWatchPageStates(t *testing.T) {
 
 	t.Run("offline, then live by itself", func(t *testing.T) {
 		w := startWatch(t, page("later", "?token=see"), "chromium-state-live", 0, 0)
-		stateEvent(w, "offline")
-		statusIs(w, "later: offline — waiting for the broadcast")
+		stateEvent(t, w, "offline")
+		statusIs(t, w, "later: offline — waiting for the broadcast")
 		pub := exec.Command(bin, "publish", "-url", strings.Replace(d.publish, "{name}", "later", 1), "-size", "320x180", "-bitrate", "300k", "-gop", "500ms")
 		if err := pub.Start(); err != nil {
 			t.Fatal(err)
@@ -66,6 +67,19 @@ func TestWatchPageStates(t *testing.T) {
 				t.Fatalf("status line %q while playing (state %s, currentTime %.2f)", s.Status, s.Stats.State, s.CurrentTime)
 			}
 		}
+	})
+	t.Run("ended", func(t *testing.T) {
+		pub := exec.Command(bin, "publish", "-url", strings.Replace(d.publish, "{name}", "gone", 1), "-size", "320x180", "-bitrate", "300k", "-gop", "500ms")
+		if err := pub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pub.Process.Kill(); pub.Wait() }()
+		w := startWatch(t, page("gone", "?token=see"), "chromium-state-ended", 0, 0)
+		w.waitState("measuring")
+		pub.Process.Signal(os.Interrupt) // the publisher leaves; the broadcast ends after the origin's grace
+		pub.Wait()
+		stateEvent(t, w, "ended")
+		statusIs(t, w, "gone: ended")
 	})
 	for _, tr := range []string{"hls", "websocket"} {
 		t.Run("live over "+tr, func(t *testing.T) {
@@ -97,12 +111,12 @@ func TestWatchPageStates(t *testing.T) {
 			t.Errorf("GET /watch/fine: %s, want 200 (it may go live)", resp.Status)
 		}
 		w := startWatch(t, page("bad~name", "?token=see"), "chromium-state-notfound", 0, 0)
-		stateEvent(w, "notfound")
-		statusIs(w, "not found: ")
+		stateEvent(t, w, "notfound")
+		statusIs(t, w, "not found: ")
 	})
 	t.Run("refused: token", func(t *testing.T) {
 		w := startWatch(t, page("demo", "?token=wrong"), "chromium-state-refused", 0, 0)
-		stateEvent(w, "refused")
-		statusIs(w, "demo: refused: token")
+		stateEvent(t, w, "refused")
+		statusIs(t, w, "demo: refused: token")
 	})
 }
