@@ -31,6 +31,7 @@ type browserSample struct {
 	Ranges      [][2]float64 // video.buffered
 	Frames      int
 	Dropped     int
+	Status      string // the watch page's status line
 	Stats       struct {
 		Transport     string
 		Edge          string

@@ -25,6 +25,7 @@ type demoConfig struct {
 	RTMPListen   string      // origin's RTMP ingest; empty for none
 	Name         string      // built-in broadcast; empty for none
 	ACME         acme.Config // edge certificate from an ACME CA, when ACME.Domain is set
+	PlayTokens   string      // edge's accepted play tokens; empty allows anyone
 	Logger       *slog.Logger
 }
 
@@ -60,7 +61,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		return nil, err
 	}
@@ -135,6 +136,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s.String(&cfg.RTMPListen, "rtmp-listen", "127.0.0.1:1935", "origin RTMP address: publish from OBS or ffmpeg to rtmp://HOST/live/{broadcast}; empty disables RTMP")
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
 	cfg.ACME.Flags(s)
+	s.String(&cfg.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present (?token=); empty allows anyone")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err

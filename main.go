@@ -24,7 +24,7 @@ type command struct {
 
 var commands = []command{
 	{"demo", "origin + edge + a looping test broadcast in one process, no Redis or ffmpeg needed; prints the player URL", runDemo},
-	{"origin", "accept broadcasts from publishers (WebSocket ingest)", runOrigin},
+	{"origin", "accept broadcasts from publishers (RTMP/RTMPS and WebSocket ingest)", runOrigin},
 	{"edge", "deliver broadcasts to viewers (WebTransport, WebSocket, player page)", runEdge},
 	{"publish", "stream ffmpeg output (a file or a test pattern) to an origin, reconnecting as needed", runPublish},
 	{"version", "print the version, commit and build time of this binary", runVersion},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clientjs "github.com/quiccast/quiccast/client-js"
+	"github.com/quiccast/quiccast/shared/media"
 )
 
 // pageRoutes serves the player: the watch page at / and /watch/{name}, and
@@ -25,7 +26,17 @@ func (n *Node) pageRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("GET /{$}", servePage)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	mux.HandleFunc("GET /watch/{name...}", servePage)
+	mux.HandleFunc("GET /watch/{name...}", func(w http.ResponseWriter, r *http.Request) {
+		if media.ValidName(r.PathValue("name")) != nil {
+			// The page still loads, and says "not found" and why.
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+			w.WriteHeader(http.StatusNotFound)
+			w.Write(page)
+			return
+		}
+		servePage(w, r)
+	})
 	hlsjs, err := fs.ReadFile(clientjs.Files, "vendor/hls.min.mjs")
 	if err != nil {
 		panic("edge: hls.js not embedded: " + err.Error())

@@ -53,7 +53,7 @@ func newCluster(n *Node) (*cluster, error) {
 		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("origin: registry: %w", err)
+			return nil, fmt.Errorf("origin: %w", err) // err says "registry: …"
 		}
 		c.ownReg = true
 	}

@@ -301,6 +301,10 @@ func (c *rtmpConn) run() (err error) {
 	c.log = c.log.With("broadcast", name)
 	sess, err := c.n.Publish(context.Background(), name, token, c.remote)
 	if err != nil {
+		if token == "" && wire.CodeOf(err) == wire.CodeUnauthorized {
+			// RTMP carries the token in the stream key, not in a header.
+			return wire.Errorf(wire.CodeUnauthorized, "publish %q needs a key: rtmp://HOST/live/%s?key=TOKEN (OBS: Stream Key %s?key=TOKEN)", name, name, name)
+		}
 		return err
 	}
 	c.sess = sess

@@ -244,7 +244,7 @@ func TestRTMPBadInputIsRefusedAndOthersContinue(t *testing.T) {
 		// ffmpeg, a real encoder, shows the reason.
 		ff := startFFmpeg(t, rtmpURL(n, "keyed"), 3)
 		err, stderr := ff.wait(t, 15*time.Second)
-		if err == nil || !strings.Contains(stderr, `quiccast 4001: publish "keyed" needs a token`) {
+		if err == nil || !strings.Contains(stderr, `quiccast 4001: publish "keyed" needs a key: rtmp://HOST/live/keyed?key=TOKEN`) {
 			t.Fatalf("ffmpeg without a key: %v, stderr %q", err, stderr)
 		}
 		if _, ok := n.Lookup("keyed"); ok {

@@ -37,7 +37,8 @@ registerTransport('hls', openHLS);
  * @typedef {object} PlayerStats
  * @property {string} transport     "webtransport", "websocket", … ("" before connecting)
  * @property {string} edge          the edge in use
- * @property {string} state         "connecting" | "playing" | "waiting" | "ended" | "stopped" | "error"
+ * @property {string} state         "connecting" | "offline" (no such broadcast yet: retrying) | "playing" | "waiting" (stalled) |
+ *                                  "ended" (retrying) | "refused" (token; stopped) | "notfound" (invalid name; stopped) | "stopped" | "error"
  * @property {number} latencyMs     capture wall-clock of the frame on screen to now; NaN before the first frame
  * @property {number} g2gMs         capture to SourceBuffer append done, of the newest object
  * @property {number} g2gP50Ms      median of g2gMs over the last 300 objects
@@ -103,6 +104,7 @@ export class Player extends EventTarget {
     this.retiredSkips = 0; // counters of orderers replaced
     this.retiredLate = 0;
     /** @type {number[]} */ this.g2g = [];
+    this.lastTime = NaN; // the video's currentTime at the end of the last tick
     /** @type {PlayerStats} */
     this._stats = {
       transport: '', edge: '', state: 'stopped', latencyMs: NaN, g2gMs: NaN, g2gP50Ms: NaN, g2gP95Ms: NaN,
@@ -147,6 +149,25 @@ export class Player extends EventTarget {
     this._stats.skippedGroups = skipped + this.retiredSkips;
     this._stats.lateObjects = late + this.retiredLate;
     return { ...this._stats };
+  }
+
+  /** Whether the broadcast is known not to be live: ended or offline. */
+  waitingForBroadcast() {
+    return this._stats.state === 'ended' || this._stats.state === 'offline';
+  }
+
+  /**
+   * Playing or stalled, from what the video does: currentTime moving
+   * means playing, whatever readyState says (at a low target latency it
+   * often sits at HAVE_CURRENT_DATA while playing).
+   * @param {boolean} moved currentTime advanced since the last tick, seeks aside
+   */
+  updatePlaying(moved) {
+    const v = this.video;
+    const st = this._stats.state;
+    if (st === 'ended' || st === 'error' || st === 'stopped' || st === 'refused' || st === 'notfound') return;
+    if (!v.paused && (moved || v.readyState >= 3)) this.setState('playing');
+    else if (st === 'playing') this.setState('waiting');
   }
 
   /** @param {string} s */
@@ -195,22 +216,29 @@ export class Player extends EventTarget {
           }
           break;
         case 'refused':
-          if (end.code === 4001 || end.code === 4003) {
-            // A token problem does not fix itself.
+          if (end.code === 4001 || end.code === 4003 || end.code === 4000) {
+            // A token problem or a bad name does not fix itself.
             this.stopped = true;
             clearInterval(this.timer);
-            this.setState('error');
+            this.setState(end.code === 4000 ? 'notfound' : 'refused');
             this.fail(`refused (${end.code}): ${end.reason}`);
             return;
           }
-          if (end.code !== 4004) this.edgeIndex++;
+          if (end.code === 4004) {
+            // Not live (yet, or any more): look again soon, so it
+            // starts by itself when it goes live.
+            if (this._stats.state !== 'ended') this.setState('offline');
+            backoff = Math.min(backoff, 1000);
+          } else {
+            this.edgeIndex++;
+          }
           break;
         case 'unreachable':
           this.edgeIndex++;
           break;
       }
       backoff = Math.min(backoff * 2, 5000);
-      if (this._stats.state !== 'ended') this.setState('connecting');
+      if (!this.waitingForBroadcast()) this.setState('connecting');
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
   }
@@ -233,7 +261,7 @@ export class Player extends EventTarget {
    * @returns {Promise<SessionEnd>}
    */
   async session(edge) {
-    this.setState(this._stats.state === 'ended' ? 'ended' : 'connecting');
+    if (!this.waitingForBroadcast()) this.setState('connecting');
     const names = this.transportsFor(edge);
     /** @type {TransportError|null} */ let last = null;
     for (const name of names) {
@@ -278,7 +306,7 @@ export class Player extends EventTarget {
       }
       if (this.sessions++ > 0) this._stats.reconnects++;
       this.current = t;
-      if (this._stats.state === 'ended') this.setState('connecting'); // the broadcast is back
+      if (this.waitingForBroadcast()) this.setState('connecting'); // the broadcast is (back) on
       this._stats.transport = name;
       this._stats.edge = edge.href;
       this._stats.connectMs = Math.round(performance.now() - t0);
@@ -381,16 +409,14 @@ export class Player extends EventTarget {
   tick() {
     const v = this.video;
     const b = v.buffered;
+    const moved = v.currentTime !== this.lastTime;
     for (const o of this.orderers) o.tick();
     // A transport that plays by itself keeps its own live edge.
     const own = !!(this.current && this.current.ownsMedia);
     if (own && this.current) {
       const t = this.current;
       if (b.length > 0) this._stats.bufferMs = Math.round((b.end(b.length - 1) - v.currentTime) * 1000);
-      if (this._stats.state !== 'ended' && this._stats.state !== 'error' && this._stats.state !== 'stopped') {
-        if (!v.paused && v.readyState >= 3) this.setState('playing');
-        else if (this._stats.state === 'playing') this.setState('waiting');
-      }
+      this.updatePlaying(moved);
       const at = t.playingDate ? t.playingDate() : NaN;
       if (!isNaN(at)) this._stats.latencyMs = Math.round(Date.now() - at);
       if (t.counts) Object.assign(this._stats, t.counts());
@@ -430,10 +456,7 @@ export class Player extends EventTarget {
       if (Math.abs(v.playbackRate - rate) > 0.005) v.playbackRate = rate;
       if (v.paused) v.play().catch(() => {});
       this._stats.bufferMs = Math.round(behind * 1000);
-      if (this._stats.state !== 'ended' && this._stats.state !== 'error' && this._stats.state !== 'stopped') {
-        if (!v.paused && v.readyState >= 3) this.setState('playing');
-        else if (this._stats.state === 'playing') this.setState('waiting');
-      }
+      this.updatePlaying(moved);
       const cap = this.sink.captureAt(v.currentTime);
       if (!isNaN(cap)) this._stats.latencyMs = Math.round(Date.now() - cap / 1000);
       this.sink.trim(20);
@@ -443,6 +466,7 @@ export class Player extends EventTarget {
       this._stats.g2gP50Ms = Math.round(/** @type {number} */ (s[Math.floor((s.length - 1) * 0.5)]));
       this._stats.g2gP95Ms = Math.round(/** @type {number} */ (s[Math.floor((s.length - 1) * 0.95)]));
     }
+    this.lastTime = v.currentTime; // after this tick's seeks
     const s = this.stats;
     this.emit('stats', s);
     if (this.overlayEl) {

@@ -66,6 +66,37 @@ func (s *Set) String(p *string, name, def, usage string) {
 	s.bind(name, false)
 }
 
+// StringList declares a comma-separated list setting kept in *p: the flag
+// may be repeated, and each value (itself a comma list) is appended; the
+// first one given replaces the default.
+func (s *Set) StringList(p *string, name, def, usage string) {
+	*p = def
+	s.fs.Var(&listValue{p: p}, name, usage)
+	s.bind(name, false)
+}
+
+// listValue is a repeatable flag.Value that joins its values with commas.
+type listValue struct {
+	p   *string
+	set bool
+}
+
+func (l *listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return *l.p
+}
+
+func (l *listValue) Set(v string) error {
+	if !l.set || *l.p == "" {
+		*l.p, l.set = v, true
+		return nil
+	}
+	*l.p += "," + v
+	return nil
+}
+
 // GlobalString declares a string setting whose env twin has no node prefix.
 func (s *Set) GlobalString(p *string, name, def, usage string) {
 	s.fs.StringVar(p, name, def, usage)

@@ -189,3 +189,28 @@ func TestUnknownFlag(t *testing.T) {
 		t.Fatalf("no usage after a bad flag: %q", out.String())
 	}
 }
+
+func TestStringListRepeatsAndSplits(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{nil, "", "ws://a"},
+		{[]string{"-url", "ws://b"}, "", "ws://b"},
+		{[]string{"-url", "ws://b", "-url", "ws://c,ws://d"}, "", "ws://b,ws://c,ws://d"},
+		{nil, "ws://e,ws://f", "ws://e,ws://f"},
+		{[]string{"-url", "ws://b"}, "ws://e", "ws://b"},
+	} {
+		var v string
+		s := New("publish", "")
+		s.SetLookup(func(k string) (string, bool) { return tc.env, tc.env != "" && k == "QC_PUBLISH_URL" })
+		s.StringList(&v, "url", "ws://a", "")
+		if err := s.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if v != tc.want {
+			t.Errorf("%q env %q: got %q, want %q", tc.args, tc.env, v, tc.want)
+		}
+	}
+}

@@ -16,10 +16,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -27,11 +29,16 @@ import (
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/config"
+	"github.com/quiccast/quiccast/shared/wire"
 )
 
 // Config configures a publisher.
 type Config struct {
-	// URL is the origin's ingest URL, ws(s)://host:port/publish/{broadcast}.
+	// URL is the origin's ingest URL, ws(s)://host:port/publish/{broadcast},
+	// or several, comma-separated: the publisher moves to the next one
+	// when the current one fails, and waits out a backoff only once every
+	// one has failed in a row. A host name that resolves to several
+	// addresses is tried address by address on each dial.
 	URL   string
 	Token string
 	// Input is a media file to loop; empty means the testsrc2 + sine
@@ -67,7 +74,7 @@ type Config struct {
 
 // Flags declares every setting on s.
 func (c *Config) Flags(s *config.Set) {
-	s.String(&c.URL, "url", "ws://127.0.0.1:7000/publish/test", "origin ingest URL: ws(s)://host:port/publish/{broadcast}")
+	s.StringList(&c.URL, "url", "ws://127.0.0.1:7000/publish/test", "origin ingest `URL`: ws(s)://host:port/publish/{broadcast}; repeat the flag or separate with commas to give several origins, tried in turn when one fails")
 	s.String(&c.Token, "token", "", "publish token, sent as Authorization: Bearer")
 	s.String(&c.Input, "input", "", "media file to loop; empty publishes a test pattern (testsrc2 + sine)")
 	s.Bool(&c.FromStdin, "stdin", false, "read fragmented MP4 from stdin instead of running ffmpeg (pipe any encoder in)")
@@ -140,10 +147,48 @@ func (c *Config) FFmpegArgs() []string {
 		"-frag_duration", fmt.Sprint(c.Frag.Microseconds()), "-write_prft", "wallclock", "-")
 }
 
-// Run publishes until ctx is done. It returns ctx's error, or an error if
-// ffmpeg cannot start at all.
+// Refusal is a permanent failure: retrying cannot help, and its message
+// says what to change. Run returns it instead of reconnecting.
+type Refusal struct{ Msg string }
+
+func (r *Refusal) Error() string { return r.Msg }
+
+// urls checks and returns the comma-separated ingest URLs.
+func urls(list string) ([]string, error) {
+	var out []string
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, &Refusal{fmt.Sprintf("-url %s: %v", auth.Redact(raw), redactErr(err))}
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return nil, &Refusal{fmt.Sprintf("-url %s: the ingest URL starts with ws:// or wss:// (ws://ORIGIN:7000/publish/NAME), not %s://", auth.Redact(raw), u.Scheme)}
+		}
+		if u.Host == "" {
+			return nil, &Refusal{fmt.Sprintf("-url %s: no host (want ws://ORIGIN:7000/publish/NAME)", auth.Redact(raw))}
+		}
+		out = append(out, raw)
+	}
+	if len(out) == 0 {
+		return nil, &Refusal{"-url: no ingest URL given (want ws://ORIGIN:7000/publish/NAME)"}
+	}
+	return out, nil
+}
+
+// Run publishes until ctx is done. It returns ctx's error, a *Refusal when
+// an origin refuses for a reason retrying cannot fix (bad URL or name,
+// token not accepted, name taken, no ingest at that address), or an error
+// if ffmpeg cannot start at all.
 func Run(ctx context.Context, cfg Config) error {
 	cfg.withDefaults()
+	list, err := urls(cfg.URL)
+	if err != nil {
+		return err
+	}
 	if cfg.FromStdin && cfg.Stream == nil {
 		cfg.Stream = os.Stdin
 	}
@@ -166,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		runFFmpeg(ctx, &cfg, segs)
 	}()
-	err := sendLoop(ctx, &cfg, segs)
+	err = sendLoop(ctx, &cfg, list, segs)
 	cancel()
 	wg.Wait()
 	if errors.Is(err, errStreamEnd) {
@@ -265,10 +310,14 @@ func ffmpegOnce(ctx context.Context, cfg *Config, segs chan<- any) error {
 }
 
 // sendLoop connects, sends the latest init and then chunks from the next
-// keyframe, and reconnects when the connection fails.
-func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
+// keyframe, and reconnects when the connection fails: to the next URL at
+// once, and with a backoff once every URL has failed in a row.
+func sendLoop(ctx context.Context, cfg *Config, list []string, segs <-chan any) error {
 	backoff := newBackoff(cfg.MinBackoff, cfg.MaxBackoff)
 	var init *cmaf.Init
+	cur := 0           // index in list of the URL to dial
+	failed := 0        // failures in a row since the last accepted session
+	published := false // an origin accepted this publisher once
 	for ctx.Err() == nil {
 		// Wait for an init segment before connecting.
 		for init == nil {
@@ -286,18 +335,34 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 		}
 		started := time.Now()
 		var err error
-		init, err = session(ctx, cfg, init, segs)
+		var ready bool
+		u := list[cur]
+		init, ready, err = session(ctx, cfg, u, init, segs)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if errors.Is(err, errStreamEnd) {
 			return err
 		}
+		if r := refusal(u, err, published); r != nil {
+			return r
+		}
+		published = published || ready
+		if ready {
+			failed = 0
+		}
 		if time.Since(started) > 10*time.Second {
 			backoff.reset()
 		}
-		wait := backoff.next()
-		cfg.Logger.Warn("publish connection ended; reconnecting", "url", auth.Redact(cfg.URL), "err", err, "in", wait)
+		failed++
+		cur = (cur + 1) % len(list)
+		var wait time.Duration
+		if failed >= len(list) {
+			// Every URL failed in a row: back off before the next round.
+			wait = backoff.next()
+			failed = 0
+		}
+		cfg.Logger.Warn("publish connection ended; reconnecting", "url", auth.Redact(u), "err", err, "next", auth.Redact(list[cur]), "in", wait)
 		// Keep draining ffmpeg while waiting, remembering its init.
 		t := time.NewTimer(wait)
 	drain:
@@ -323,57 +388,74 @@ func sendLoop(ctx context.Context, cfg *Config, segs <-chan any) error {
 
 const writeWait = 5 * time.Second
 
-// session runs one connection. It returns the init segment to use next.
-func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any) (*cmaf.Init, error) {
+// session runs one connection to u. It returns the init segment to use
+// next, and whether the origin accepted the broadcast (said ready).
+func session(ctx context.Context, cfg *Config, u string, init *cmaf.Init, segs <-chan any) (_ *cmaf.Init, ready bool, _ error) {
 	h := http.Header{}
 	if cfg.Token != "" {
 		h.Set("Authorization", "Bearer "+cfg.Token)
 	}
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, WriteBufferSize: 64 << 10, NetDialContext: cfg.Dial}
-	conn, resp, err := d.DialContext(ctx, cfg.URL, h)
+	conn, resp, err := d.DialContext(ctx, u, h)
 	if err != nil {
 		if resp != nil {
-			return init, fmt.Errorf("dial %s: %w (HTTP %s)", auth.Redact(cfg.URL), redactErr(err), resp.Status)
+			return init, false, &httpError{status: resp.StatusCode, err: fmt.Errorf("dial %s: %w (HTTP %s)", auth.Redact(u), redactErr(err), resp.Status)}
 		}
-		return init, fmt.Errorf("dial %s: %w", auth.Redact(cfg.URL), redactErr(err))
+		return init, false, fmt.Errorf("dial %s: %w", auth.Redact(u), redactErr(err))
 	}
 	defer conn.Close()
 	// The origin only speaks to close or refuse; read to learn why.
 	closed := make(chan error, 1)
+	var readySeen atomic.Bool
 	go func() {
 		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
+			typ, _, err := conn.ReadMessage()
+			if err != nil {
 				closed <- err
 				return
 			}
+			if typ == websocket.TextMessage { // "ready", the only one
+				readySeen.Store(true)
+			}
 		}
 	}()
+	defer func() { ready = readySeen.Load() }()
 	write := func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(writeWait))
 		return conn.WriteMessage(websocket.BinaryMessage, b)
 	}
+	// A failed write may be the origin's refusal arriving: its close
+	// frame says why, and that decides whether to retry.
+	writeFailed := func(err error) error {
+		select {
+		case cerr := <-closed:
+			return closeReason(cerr)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return err
+	}
 	if err := write(init.Data); err != nil {
-		return init, err
+		return init, false, writeFailed(err)
 	}
 	if cfg.OnInit != nil {
 		cfg.OnInit(init)
 	}
-	cfg.Logger.Info("publishing", "url", auth.Redact(cfg.URL), "codec", init.Codec())
+	cfg.Logger.Info("publishing", "url", auth.Redact(u), "codec", init.Codec())
 	waitKey := true
 	var buf []byte
 	for {
 		select {
 		case <-ctx.Done():
 			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-			return init, ctx.Err()
+			return init, false, ctx.Err()
 		case err := <-closed:
-			return init, closeReason(err)
+			return init, false, closeReason(err)
 		case s, ok := <-segs:
 			if !ok {
 				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 				conn.SetReadDeadline(time.Now().Add(writeWait))
 				<-closed // the origin answers once it has taken everything
-				return init, errStreamEnd
+				return init, false, errStreamEnd
 			}
 			switch s := s.(type) {
 			case *cmaf.Init:
@@ -381,7 +463,7 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 					// ffmpeg restarted with other parameters: the
 					// origin takes a new init only on a new
 					// connection.
-					return s, errors.New("init segment changed")
+					return s, false, errors.New("init segment changed")
 				}
 			case *cmaf.Chunk:
 				if waitKey && !s.Keyframe {
@@ -394,12 +476,7 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 				}
 				buf = append(buf, s.Data...)
 				if err := write(buf); err != nil {
-					select {
-					case cerr := <-closed:
-						return init, closeReason(cerr)
-					case <-time.After(100 * time.Millisecond):
-					}
-					return init, err
+					return init, false, writeFailed(err)
 				}
 				if cfg.OnChunk != nil {
 					cfg.OnChunk(s)
@@ -413,9 +490,55 @@ func session(ctx context.Context, cfg *Config, init *cmaf.Init, segs <-chan any)
 func closeReason(err error) error {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
-		return fmt.Errorf("origin closed the connection: %d %s", ce.Code, ce.Text)
+		return fmt.Errorf("origin closed the connection: %w", ce)
 	}
 	return err
+}
+
+// httpError is a handshake the server answered with an HTTP status.
+type httpError struct {
+	status int
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+func (e *httpError) Unwrap() error { return e.err }
+
+// refusal returns a *Refusal when err from a session with u will not go
+// away by retrying. A name taken (4009) is permanent only before this
+// publisher was ever accepted: after that, the name may still be held by
+// its own previous connection, which the origin has not yet seen die.
+func refusal(u string, err error, published bool) error {
+	ru := auth.Redact(u)
+	var he *httpError
+	if errors.As(err, &he) {
+		switch {
+		case he.status == http.StatusNotFound:
+			return &Refusal{fmt.Sprintf("%s answered HTTP 404: no ingest there; publish to the origin's address and path, ws://ORIGIN:7000/publish/NAME (an edge's port answers 404)", ru)}
+		case he.status == http.StatusUnauthorized || he.status == http.StatusForbidden:
+			return &Refusal{fmt.Sprintf("%s answered HTTP %d: check -token", ru, he.status)}
+		case he.status >= 400 && he.status < 500 && he.status != http.StatusRequestTimeout && he.status != http.StatusTooManyRequests:
+			return &Refusal{fmt.Sprintf("%s answered HTTP %d: is this an origin's ingest URL (ws://ORIGIN:7000/publish/NAME)?", ru, he.status)}
+		}
+		return nil
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		return nil
+	}
+	switch wire.Code(ce.Code) {
+	case wire.CodeBadRequest:
+		return &Refusal{fmt.Sprintf("origin %s refused the broadcast (%d): %s; change the name in the URL", ru, ce.Code, ce.Text)}
+	case wire.CodeUnauthorized:
+		return &Refusal{fmt.Sprintf("origin %s did not accept the token (%d): %s; set -token to one of the origin's -publish-tokens", ru, ce.Code, ce.Text)}
+	case wire.CodeForbidden:
+		return &Refusal{fmt.Sprintf("origin %s: the token may not publish this broadcast (%d): %s; use a token for this name", ru, ce.Code, ce.Text)}
+	case wire.CodeConflict:
+		if !published {
+			return &Refusal{fmt.Sprintf("origin %s: the name is taken (%d): %s; publish under another name, or stop the other publisher", ru, ce.Code, ce.Text)}
+		}
+	}
+	return nil
 }
 
 type backoff struct {

@@ -103,6 +103,22 @@ type Registry struct {
 	wg     sync.WaitGroup // Follow's in-flight XREADs
 }
 
+// go-redis logs through one process-wide logger (it printed raw
+// "pool.go:770: …" lines among the structured logs): its lines go to the
+// logger of the registry opened last, at WARN.
+var (
+	clientLog       atomic.Pointer[slog.Logger]
+	setClientLogger sync.Once
+)
+
+type clientLogger struct{}
+
+func (clientLogger) Printf(_ context.Context, format string, v ...any) {
+	if l := clientLog.Load(); l != nil {
+		l.Warn("redis client: " + fmt.Sprintf(format, v...))
+	}
+}
+
 // Open connects to the Redis of o.URL, or starts an embedded miniredis
 // when o.URL is empty. It PINGs once but does not fail when Redis is down
 // or refuses the credentials (it logs a warning, Healthy reports false,
@@ -135,6 +151,8 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 		o.Logger = slog.Default()
 	}
 	r := &Registry{o: o, log: o.Logger.With("component", "registry")}
+	clientLog.Store(r.log)
+	setClientLogger.Do(func() { redis.SetLogger(clientLogger{}) })
 
 	var ropt *redis.Options
 	if o.URL == "" || mini != nil {

@@ -112,7 +112,8 @@ try {
     // hls: set when the page plays LL-HLS through hls.js.
     const t = p && p.current;
     const hls = t && t.name === 'hls' && t.info ? t.info() : null;
-    return { at: Date.now(), currentTime: v.currentTime, readyState: v.readyState, ranges, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
+    const st = document.getElementById('status');
+    return { at: Date.now(), currentTime: v.currentTime, readyState: v.readyState, ranges, status: st ? st.textContent : '', frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
   });
   sampler = sample;
   let playing = true;
