@@ -39,6 +39,11 @@ func TestPublishCommandFailsOverToTheNextOrigin(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	// Viewers join once the broadcast is in the registry: a viewer that
+	// asks before is told 4004 (no such broadcast) and stops.
+	testenv.WaitFor(t, time.Minute, "the broadcast to be ready on origin A", func() bool {
+		return oa.count("msg", "publisher ready") > 0
+	})
 	var ws []*watcher
 	for range 3 {
 		ws = append(ws, startWatcher(ctx, &wg, "cam/f", fmt.Sprintf("ws://%s/ws/cam/f", e1.field("addr"))))
