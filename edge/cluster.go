@@ -40,8 +40,13 @@ type ClusterConfig struct {
 	// Gone is how long a link waits for a broadcast that ended, or whose
 	// upstream was lost, to come back before its viewers are told it
 	// ended. Default 10 s.
-	Gone   time.Duration
-	Logger *slog.Logger
+	Gone time.Duration
+	// DialTimeout bounds connecting to an upstream: the QUIC handshake
+	// and HELLO. An upstream that does not answer within it is
+	// unreachable, and viewers waiting for it get a 503 at once rather
+	// than after the relay's 5 s. Default 1.5 s.
+	DialTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // RelaySource is an edge's Source in a cluster: it mirrors each broadcast
@@ -55,6 +60,10 @@ type RelaySource struct {
 	// Counters for metrics.
 	Resubscribes atomic.Int64
 	Restarts     atomic.Int64 // pooled connections dropped for a restarted upstream
+	Refused      atomic.Int64 // upstreams that refused this node's cluster token
+	Unreachable  atomic.Int64 // dials to an upstream that failed
+
+	warned sync.Map // "cause addr" -> *warning: misconfiguration log lines, rate-limited
 
 	mu      sync.Mutex
 	clients map[string]*pooled
@@ -74,6 +83,9 @@ type pooled struct {
 func NewRelaySource(cfg ClusterConfig) *RelaySource {
 	if cfg.Gone <= 0 {
 		cfg.Gone = 10 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 1500 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -192,7 +204,12 @@ func (s *RelaySource) client(ctx context.Context, addr string) (*relay.Client, e
 		p = &pooled{ready: make(chan struct{})}
 		s.clients[addr] = p
 		s.mu.Unlock()
-		p.c, p.err = relay.Dial(s.ctx, addr, s.cfg.Client)
+		dctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+		p.c, p.err = relay.Dial(dctx, addr, s.cfg.Client)
+		cancel()
+		if p.err != nil {
+			p.err = s.upstreamFailed(addr, p.err, true)
+		}
 		close(p.ready)
 		if p.err != nil {
 			s.mu.Lock()
@@ -260,7 +277,75 @@ func (s *RelaySource) subscribe(ctx context.Context, addr, name string, start *u
 		return nil, "", fmt.Errorf("upstream %s: %w", addr, err)
 	}
 	sub, err := c.Subscribe(ctx, name, start, mirror)
+	if err != nil {
+		err = s.upstreamFailed(addr, err, false)
+	}
 	return sub, c.Incarnation(), err
+}
+
+// warnEvery is how often, at most, one misconfiguration between nodes (one
+// cause, one upstream) is logged.
+const warnEvery = time.Minute
+
+type warning struct {
+	mu      sync.Mutex
+	last    time.Time
+	repeats int // since the last line
+}
+
+// upstreamFailed turns a failure to reach or subscribe at the upstream
+// addr into what viewers are told: the upstream refusing this node's
+// cluster token (4001/4003) is a 502 (4502) and an upstream that cannot be
+// reached (dial: a failed dial) a 503 (4503), both "upstream unavailable"
+// and neither hinting that the viewer's token is wrong. Both are logged
+// loudly here, at the node whose configuration is at fault, at most once a
+// minute per cause and upstream, and counted. Other errors are returned
+// as they are.
+func (s *RelaySource) upstreamFailed(addr string, err error, dial bool) error {
+	if s.ctx.Err() != nil {
+		return err
+	}
+	var we *wire.Error
+	switch code := wire.CodeOf(err); {
+	case code == wire.CodeUnauthorized || code == wire.CodeForbidden:
+		s.Refused.Add(1)
+		s.warn("refused "+addr, func(repeats int) {
+			s.log.Error(fmt.Sprintf("-cluster-token not accepted by upstream %s: give this edge the cluster token its upstream has", addr),
+				"upstream", addr, "err", err, "repeats", repeats)
+		})
+		return &wire.Error{Code: wire.CodeBadGateway, Err: err,
+			Msg: "upstream unavailable: this edge's upstream refused it (a configuration error between the servers, not your token); try again later"}
+	case dial && !errors.As(err, &we):
+		s.Unreachable.Add(1)
+		s.warn("unreachable "+addr, func(repeats int) {
+			what := fmt.Sprintf("origin %s (from the registry) unreachable", addr)
+			if addr == s.cfg.Parent {
+				what = fmt.Sprintf("parent %s unreachable: check -parent", addr)
+			}
+			s.log.Warn(what, "upstream", addr, "err", err, "repeats", repeats)
+		})
+		return &wire.Error{Code: wire.CodeUnavailable, Err: err,
+			Msg: "upstream unavailable: this edge cannot reach its upstream; try again later or another edge"}
+	}
+	return err
+}
+
+// warn calls log for key at most once per warnEvery, with how many times
+// it was suppressed since the previous call.
+func (s *RelaySource) warn(key string, log func(repeats int)) {
+	v, _ := s.warned.LoadOrStore(key, &warning{})
+	w := v.(*warning)
+	w.mu.Lock()
+	now := time.Now()
+	if !w.last.IsZero() && now.Sub(w.last) < warnEvery {
+		w.repeats++
+		w.mu.Unlock()
+		return
+	}
+	repeats := w.repeats
+	w.last, w.repeats = now, 0
+	w.mu.Unlock()
+	log(repeats)
 }
 
 // link keeps one broadcast's mirror fed, moving between upstreams.
@@ -391,7 +476,7 @@ func (n *Node) startCluster() error {
 			r, err := registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
 			cancel()
 			if err != nil {
-				return fmt.Errorf("edge: registry: %w", err)
+				return fmt.Errorf("edge: %w", err) // err says "registry: …"
 			}
 			n.dir, dir = r, r
 		case cfg.Parent == "":

@@ -229,12 +229,15 @@ func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {
 		} else if wire.CodeOf(err) != wire.CodeInternal {
 			msg = wire.Reason(err)
 		}
-		if status >= 500 && status != http.StatusServiceUnavailable {
+		// 502 and 503 (upstream unavailable, going away, full) are logged
+		// where they arise, once, not per request.
+		retry := status == http.StatusServiceUnavailable || status == http.StatusBadGateway
+		if status >= 500 && !retry {
 			h.n.log.Warn("HLS request failed", "path", r.URL.Path, "err", err)
 		}
 		h.deadline(w)
 		w.Header().Set("Cache-Control", "no-store")
-		if status == http.StatusServiceUnavailable {
+		if retry {
 			w.Header().Set("Retry-After", "1")
 		}
 		http.Error(w, msg, status)

@@ -32,6 +32,11 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 			func() float64 { return float64(n.cluster.Resubscribes.Load()) }))
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_restarts_total", Help: "Pooled upstream connections dropped because the upstream announced a restart on the same relay address (a new incarnation)."},
 			func() float64 { return float64(n.cluster.Restarts.Load()) }))
+		const help = "Failures to use an upstream that viewers see as 502/503 \"upstream unavailable\", by cause: refused (the upstream did not accept this edge's -cluster-token) or unreachable (a dial to the origin or -parent failed)."
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_failures_total", Help: help, ConstLabels: prometheus.Labels{"cause": "refused"}},
+			func() float64 { return float64(n.cluster.Refused.Load()) }))
+		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_failures_total", Help: help, ConstLabels: prometheus.Labels{"cause": "unreachable"}},
+			func() float64 { return float64(n.cluster.Unreachable.Load()) }))
 	}
 	if n.relay != nil {
 		rs := &n.relay.Stats

@@ -28,7 +28,11 @@ const (
 	CodeInvalidMedia Code = 4015 // the bytes are not valid CMAF / fragmented MP4
 	CodeRateLimited  Code = 4029 // over the byte or message rate limit
 	CodeTimeout      Code = 4408 // a publisher sent nothing for too long
-	CodeOverCapacity Code = 4503 // the node's memory budget or viewer limit is exhausted
+	CodeBadGateway   Code = 4502 // the node's upstream refused it (nodes misconfigured): not the sender's fault
+	CodeUnavailable  Code = 4503 // the node cannot serve now: over capacity, or its upstream is unreachable
+	// CodeOverCapacity is CodeUnavailable sent because the node's memory
+	// budget or viewer limit is exhausted.
+	CodeOverCapacity = CodeUnavailable
 )
 
 var codeNames = map[Code]string{
@@ -45,7 +49,8 @@ var codeNames = map[Code]string{
 	CodeInvalidMedia: "invalid media",
 	CodeRateLimited:  "rate limited",
 	CodeTimeout:      "timeout",
-	CodeOverCapacity: "over capacity",
+	CodeBadGateway:   "bad gateway",
+	CodeUnavailable:  "unavailable",
 }
 
 func (c Code) String() string {

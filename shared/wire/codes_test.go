@@ -16,6 +16,7 @@ func TestCodeNumbers(t *testing.T) {
 		CodeBadRequest: 4000, CodeUnauthorized: 4001, CodeForbidden: 4003, CodeNotFound: 4004,
 		CodeTooSlow: 4008, CodeConflict: 4009, CodeTooLarge: 4013, CodeInvalidMedia: 4015,
 		CodeRateLimited: 4029, CodeTimeout: 4408, CodeOverCapacity: 4503,
+		CodeBadGateway: 4502,
 	} {
 		if uint16(c) != want {
 			t.Errorf("%s = %d, want %d", c, uint16(c), want)
@@ -29,6 +30,9 @@ func TestCodeNumbers(t *testing.T) {
 	}
 	if got := Code(4999).String(); got != "code 4999" {
 		t.Errorf("unknown code String = %q", got)
+	}
+	if CodeUnavailable != CodeOverCapacity || CodeUnavailable.String() != "unavailable" {
+		t.Errorf("CodeUnavailable = %d %q, want 4503 unavailable", uint16(CodeUnavailable), CodeUnavailable)
 	}
 	if got := CodeTooSlow.String(); got != "too slow" {
 		t.Errorf("CodeTooSlow.String = %q", got)
