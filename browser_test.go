@@ -32,6 +32,11 @@ type browserSample struct {
 	Frames      int
 	Dropped     int
 	Status      string // the watch page's status line
+	Title       string // its title (the broadcast's name)
+	Badge       string // its badge: LIVE while playing, else the state
+	Muted       bool   // video.muted
+	UnmuteShown bool   // the Unmute button is on screen
+	StatsPill   bool   // the stats pill exists (?stats=1 only)
 	Stats       struct {
 		Transport     string
 		Edge          string
@@ -70,6 +75,26 @@ func (e playerEvent) detail(k string) string {
 	m, _ := e.Detail.(map[string]any)
 	s, _ := m[k].(string)
 	return s
+}
+
+// box is an element's place in the viewport, in CSS pixels.
+type box struct{ X, Y, Width, Height float64 }
+
+// overlaps tells whether a and b share any area.
+func (a *box) overlaps(b *box) bool {
+	return a != nil && b != nil && a.X < b.X+b.Width && b.X < a.X+a.Width && a.Y < b.Y+b.Height && b.Y < a.Y+a.Height
+}
+
+// pageLayout is where the watch page's parts are at one window size
+// (nil: not on the page, or hidden), with the screenshot taken there.
+type pageLayout struct {
+	Path                     string
+	Error                    string
+	Width, Height            float64 // the viewport
+	ScrollWidth, ClientWidth float64 // of the document: wider than the window is horizontal overflow
+	Video, Stats, Unmute     *box
+	Title, Badge             *box
+	Status, Transports       *box
 }
 
 // browserReport is what watch.mjs prints.
@@ -118,6 +143,7 @@ type watchRun struct {
 	states  map[string]bool
 	events  []playerEvent
 	samples []*browserSample
+	layouts []*pageLayout
 }
 
 // startWatch starts watch.mjs on url. seconds > 0 measures for that long
@@ -191,6 +217,11 @@ func (w *watchRun) line(l string) {
 		var ev playerEvent
 		if json.Unmarshal([]byte(rest), &ev) == nil {
 			w.events = append(w.events, ev)
+		}
+	case "shot":
+		var l *pageLayout
+		if json.Unmarshal([]byte(rest), &l) == nil {
+			w.layouts = append(w.layouts, l)
 		}
 	case "sample":
 		var s *browserSample
@@ -268,6 +299,51 @@ func (w *watchRun) sample() browserSample {
 		w.fatalf("the page has no sample")
 	}
 	return *s
+}
+
+// screenshot sets the window to width×height, saves
+// artifacts/{name}.png and returns the page's layout at that size.
+func (w *watchRun) screenshot(width, height int, name string) pageLayout {
+	w.t.Helper()
+	png, _ := filepath.Abs(filepath.Join("artifacts", name+".png"))
+	w.mu.Lock()
+	n := len(w.layouts)
+	w.mu.Unlock()
+	if _, err := fmt.Fprintf(w.stdin, "shot %d %d %s\n", width, height, png); err != nil {
+		w.fatalf("asking for a screenshot: %v", err)
+	}
+	var l *pageLayout
+	w.waitUntil("screenshot "+name, func() bool {
+		if len(w.layouts) > n {
+			l = w.layouts[n]
+		}
+		return l != nil
+	})
+	if l.Error != "" {
+		w.fatalf("screenshot %s: %s", name, l.Error)
+	}
+	return *l
+}
+
+// click clicks the page's element #id with a real input event.
+func (w *watchRun) click(id string) {
+	w.t.Helper()
+	if _, err := fmt.Fprintf(w.stdin, "click %s\n", id); err != nil {
+		w.fatalf("asking for a click: %v", err)
+	}
+	var done string
+	w.waitUntil("a click on "+id, func() bool {
+		for _, l := range w.stderr {
+			if strings.HasPrefix(l, "clicked "+id) {
+				done = l
+				return true
+			}
+		}
+		return false
+	})
+	if done != "clicked "+id {
+		w.fatalf("%s", done)
+	}
 }
 
 // waitPlayed waits until the video has played secs more seconds from now,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,7 +51,9 @@ func TestWatchPageStates(t *testing.T) {
 	t.Run("offline, then live by itself", func(t *testing.T) {
 		w := startWatch(t, page("later", "?token=see"), "chromium-state-live", 0, 0)
 		stateEvent(t, w, "offline")
-		statusIs(t, w, "later: offline — waiting for the broadcast")
+		if s := statusIs(t, w, "later: offline — waiting for the broadcast"); s.Badge != "OFFLINE" || s.Title != "later" {
+			t.Errorf("offline: badge %q, title %q; want OFFLINE, later", s.Badge, s.Title)
+		}
 		pub := exec.Command(bin, "publish", "-url", strings.Replace(d.publish, "{name}", "later", 1), "-size", "320x180", "-bitrate", "300k", "-gop", "500ms")
 		if err := pub.Start(); err != nil {
 			t.Fatal(err)
@@ -90,9 +93,67 @@ func TestWatchPageStates(t *testing.T) {
 				if !strings.Contains(s.Status, "demo: live · "+tr) {
 					t.Fatalf("status line %q while playing (state %s, currentTime %.2f, readyState %d)", s.Status, s.Stats.State, s.CurrentTime, s.ReadyState)
 				}
+				// Autoplay stays muted, with the button to hear it; no
+				// stats pill unless ?stats=1.
+				if s.Title != "demo" || s.Badge != "LIVE" || !s.Muted || !s.UnmuteShown || s.StatsPill {
+					t.Errorf("while playing: title %q, badge %q, muted %v, unmute button %v, stats pill %v; want demo, LIVE, true, true, false", s.Title, s.Badge, s.Muted, s.UnmuteShown, s.StatsPill)
+				}
 			}
 		})
 	}
+	// Issue 13, item 3: no title, no live badge, no unmute button, and a
+	// stats pill over the native controls that wrapped over the picture at
+	// 640 px. The page is now one for an audience, from a phone to 4K;
+	// the screenshots are for a reviewer (artifacts/watch-WxH.png).
+	t.Run("layout from 360 px to 4K", func(t *testing.T) {
+		w := startWatch(t, page("demo", "?token=see&transport=websocket&stats=1"), "chromium-layout", 0, 0)
+		w.waitState("measuring")
+		w.waitPlayed(1)
+		if s := w.sample(); !s.StatsPill || s.Badge != "LIVE" || s.Title != "demo" || !s.Muted || !s.UnmuteShown {
+			t.Errorf("with ?stats=1 while playing: stats pill %v, badge %q, title %q, muted %v, unmute button %v", s.StatsPill, s.Badge, s.Title, s.Muted, s.UnmuteShown)
+		}
+		for _, sz := range [][2]int{{360, 740}, {640, 480}, {1280, 800}, {3840, 2160}} {
+			name := fmt.Sprintf("watch-%dx%d", sz[0], sz[1])
+			l := w.screenshot(sz[0], sz[1], name)
+			if l.Video == nil || l.Stats == nil || l.Unmute == nil || l.Title == nil || l.Badge == nil {
+				t.Fatalf("%s: a part is missing: %+v", name, l)
+			}
+			if l.ScrollWidth > l.ClientWidth {
+				t.Errorf("%s: the page is %.0f px wide in a %.0f px window", name, l.ScrollWidth, l.ClientWidth)
+			}
+			v := l.Video
+			if v.X < 0 || v.X+v.Width > l.Width+0.5 || v.Y < 0 || v.Y+v.Height > l.Height+0.5 {
+				t.Errorf("%s: the video %+v is not all in the %.0fx%.0f window", name, *v, l.Width, l.Height)
+			}
+			if v.Width < 0.6*min(l.Width, (l.Height-160)*16/9) {
+				t.Errorf("%s: the video %+v is small for the window", name, *v)
+			}
+			// The native controls are a bar along the video's bottom: the
+			// stats pill stays off the picture altogether, the unmute
+			// button off the bar.
+			controls := &box{v.X, v.Y + v.Height - 60, v.Width, 60}
+			if l.Stats.overlaps(v) {
+				t.Errorf("%s: the stats pill %+v covers the video %+v", name, *l.Stats, *v)
+			}
+			if l.Unmute.overlaps(controls) || !l.Unmute.overlaps(v) {
+				t.Errorf("%s: the unmute button %+v is not on the picture above its controls %+v", name, *l.Unmute, *controls)
+			}
+			for part, b := range map[string]*box{"title": l.Title, "badge": l.Badge, "stats pill": l.Stats} {
+				if b.X < 0 || b.X+b.Width > l.Width+0.5 {
+					t.Errorf("%s: the %s %+v sticks out of the window", name, part, *b)
+				}
+			}
+		}
+		w.click("#unmute")
+		deadline := time.Now().Add(browserDeadline)
+		for s := w.sample(); s.Muted || s.UnmuteShown; s = w.sample() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after a click on Unmute: muted %v, button shown %v", s.Muted, s.UnmuteShown)
+			}
+			time.Sleep(100 * time.Millisecond) // the poll interval; the deadline above is the only limit
+		}
+		w.waitPlayed(1) // and it still plays, with sound
+	})
 	t.Run("not found", func(t *testing.T) {
 		resp, err := http.Get(page("bad~name", ""))
 		if err != nil {

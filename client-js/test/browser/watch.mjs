@@ -10,12 +10,16 @@
 // seconds > 0 measures for that long; seconds = 0 measures until a line
 // "stop" (or the end of input) arrives on stdin, so a test can act on the
 // player's state (stop an edge once it plays, say) instead of on a clock.
-// A line "sample" on stdin answers with one sample on stderr.
+// A line "sample" on stdin answers with one sample on stderr; "shot W H
+// path.png" sets the window to W×H, saves a screenshot and answers with
+// the page's layout at that size; "click #id" clicks an element (as a
+// person would: a real input event) and answers "clicked #id".
 //
 // Progress goes to stderr, one line each, for the test to wait on:
 //   state loaded | playing | measuring | done
 //   event {"type":…,"at":ms,"detail":…}   every player event from the start
 //   sample {"at":ms,"currentTime":…,…}    the answer to "sample"
+//   shot {"path":…,"width":…,"video":{box},…}  the answer to "shot"
 // QC_WATCH_PLAY_TIMEOUT (seconds, default 90) bounds the wait for the first
 // frame: a last resort on a very busy machine, not a pace.
 import { chromium } from 'playwright-core';
@@ -41,15 +45,56 @@ const progress = (s) => process.stderr.write(s + '\n');
 let stopRequested = false;
 /** @type {null | (() => Promise<any>)} */
 let sampler = null;
+/** @type {null | import('playwright-core').Page} */
+let loaded = null;
 const rl = createInterface({ input: process.stdin });
 rl.on('line', (l) => {
   const cmd = l.trim();
   if (cmd === 'stop') stopRequested = true;
+  const shot = /^shot (\d+) (\d+) (\S+)$/.exec(cmd);
+  if (shot) {
+    const [w, h, path] = [Number(shot[1]), Number(shot[2]), shot[3]];
+    (loaded ? layoutShot(loaded, w, h, path) : Promise.reject(new Error('page not loaded')))
+      .then((l) => progress('shot ' + JSON.stringify(l)), (e) => progress('shot ' + JSON.stringify({ path, error: String(e) })));
+  }
+  const click = /^click (#[\w-]+)$/.exec(cmd);
+  if (click) {
+    (loaded ? loaded.click(click[1], { timeout: 10000 }) : Promise.reject(new Error('page not loaded')))
+      .then(() => progress('clicked ' + click[1]), (e) => progress(`clicked ${click[1]} failed: ${e}`));
+  }
   if (cmd === 'sample') {
     (sampler ? sampler() : Promise.resolve(null)).then((s) => progress('sample ' + JSON.stringify(s)), () => progress('sample null'));
   }
 });
 rl.on('close', () => { stopRequested = true; });
+
+/**
+ * Sets the window to w×h, waits for the layout to settle, saves a
+ * screenshot and returns where the page's parts are (viewport pixels).
+ * @param {import('playwright-core').Page} page @param {number} w @param {number} h @param {string} path
+ */
+async function layoutShot(page, w, h, path) {
+  await page.setViewportSize({ width: w, height: h });
+  // Two frames: the layout at the new size, then a painted frame of it.
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await page.screenshot({ path });
+  return page.evaluate(({ path }) => {
+    /** @param {Element|null} el */
+    const box = (el) => {
+      if (!el || /** @type {HTMLElement} */ (el).hidden) return null;
+      const r = el.getBoundingClientRect();
+      return { x: r.x, y: r.y, width: r.width, height: r.height };
+    };
+    const d = document.documentElement;
+    return {
+      path, width: innerWidth, height: innerHeight, scrollWidth: d.scrollWidth, clientWidth: d.clientWidth,
+      video: box(document.querySelector('video')), stats: box(document.querySelector('.quiccast-overlay')),
+      unmute: box(document.getElementById('unmute')), title: box(document.getElementById('title')),
+      badge: box(document.getElementById('badge')), status: box(document.getElementById('status')),
+      transports: box(document.getElementById('transports')),
+    };
+  }, { path });
+}
 
 // Flags from shared/STACK.md; never --disable-quic (it disables WebTransport).
 const profile = mkdtempSync(join(tmpdir(), 'quiccast-chromium-'));
@@ -112,10 +157,16 @@ try {
     // hls: set when the page plays LL-HLS through hls.js.
     const t = p && p.current;
     const hls = t && t.name === 'hls' && t.info ? t.info() : null;
-    const st = document.getElementById('status');
-    return { at: Date.now(), currentTime: v.currentTime, readyState: v.readyState, ranges, status: st ? st.textContent : '', frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, stats: p ? p.stats : null, hls };
+    const text = (/** @type {string} */ id) => { const el = document.getElementById(id); return el ? el.textContent : ''; };
+    const un = document.getElementById('unmute');
+    return {
+      at: Date.now(), currentTime: v.currentTime, readyState: v.readyState, ranges, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
+      status: text('status'), title: text('title'), badge: text('badge'), muted: v.muted, unmuteShown: !!un && !un.hidden,
+      statsPill: !!document.querySelector('.quiccast-overlay'), stats: p ? p.stats : null, hls,
+    };
   });
   sampler = sample;
+  loaded = page;
   let playing = true;
   try {
     await page.waitForFunction(() => {
