@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -36,31 +35,10 @@ func TestChromiumPlaysOverWebTransportWithAnACMECertificate(t *testing.T) {
 	}
 	p := testenv.StartPebble(t, portN, time.Hour)
 
-	cmd := exec.Command(bin, "demo", "-listen", addr, "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "",
+	_, url, lines := launchDemo(t, bin, "-listen", addr, "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "",
 		"-acme-domain", domain, "-acme-ca", p.Dir, "-acme-ca-root", p.TLS, "-acme-dir", t.TempDir())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("demo stderr:\n%s", stderr.String())
-		}
-	})
-	lines := bufio.NewScanner(out)
-	if !lines.Scan() {
-		t.Fatal("demo printed nothing")
-	}
-	url, ok := strings.CutPrefix(lines.Text(), "watch: ")
-	if !ok || !strings.HasPrefix(url, "https://"+domain+":"+port+"/") {
-		t.Fatalf("first line %q, want the HTTPS watch URL on %s", lines.Text(), domain)
+	if !strings.HasPrefix(url, "https://"+domain+":"+port+"/") {
+		t.Fatalf("watch URL %q, want HTTPS on %s", url, domain)
 	}
 	go func() {
 		for lines.Scan() {

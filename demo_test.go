@@ -58,19 +58,18 @@ type demoProc struct {
 	cmd     *exec.Cmd
 }
 
-// startDemoProcess runs `quiccast demo` on free ports (plus args) and
-// returns the watch URL it printed and how long it took until the page was
-// served.
-func startDemoProcess(t *testing.T, bin string, args ...string) *demoProc {
+// launchDemo runs `quiccast demo` with args, kills it when the test
+// ends (logging its stderr if the test failed), and returns the watch URL
+// it printed first and its further output.
+func launchDemo(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, url string, lines *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"demo", "-listen", "127.0.0.1:0", "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "127.0.0.1:0"}, args...)...)
+	cmd = exec.Command(bin, append([]string{"demo"}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -81,19 +80,32 @@ func startDemoProcess(t *testing.T, bin string, args ...string) *demoProc {
 			t.Logf("demo stderr:\n%s", stderr.String())
 		}
 	})
-	lines := bufio.NewScanner(out)
+	lines = bufio.NewScanner(out)
 	if !lines.Scan() {
-		t.Fatalf("demo printed nothing: %s", stderr.String())
+		t.Fatal("demo printed nothing")
 	}
 	url, ok := strings.CutPrefix(lines.Text(), "watch: ")
 	if !ok {
 		t.Fatalf("first line %q, want the watch URL", lines.Text())
 	}
+	return cmd, url, lines
+}
+
+// startDemoProcess runs `quiccast demo` on free ports (plus args) and
+// returns the watch URL it printed and how long it took until the page was
+// served.
+func startDemoProcess(t *testing.T, bin string, args ...string) *demoProc {
+	t.Helper()
+	start := time.Now()
+	cmd, url, lines := launchDemo(t, bin, append([]string{"-listen", "127.0.0.1:0", "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "127.0.0.1:0"}, args...)...)
 	d := &demoProc{url: url, cmd: cmd}
 	if lines.Scan() {
 		d.publish, _ = strings.CutPrefix(lines.Text(), "publish more: quiccast publish -url ")
 	}
-	go io.Copy(io.Discard, out)
+	go func() {
+		for lines.Scan() {
+		}
+	}()
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
