@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quiccast/quiccast/infra/inventory"
 	"github.com/quiccast/quiccast/infra/remote"
 	"github.com/quiccast/quiccast/infra/rollout"
 	"github.com/quiccast/quiccast/infra/sshtest"
@@ -168,16 +167,7 @@ hosts:
   - {name: edge-1, ssh: %s, roles: [edge], region: eu}
   - {name: edge-2, ssh: %s, roles: [edge], region: eu-2, parent: edge-1}
 `, c.ip["redis"], c.ip["origin"], c.ip["edge-1"], c.ip["edge-2"])
-	p := filepath.Join(dir, "inventory.yaml")
-	os.WriteFile(p, []byte(y), 0o600)
-	inv, err := inventory.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.inv = inv
-	if c.secrets, err = inv.Resolve(); err != nil {
-		t.Fatal(err)
-	}
+	c.inv, c.secrets = loadInventory(t, dir, y)
 	r := c.hosts["redis"]
 	c.ssh = remote.Config{KnownHosts: sshtest.KnownHosts(t, known...), Key: r.UserKey}
 	ka, _ := os.ReadFile(r.Dir + "/authorized_keys")

@@ -132,16 +132,7 @@ hosts:
 		y += fmt.Sprintf("  - name: c\n    ssh: %s\n    roles: [edge]\n    ports: {edge_http: %d}\n", c.c.Addr, c.edge2Port)
 		known = append(known, c.c.KnownHostsLine())
 	}
-	p := filepath.Join(dir, "inventory.yaml")
-	os.WriteFile(p, []byte(y), 0o600)
-	inv, err := inventory.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.inv = inv
-	if c.secrets, err = inv.Resolve(); err != nil {
-		t.Fatal(err)
-	}
+	c.inv, c.secrets = loadInventory(t, dir, y)
 	c.ssh = remote.Config{KnownHosts: sshtest.KnownHosts(t, known...), Key: a.UserKey}
 	// Every host trusts a's user key.
 	ka, _ := os.ReadFile(a.Dir + "/authorized_keys")
@@ -605,4 +596,23 @@ func TestRollingUpgradeWhileAViewerWatches(t *testing.T) {
 		t.Logf("viewer timeline:\n%s\npublisher:\n%s", strings.Join(w.timeline, "\n"), publog.String())
 	}
 
+}
+
+// loadInventory writes y as dir/inventory.yaml and loads it and its
+// secrets, as `task deploy` does.
+func loadInventory(t *testing.T, dir, y string) (*inventory.Inventory, inventory.Secrets) {
+	t.Helper()
+	p := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets, err := inv.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv, secrets
 }
