@@ -206,6 +206,17 @@ func runPublisher(ctx context.Context, url string, sent *sentMedia, gop time.Dur
 	return done
 }
 
+// clusterNode returns a function that starts `quiccast origin` or
+// `quiccast edge` (kind) as node id on free loopback ports, registered in
+// rds and relaying with the test's cluster token, and waits until it
+// listens.
+func clusterNode(t *testing.T, bin string, rds *testenv.Redis) func(kind, id string, extra ...string) *proc {
+	return func(kind, id string, extra ...string) *proc {
+		args := []string{kind, "-listen", "127.0.0.1:0", "-relay-listen", "127.0.0.1:0", "-node-id", id, "-redis-url", rds.URL(), "-cluster-token", "t0ken"}
+		return startProc(t, bin, id, kind+" listening", append(args, extra...)...)
+	}
+}
+
 // TestClusterOfProcesses runs the real binary as Redis + 2 origins + 2
 // edges + a third edge whose parent is an edge, with two ffmpeg broadcasts
 // on different origins and 20 viewers spread over the edges. Then it kills
@@ -214,11 +225,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	rds := testenv.StartRedis(t)
 	bin := buildBinary(t)
-	common := []string{"-redis-url", rds.URL(), "-cluster-token", "t0ken"}
-	node := func(kind, id string, extra ...string) *proc {
-		args := append([]string{kind, "-listen", "127.0.0.1:0", "-relay-listen", "127.0.0.1:0", "-node-id", id}, common...)
-		return startProc(t, bin, id, kind+" listening", append(args, extra...)...)
-	}
+	node := clusterNode(t, bin, rds)
 	oa, ob := node("origin", "origin-a", "-rtmp-listen", "127.0.0.1:0"), node("origin", "origin-b", "-rtmp-listen", "127.0.0.1:0")
 	e1, e2 := node("edge", "edge-1"), node("edge", "edge-2")
 	e3 := startProc(t, bin, "edge-3", "edge listening", "edge", "-listen", "127.0.0.1:0", "-node-id", "edge-3",

@@ -20,11 +20,7 @@ func TestPublishCommandFailsOverToTheNextOrigin(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
 	rds := testenv.StartRedis(t)
 	bin := buildBinary(t)
-	common := []string{"-redis-url", rds.URL(), "-cluster-token", "t0ken"}
-	node := func(kind, id string, extra ...string) *proc {
-		args := append([]string{kind, "-listen", "127.0.0.1:0", "-relay-listen", "127.0.0.1:0", "-node-id", id}, common...)
-		return startProc(t, bin, id, kind+" listening", append(args, extra...)...)
-	}
+	node := clusterNode(t, bin, rds)
 	oa, ob := node("origin", "origin-a", "-rtmp-listen", "127.0.0.1:0"), node("origin", "origin-b", "-rtmp-listen", "127.0.0.1:0")
 	e1 := node("edge", "edge-1")
 	// The command itself, with its default backoffs (0.5 s up to 10 s),
