@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,7 +76,7 @@ func main() {
 	flag.Parse()
 	fmt.Printf("| attack | peak RSS | RSS after | CPU-s | longest connection | outcome | node |\n|---|---|---|---|---|---|---|\n")
 	for _, a := range attacks {
-		if *only != "" && !contains(strings.Split(*only, ","), a.name) {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), a.name) {
 			continue
 		}
 		r, err := measure(*bin, a, *hold)
@@ -85,15 +86,6 @@ func main() {
 		}
 		fmt.Println(r.row())
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // result is what one attack cost a fresh origin.

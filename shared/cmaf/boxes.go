@@ -3,6 +3,7 @@ package cmaf
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -204,7 +205,7 @@ func prune(typ string, box []byte) []byte {
 		switch {
 		case len(kids) == 1 && kids[0] == "*":
 			out = append(out, pruneEntry(ctyp, child)...)
-		case contains(kids, ctyp):
+		case slices.Contains(kids, ctyp):
 			out = append(out, prune(ctyp, child)...)
 		}
 		off += size
@@ -221,13 +222,4 @@ func pruneEntry(typ string, box []byte) []byte {
 		return append(binary.BigEndian.AppendUint32(nil, 8), typ...)
 	}
 	return prune(typ, box)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
