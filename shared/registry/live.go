@@ -1,0 +1,255 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// What nodes report about themselves every second (Report), for the
+// cluster-wide API. Every key has a TTL of a few reports, so what a dead
+// node reported vanishes by itself; the sorted sets hold each member's
+// expiry (Unix ms) as its score, so readers skip members whose node died
+// before the set's own TTL ran out. A broadcast's keys share the hash tag
+// {name}: one hash slot on Redis Cluster.
+//
+//	qc:nodes                     zset  node id -> expiry
+//	qc:node:<id>                 string JSON NodeInfo
+//	qc:{name}:viewers            zset  node id -> expiry (edges with viewers of name)
+//	qc:{name}:viewers:<id>       string JSON {transport: count}
+//	qc:{name}:pub                string JSON PublisherInfo (written by the holder)
+//	qc:{name}:bar                string: the name is barred until the key expires
+const keyNodes = "qc:nodes"
+
+func keyNode(id string) string            { return "qc:node:" + id }
+func keyViewerSet(name string) string     { return "qc:{" + name + "}:viewers" }
+func keyViewers(name, node string) string { return "qc:{" + name + "}:viewers:" + node }
+func keyPublisher(name string) string     { return "qc:{" + name + "}:pub" }
+func keyBar(name string) string           { return "qc:{" + name + "}:bar" }
+func expiryScore(t time.Time) string      { return strconv.FormatInt(t.UnixMilli(), 10) }
+func liveRange(now time.Time) *redis.ZRangeBy {
+	return &redis.ZRangeBy{Min: "(" + expiryScore(now), Max: "+inf"}
+}
+
+// NodeInfo is what a node says about itself.
+type NodeInfo struct {
+	ID      string    `json:"id"`
+	Role    string    `json:"role"` // origin, edge
+	Version string    `json:"version"`
+	Addr    string    `json:"addr"`            // its public HTTP address
+	Relay   string    `json:"relay,omitempty"` // its relay address, if any
+	Load    float64   `json:"load"`            // 1-minute load average of its host
+	Started time.Time `json:"started"`
+	// Viewers and Broadcasts are the node's own counts (an edge's viewers,
+	// an origin's broadcasts).
+	Viewers    int       `json:"viewers"`
+	Broadcasts int       `json:"broadcasts"`
+	Reported   time.Time `json:"reported"`
+}
+
+// PublisherInfo is what the holder of a broadcast says about its
+// publisher.
+type PublisherInfo struct {
+	Protocol string   `json:"protocol"` // websocket, rtmp
+	Remote   string   `json:"remote"`
+	Codecs   []string `json:"codecs"`
+	Width    int      `json:"width,omitempty"`
+	Height   int      `json:"height,omitempty"`
+	// Bitrate is bits per second received over the last report interval.
+	Bitrate int64 `json:"bitrate"`
+	// Groups is the number of groups the current publisher sent.
+	Groups uint64 `json:"groups"`
+}
+
+// Report is one node's report.
+type Report struct {
+	Node NodeInfo
+	// Viewers is, per broadcast, the node's viewers by transport.
+	Viewers map[string]map[string]int
+	// Publishers is, per broadcast the node holds, its publisher.
+	Publishers map[string]PublisherInfo
+}
+
+// Report writes rep in one pipeline; its keys live for ttl (say three
+// report intervals), so a node that stops reporting vanishes.
+func (r *Registry) Report(ctx context.Context, rep Report, ttl time.Duration) error {
+	now := time.Now()
+	rep.Node.ID = r.o.NodeID
+	rep.Node.Reported = now
+	node, err := json.Marshal(rep.Node)
+	if err != nil {
+		return err
+	}
+	exp := float64(now.Add(ttl).UnixMilli())
+	err = r.call(ctx, func(ctx context.Context) error {
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, keyNode(r.o.NodeID), node, ttl)
+			p.ZAdd(ctx, keyNodes, redis.Z{Score: exp, Member: r.o.NodeID})
+			p.ZRemRangeByScore(ctx, keyNodes, "-inf", expiryScore(now))
+			for name, by := range rep.Viewers {
+				if checkName(name) != nil {
+					continue
+				}
+				v, _ := json.Marshal(by)
+				p.Set(ctx, keyViewers(name, r.o.NodeID), v, ttl)
+				p.ZAdd(ctx, keyViewerSet(name), redis.Z{Score: exp, Member: r.o.NodeID})
+				p.ZRemRangeByScore(ctx, keyViewerSet(name), "-inf", expiryScore(now))
+				p.PExpire(ctx, keyViewerSet(name), ttl)
+			}
+			for name, pub := range rep.Publishers {
+				if checkName(name) != nil {
+					continue
+				}
+				v, _ := json.Marshal(pub)
+				p.Set(ctx, keyPublisher(name), v, ttl)
+			}
+			return nil
+		})
+		return err
+	})
+	return wrap("report", "", err)
+}
+
+// Nodes lists the nodes whose last report is still alive, by id.
+func (r *Registry) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	var ids []string
+	err := r.call(ctx, func(ctx context.Context) error {
+		var err error
+		ids, err = r.rdb.ZRangeByScore(ctx, keyNodes, liveRange(time.Now())).Result()
+		return err
+	})
+	if err != nil {
+		return nil, wrap("nodes", "", err)
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = keyNode(id)
+	}
+	vals, err := r.getAll(ctx, keys)
+	if err != nil {
+		return nil, wrap("nodes", "", err)
+	}
+	out := make([]NodeInfo, 0, len(vals))
+	for _, v := range vals {
+		var n NodeInfo
+		if v != "" && json.Unmarshal([]byte(v), &n) == nil {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Viewers returns name's viewers per reporting node and transport.
+func (r *Registry) Viewers(ctx context.Context, name string) (map[string]map[string]int, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	var ids []string
+	err := r.call(ctx, func(ctx context.Context) error {
+		var err error
+		ids, err = r.rdb.ZRangeByScore(ctx, keyViewerSet(name), liveRange(time.Now())).Result()
+		return err
+	})
+	if err != nil {
+		return nil, wrap("viewers", name, err)
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = keyViewers(name, id)
+	}
+	vals, err := r.getAll(ctx, keys)
+	if err != nil {
+		return nil, wrap("viewers", name, err)
+	}
+	out := map[string]map[string]int{}
+	for i, v := range vals {
+		var by map[string]int
+		if v != "" && json.Unmarshal([]byte(v), &by) == nil && len(by) > 0 {
+			out[ids[i]] = by
+		}
+	}
+	return out, nil
+}
+
+// Publisher returns what name's holder last said about its publisher, nil
+// if nothing.
+func (r *Registry) Publisher(ctx context.Context, name string) (*PublisherInfo, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	vals, err := r.getAll(ctx, []string{keyPublisher(name)})
+	if err != nil {
+		return nil, wrap("publisher", name, err)
+	}
+	var p PublisherInfo
+	if vals[0] == "" || json.Unmarshal([]byte(vals[0]), &p) != nil {
+		return nil, nil
+	}
+	return &p, nil
+}
+
+// getAll GETs keys in one pipeline; a missing key reads "". The keys may
+// be in different slots, so no MGET.
+func (r *Registry) getAll(ctx context.Context, keys []string) ([]string, error) {
+	out := make([]string, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.StringCmd, len(keys))
+	err := r.call(ctx, func(ctx context.Context) error {
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.Get(ctx, k)
+			}
+			return nil
+		})
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+// Bar refuses new publishers of name, on every origin, for d.
+func (r *Registry) Bar(ctx context.Context, name string, d time.Duration) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if d <= 0 {
+		return nil
+	}
+	err := r.call(ctx, func(ctx context.Context) error {
+		return r.rdb.Set(ctx, keyBar(name), time.Now().Add(d).UnixMilli(), d).Err()
+	})
+	return wrap("bar", name, err)
+}
+
+// Barred returns how much longer name is barred (0: not barred).
+func (r *Registry) Barred(ctx context.Context, name string) (time.Duration, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	var left time.Duration
+	err := r.call(ctx, func(ctx context.Context) error {
+		var err error
+		left, err = r.rdb.PTTL(ctx, keyBar(name)).Result()
+		return err
+	})
+	if err != nil {
+		return 0, wrap("barred", name, err)
+	}
+	return max(left, 0), nil // -2: no key, -1: no TTL (never written so)
+}
