@@ -105,9 +105,9 @@ func (n *Node) event(ev registry.Event) {
 }
 
 // report is what this edge tells the registry every second.
-func (n *Node) report() registry.Report {
+func (n *Node) report(url string) registry.Report {
 	rep := registry.Report{
-		Node:    registry.NodeInfo{Role: "edge", URL: n.publicURL(), Relay: n.RelayAddr()},
+		Node:    registry.NodeInfo{Role: "edge", URL: url, Relay: n.RelayAddr()},
 		Viewers: map[string]map[string]int{},
 	}
 	n.mu.Lock()
@@ -139,9 +139,12 @@ func (n *Node) apiRoutes() {
 	}
 }
 
+// startReports runs before the listener serves: http.Server.Serve may
+// fill in TLSConfig, which publicURL reads.
 func (n *Node) startReports() {
 	if reg := n.registry(); reg != nil {
-		n.reporter = api.StartReporter(reg, n.report)
+		url := n.publicURL()
+		n.reporter = api.StartReporter(reg, func() registry.Report { return n.report(url) })
 	}
 }
 

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quiccast/quiccast/shared/api"
+	"github.com/quiccast/quiccast/shared/api/apitest"
+	"github.com/quiccast/quiccast/shared/cmaf"
+	"github.com/quiccast/quiccast/shared/publish"
+	"github.com/quiccast/quiccast/shared/testenv"
+	"github.com/quiccast/quiccast/shared/viewer"
+	"github.com/quiccast/quiccast/shared/wire"
+)
+
+const adminToken = "adm1n"
+
+// apiCall calls a node's API with the admin token and checks the answer
+// against openapi.yaml (path is the document's template, name fills it).
+func apiCall(t *testing.T, node *proc, method, path, name, body string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, "http://"+node.field("addr")+api.Prefix+strings.ReplaceAll(path, "{name}", name), rd)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	apitest.Check(t, method, path, resp.StatusCode, resp.Header, b)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func apiBroadcast(t *testing.T, node *proc, name string) (api.Broadcast, int) {
+	var b api.Broadcast
+	st := apiCall(t, node, "GET", "/broadcasts/{name}", name, "", &b)
+	return b, st
+}
+
+// TestClusterAPI runs the real binary as 2 origins and 2 edges on a real
+// Redis, publishes with ffmpeg to origin A and watches on both edges. The
+// API of every node sees the same broadcast with its publisher and its
+// viewers per edge; a dead edge's viewers vanish; a kick asked of origin
+// B closes the viewers on the edges with 4410; a drop with a bar asked of
+// edge 1 closes the publisher on origin A with 4423, and origin B refuses
+// the name while the bar lasts.
+func TestClusterAPI(t *testing.T) {
+	testenv.RequireTool(t, "ffmpeg")
+	rds := testenv.StartRedis(t)
+	bin := buildBinary(t)
+	node := clusterNode(t, bin, rds)
+	oa := node("origin", "origin-a", "-rtmp-listen", "", "-admin-token", adminToken)
+	ob := node("origin", "origin-b", "-rtmp-listen", "", "-admin-token", adminToken)
+	e1, e2 := node("edge", "edge-1", "-admin-token", adminToken), node("edge", "edge-2", "-admin-token", adminToken)
+
+	// The admin token guards the API.
+	if resp, err := http.Get("http://" + e1.field("addr") + api.Prefix + "/nodes"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("API without the token: %v %v", resp, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sent := &sentMedia{chunks: map[uint64]*cmaf.Chunk{}}
+	pub := runPublisher(ctx, fmt.Sprintf("ws://%s/publish/cam/a", oa.field("addr")), sent, 500*time.Millisecond)
+	testenv.WaitFor(t, 15*time.Second, "cam/a in the API", func() bool {
+		_, st := apiBroadcast(t, ob, "cam/a")
+		return st == 200
+	})
+	var wg sync.WaitGroup
+	var ws []*watcher
+	for i := range 5 {
+		e := []*proc{e1, e1, e1, e2, e2}[i]
+		ws = append(ws, startWatcher(ctx, &wg, "cam/a", fmt.Sprintf("ws://%s/ws/cam/a", e.field("addr"))))
+	}
+	testenv.WaitFor(t, 30*time.Second, "2 groups at every viewer", func() bool {
+		for _, w := range ws {
+			if w.keyframes() < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	// Every node answers the same, from the reports.
+	var b api.Broadcast
+	for _, n := range []*proc{oa, ob, e1, e2} {
+		testenv.WaitFor(t, 10*time.Second, "viewers and publisher reported, asked of "+n.name, func() bool {
+			b, _ = apiBroadcast(t, n, "cam/a")
+			return b.Viewers.Total == 5 && b.Publisher != nil && b.Publisher.Bitrate > 0 && b.Publisher.Groups > 0
+		})
+	}
+	if b.Origin != "origin-a" || !b.Publishing || b.Viewers.ByNode["edge-1"]["ws"] != 3 || b.Viewers.ByNode["edge-2"]["ws"] != 2 ||
+		b.Viewers.ByTransport["ws"] != 5 || b.Publisher.Protocol != "websocket" || b.Publisher.Width != 320 || b.Publisher.Height != 180 ||
+		len(b.Publisher.Codecs) == 0 || !strings.HasPrefix(b.Publisher.Codecs[0], "avc1.") || !strings.HasPrefix(b.Publisher.Remote, "127.0.0.1:") {
+		t.Errorf("cam/a = %+v publisher %+v", b, b.Publisher)
+	}
+	var list struct{ Broadcasts []api.Broadcast }
+	if st := apiCall(t, e2, "GET", "/broadcasts", "", "", &list); st != 200 || len(list.Broadcasts) != 1 || list.Broadcasts[0].Name != "cam/a" {
+		t.Errorf("list: %d %+v", st, list)
+	}
+	if _, st := apiBroadcast(t, e1, "cam/none"); st != 404 {
+		t.Errorf("unknown broadcast: %d", st)
+	}
+	var nodes struct{ Nodes []api.Node }
+	if st := apiCall(t, oa, "GET", "/nodes", "", "", &nodes); st != 200 || len(nodes.Nodes) != 4 {
+		t.Fatalf("nodes: %d %+v", st, nodes)
+	}
+	for i, want := range []string{"edge-1 edge", "edge-2 edge", "origin-a origin", "origin-b origin"} {
+		n := nodes.Nodes[i]
+		if n.ID+" "+n.Role != want || n.Version == "" || !strings.HasPrefix(n.URL, "http://") || n.Uptime <= 0 {
+			t.Errorf("node %d = %+v, want %s", i, n, want)
+		}
+	}
+
+	// A dead edge's viewers and the node itself vanish within the TTL.
+	e2.cmd.Process.Signal(syscall.SIGKILL)
+	testenv.WaitFor(t, 10*time.Second, "edge-2's report to expire", func() bool {
+		b, _ = apiBroadcast(t, e1, "cam/a")
+		apiCall(t, e1, "GET", "/nodes", "", "", &nodes)
+		return b.Viewers.Total == 3 && len(b.Viewers.ByNode) == 1 && len(nodes.Nodes) == 3
+	})
+
+	// Kick, asked of origin B: edge 1 closes its viewers with 4410.
+	var act api.Action
+	if st := apiCall(t, ob, "POST", "/kick/{name}", "cam/a", "", &act); st != 202 || act.Action != "kick" {
+		t.Fatalf("kick: %d %+v", st, act)
+	}
+	testenv.WaitFor(t, 10*time.Second, "edge 1's viewers closed with 4410", func() bool {
+		for _, w := range ws[:3] {
+			_, _, err := w.snapshot()
+			var c *viewer.Closed
+			if !errors.As(err, &c) || c.Code != wire.CodeRemoved {
+				return false
+			}
+		}
+		return true
+	})
+	testenv.WaitFor(t, 10*time.Second, "no viewers reported", func() bool {
+		b, _ = apiBroadcast(t, oa, "cam/a")
+		return b.Viewers.Total == 0
+	})
+
+	// Drop with a bar, asked of edge 1: the publisher on origin A is
+	// closed with 4423 and stops; origin B refuses the name.
+	if st := apiCall(t, e1, "POST", "/drop/{name}", "cam/a", `{"barSeconds":60}`, &act); st != 202 || act.Node != "origin-a" || act.Bar != 60 {
+		t.Fatalf("drop: %d %+v", st, act)
+	}
+	select {
+	case err := <-pub:
+		var r *publish.Refusal
+		if !errors.As(err, &r) || !strings.Contains(err.Error(), "(4423)") {
+			t.Fatalf("publisher ended with %v, want a refusal with 4423", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("publisher still running 10 s after the drop")
+	}
+	err := <-runPublisher(ctx, fmt.Sprintf("ws://%s/publish/cam/a", ob.field("addr")), &sentMedia{chunks: map[uint64]*cmaf.Chunk{}}, 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "(4423)") || !strings.Contains(err.Error(), "barred") {
+		t.Fatalf("publish to origin B while barred: %v, want 4423", err)
+	}
+	if oa.count("msg", "publisher dropped by an operator", "broadcast", "cam/a") != 1 {
+		t.Error("origin A did not log the drop")
+	}
+	cancel()
+	wg.Wait()
+}
