@@ -135,7 +135,9 @@ func (n *Node) registry() *registry.Registry {
 // apiRoutes serves the cluster-wide API when the node has a registry.
 func (n *Node) apiRoutes() {
 	if reg := n.registry(); reg != nil {
-		api.New(reg, n.log).Routes(n.admin)
+		ctl := api.New(reg, n.log)
+		ctl.Routes(n.admin)
+		ctl.Pages(n.admin)
 	}
 }
 

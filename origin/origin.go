@@ -234,7 +234,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	n.admin.HandleFunc("GET /broadcasts", n.serveBroadcasts)
-	api.New(n.cluster.reg, n.log).Routes(n.admin)
+	ctl := api.New(n.cluster.reg, n.log)
+	ctl.Routes(n.admin)
+	ctl.Pages(n.admin)
 	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))
 	if cfg.Pprof {
 		metrics.Profiling(n.admin)

@@ -34,6 +34,12 @@ const MaxBar = 7 * 24 * time.Hour
 //go:embed openapi.yaml
 var OpenAPI []byte
 
+//go:embed dashboard.html
+var dashboard []byte
+
+// DashboardPath is where the dashboard page is served.
+const DashboardPath = "/dashboard"
+
 // Mux is where the routes go: *admin.Surface, or an *http.ServeMux in
 // tests.
 type Mux interface {
@@ -64,6 +70,20 @@ func (a *API) Routes(m Mux) {
 	m.HandleFunc("GET "+Prefix+"/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(OpenAPI)
+	})
+}
+
+// Pages adds the dashboard page to m (behind the admin guard, which
+// answers a browser without the credential with the login form).
+func (a *API) Pages(m Mux) {
+	m.HandleFunc("GET "+DashboardPath, func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		// Its buttons drop publishers: no other site may frame it.
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		w.Write(dashboard)
 	})
 }
 
