@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -180,4 +184,99 @@ func TestClusterAPI(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// TestDashboardInChromium opens origin B's dashboard (a node that holds
+// neither the broadcast nor the viewers) in Chromium, logs in through the
+// form, and sees the broadcast of origin A with its viewers on the edge,
+// a chart over several polls and a playing, muted preview from the edge;
+// artifacts/dashboard.png is the screenshot. The token never shows in a
+// URL or in the nodes' logs.
+func TestDashboardInChromium(t *testing.T) {
+	requireBrowser(t)
+	testenv.RequireTool(t, "ffmpeg")
+	rds := testenv.StartRedis(t)
+	bin := buildBinary(t)
+	node := clusterNode(t, bin, rds)
+	oa := node("origin", "origin-a", "-rtmp-listen", "", "-admin-token", adminToken)
+	ob := node("origin", "origin-b", "-rtmp-listen", "", "-admin-token", adminToken)
+	e1 := node("edge", "edge-1", "-admin-token", adminToken)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := runPublisher(ctx, fmt.Sprintf("ws://%s/publish/cam/a", oa.field("addr")), &sentMedia{chunks: map[uint64]*cmaf.Chunk{}}, 500*time.Millisecond)
+	testenv.WaitFor(t, 15*time.Second, "cam/a in the API", func() bool {
+		_, st := apiBroadcast(t, e1, "cam/a")
+		return st == 200
+	})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	ws := []*watcher{}
+	for range 2 {
+		ws = append(ws, startWatcher(ctx, &wg, "cam/a", fmt.Sprintf("ws://%s/ws/cam/a", e1.field("addr"))))
+	}
+	testenv.WaitFor(t, 30*time.Second, "the viewers to play", func() bool { return ws[0].keyframes() > 0 && ws[1].keyframes() > 0 })
+
+	if err := os.MkdirAll("artifacts", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	png, _ := filepath.Abs(filepath.Join("artifacts", "dashboard.png"))
+	cmd := exec.CommandContext(ctx, "node", "test/browser/dashboard.mjs", "http://"+ob.field("addr")+api.DashboardPath, adminToken, "cam/a", png, "4")
+	cmd.Dir = "client-js"
+	cmd.Env = append(os.Environ(), fmt.Sprintf("QC_WATCH_PLAY_TIMEOUT=%d", int(browserDeadline/time.Second)))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("dashboard.mjs: %v\n%s\n%s", err, stderr.String(), stdout.String())
+	}
+	var rep struct {
+		URLs        []string
+		LoginStatus int
+		Cookie      *struct {
+			HTTPOnly bool `json:"httpOnly"`
+			SameSite string
+			IsToken  bool
+		}
+		Preview struct {
+			URL           string
+			CurrentTime   float64
+			Muted, Paused bool
+			Width, Height int
+		}
+		Card struct {
+			Viewers, Points, Polyline, Nodes int
+			Facts, ViewersText               string
+		}
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report %q: %v", stdout.String(), err)
+	}
+	t.Logf("dashboard: %+v", rep)
+	if rep.LoginStatus != 401 || rep.Cookie == nil || !rep.Cookie.HTTPOnly || rep.Cookie.SameSite != "Strict" || rep.Cookie.IsToken {
+		t.Errorf("login: status %d, cookie %+v", rep.LoginStatus, rep.Cookie)
+	}
+	if rep.Card.Viewers != 2 || rep.Card.Points < 4 || rep.Card.Polyline != rep.Card.Points || rep.Card.Nodes != 3 ||
+		!strings.Contains(rep.Card.Facts, "origin origin-a") || !strings.Contains(rep.Card.Facts, "320×180") || !strings.Contains(rep.Card.ViewersText, "edge-1: 2 ws") {
+		t.Errorf("card: %+v", rep.Card)
+	}
+	if !strings.HasPrefix(rep.Preview.URL, "http://"+e1.field("addr")+"/watch/cam/a") || !rep.Preview.Muted || rep.Preview.Paused || rep.Preview.Width != 320 {
+		t.Errorf("preview: %+v", rep.Preview)
+	}
+	for _, p := range []*proc{oa, ob, e1} {
+		p.mu.Lock()
+		for _, l := range p.logs {
+			if strings.Contains(fmt.Sprint(l), adminToken) {
+				t.Errorf("%s logged the admin token: %v", p.name, l)
+			}
+		}
+		p.mu.Unlock()
+	}
+	for _, u := range rep.URLs {
+		if strings.Contains(u, adminToken) {
+			t.Errorf("the token in a URL: %s", u)
+		}
+	}
+	cancel()
+	<-pub
 }
