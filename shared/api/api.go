@@ -136,9 +136,16 @@ func (a *API) listBroadcasts(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
 		return
 	}
+	names := make([]string, len(bs))
+	for i, b := range bs {
+		names[i] = b.Name
+	}
+	// Two round trips for all of them; without the reports the list
+	// still answers, with empty figures.
+	live, _ := a.reg.Details(r.Context(), names)
 	out := make([]Broadcast, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, a.describe(r, b))
+		out = append(out, describe(b, live[b.Name]))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	writeJSON(w, http.StatusOK, map[string]any{"broadcasts": out})
@@ -159,24 +166,22 @@ func (a *API) getBroadcast(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.describe(r, *b))
+	live, _ := a.reg.Details(r.Context(), []string{name})
+	writeJSON(w, http.StatusOK, describe(*b, live[name]))
 }
 
-// describe adds what the holder and the edges reported to b. A report
-// that cannot be read leaves its part empty: the list still answers.
-func (a *API) describe(r *http.Request, b registry.Broadcast) Broadcast {
+// describe adds what the holder and the edges reported (l) to b.
+func describe(b registry.Broadcast, l registry.Live) Broadcast {
 	out := Broadcast{Name: b.Name, Origin: b.Origin, Relay: b.Relay, Publishing: b.Publishing, Epoch: b.Epoch, Started: b.Started,
 		Viewers: Viewers{ByTransport: map[string]int{}, ByNode: map[string]map[string]int{}}}
-	if p, err := a.reg.Publisher(r.Context(), b.Name); err == nil && b.Publishing {
-		out.Publisher = p
+	if b.Publishing {
+		out.Publisher = l.Publisher
 	}
-	if v, err := a.reg.Viewers(r.Context(), b.Name); err == nil {
-		for node, by := range v {
-			out.Viewers.ByNode[node] = by
-			for tr, n := range by {
-				out.Viewers.ByTransport[tr] += n
-				out.Viewers.Total += n
-			}
+	for node, by := range l.Viewers {
+		out.Viewers.ByNode[node] = by
+		for tr, n := range by {
+			out.Viewers.ByTransport[tr] += n
+			out.Viewers.Total += n
 		}
 	}
 	return out

@@ -41,7 +41,7 @@ type NodeInfo struct {
 	ID      string    `json:"id"`
 	Role    string    `json:"role"` // origin, edge
 	Version string    `json:"version"`
-	Addr    string    `json:"addr"`            // its public HTTP address
+	URL     string    `json:"url"`             // its public HTTP(S) address
 	Relay   string    `json:"relay,omitempty"` // its relay address, if any
 	Load    float64   `json:"load"`            // 1-minute load average of its host
 	Started time.Time `json:"started"`
@@ -145,55 +145,6 @@ func (r *Registry) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	return out, nil
 }
 
-// Viewers returns name's viewers per reporting node and transport.
-func (r *Registry) Viewers(ctx context.Context, name string) (map[string]map[string]int, error) {
-	if err := checkName(name); err != nil {
-		return nil, err
-	}
-	var ids []string
-	err := r.call(ctx, func(ctx context.Context) error {
-		var err error
-		ids, err = r.rdb.ZRangeByScore(ctx, keyViewerSet(name), liveRange(time.Now())).Result()
-		return err
-	})
-	if err != nil {
-		return nil, wrap("viewers", name, err)
-	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = keyViewers(name, id)
-	}
-	vals, err := r.getAll(ctx, keys)
-	if err != nil {
-		return nil, wrap("viewers", name, err)
-	}
-	out := map[string]map[string]int{}
-	for i, v := range vals {
-		var by map[string]int
-		if v != "" && json.Unmarshal([]byte(v), &by) == nil && len(by) > 0 {
-			out[ids[i]] = by
-		}
-	}
-	return out, nil
-}
-
-// Publisher returns what name's holder last said about its publisher, nil
-// if nothing.
-func (r *Registry) Publisher(ctx context.Context, name string) (*PublisherInfo, error) {
-	if err := checkName(name); err != nil {
-		return nil, err
-	}
-	vals, err := r.getAll(ctx, []string{keyPublisher(name)})
-	if err != nil {
-		return nil, wrap("publisher", name, err)
-	}
-	var p PublisherInfo
-	if vals[0] == "" || json.Unmarshal([]byte(vals[0]), &p) != nil {
-		return nil, nil
-	}
-	return &p, nil
-}
-
 // getAll GETs keys in one pipeline; a missing key reads "". The keys may
 // be in different slots, so no MGET.
 func (r *Registry) getAll(ctx context.Context, keys []string) ([]string, error) {
@@ -252,4 +203,70 @@ func (r *Registry) Barred(ctx context.Context, name string) (time.Duration, erro
 		return 0, wrap("barred", name, err)
 	}
 	return max(left, 0), nil // -2: no key, -1: no TTL (never written so)
+}
+
+// Live is what the reports say about one broadcast.
+type Live struct {
+	Publisher *PublisherInfo            // nil if its holder reported none
+	Viewers   map[string]map[string]int // node -> transport -> viewers
+}
+
+// Details returns what the reports say about each of names in two
+// pipelines, however many names: the viewer sets and publishers, then
+// the viewer counts of the live members.
+func (r *Registry) Details(ctx context.Context, names []string) (map[string]Live, error) {
+	out := make(map[string]Live, len(names))
+	valid := names[:0:0]
+	for _, n := range names {
+		if checkName(n) == nil {
+			valid = append(valid, n)
+		}
+	}
+	if len(valid) == 0 {
+		return out, nil
+	}
+	sets := make([]*redis.StringSliceCmd, len(valid))
+	pubs := make([]*redis.StringCmd, len(valid))
+	now := liveRange(time.Now())
+	err := r.call(ctx, func(ctx context.Context) error {
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, n := range valid {
+				sets[i] = p.ZRangeByScore(ctx, keyViewerSet(n), now)
+				pubs[i] = p.Get(ctx, keyPublisher(n))
+			}
+			return nil
+		})
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, wrap("details", "", err)
+	}
+	var keys []string
+	var owner []struct{ name, node string }
+	for i, n := range valid {
+		l := Live{Viewers: map[string]map[string]int{}}
+		var p PublisherInfo
+		if v := pubs[i].Val(); v != "" && json.Unmarshal([]byte(v), &p) == nil {
+			l.Publisher = &p
+		}
+		out[n] = l
+		for _, node := range sets[i].Val() {
+			keys = append(keys, keyViewers(n, node))
+			owner = append(owner, struct{ name, node string }{n, node})
+		}
+	}
+	vals, err := r.getAll(ctx, keys)
+	if err != nil {
+		return nil, wrap("details", "", err)
+	}
+	for i, v := range vals {
+		var by map[string]int
+		if v != "" && json.Unmarshal([]byte(v), &by) == nil && len(by) > 0 {
+			out[owner[i].name].Viewers[owner[i].node] = by
+		}
+	}
+	return out, nil
 }

@@ -60,3 +60,58 @@ func BenchmarkReport(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDetails is the API's list of 100 broadcasts watched on 4
+// edges, on a real redis-server: Details (two pipelines) against the
+// straightforward way (per broadcast: its viewer set, its publisher, then
+// each edge's counts, one round trip each).
+//
+//	go test -run '^$' -bench BenchmarkDetails -benchtime 100x ./shared/registry/
+func BenchmarkDetails(b *testing.B) {
+	srv := testenv.StartRedis(b)
+	ctx := b.Context()
+	var names []string
+	for i := range 100 {
+		names = append(names, fmt.Sprintf("show/%d", i))
+	}
+	var r *Registry
+	for e := range 4 {
+		reg, err := Open(ctx, Options{URL: srv.URL(), NodeID: fmt.Sprintf("edge-%d", e), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer reg.Close()
+		rep := Report{Viewers: map[string]map[string]int{}, Publishers: map[string]PublisherInfo{}}
+		for _, n := range names {
+			rep.Viewers[n] = map[string]int{"ws": 40, "wt": 10}
+			rep.Publishers[n] = PublisherInfo{Protocol: "rtmp", Codecs: []string{"avc1.64001f"}}
+		}
+		if err := reg.Report(ctx, rep, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		r = reg
+	}
+	b.Run("two-pipelines", func(b *testing.B) {
+		for b.Loop() {
+			d, err := r.Details(ctx, names)
+			if err != nil || len(d["show/7"].Viewers) != 4 {
+				b.Fatal(d["show/7"], err)
+			}
+		}
+	})
+	b.Run("per-broadcast", func(b *testing.B) {
+		c := r.rdb
+		for b.Loop() {
+			for _, n := range names {
+				nodes, err := c.ZRangeByScore(ctx, keyViewerSet(n), liveRange(time.Now())).Result()
+				if err != nil || len(nodes) != 4 {
+					b.Fatal(nodes, err)
+				}
+				c.Get(ctx, keyPublisher(n))
+				for _, node := range nodes {
+					c.Get(ctx, keyViewers(n, node))
+				}
+			}
+		}
+	})
+}

@@ -17,13 +17,13 @@ func TestReportNodesViewers(t *testing.T) {
 		ctx := t.Context()
 		const short, long = 300 * time.Millisecond, time.Minute
 		if err := a.Report(ctx, Report{
-			Node:    NodeInfo{Role: "edge", Addr: "a:1", Viewers: 3},
+			Node:    NodeInfo{Role: "edge", URL: "http://a:1", Viewers: 3},
 			Viewers: map[string]map[string]int{"show/x": {"ws": 2, "wt": 1}, "../bad": {"ws": 1}},
 		}, short); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Report(ctx, Report{
-			Node:       NodeInfo{Role: "origin", Addr: "b:1"},
+			Node:       NodeInfo{Role: "origin", URL: "http://b:1"},
 			Viewers:    map[string]map[string]int{"show/x": {"ws": 5}},
 			Publishers: map[string]PublisherInfo{"show/x": {Protocol: "rtmp", Remote: "1.2.3.4:5", Codecs: []string{"avc1.64001f"}, Width: 640, Height: 360, Bitrate: 1000}},
 		}, long); err != nil {
@@ -33,17 +33,16 @@ func TestReportNodesViewers(t *testing.T) {
 		if err != nil || len(nodes) != 2 || nodes[0].ID != "edge-a" || nodes[0].Viewers != 3 || nodes[1].Role != "origin" {
 			t.Fatalf("Nodes = %+v, %v", nodes, err)
 		}
-		v, err := b.Viewers(ctx, "show/x")
+		d, err := b.Details(ctx, []string{"show/x", "nobody", "../bad"})
 		want := map[string]map[string]int{"edge-a": {"ws": 2, "wt": 1}, "edge-b": {"ws": 5}}
-		if err != nil || !reflect.DeepEqual(v, want) {
-			t.Fatalf("Viewers = %v, %v; want %v", v, err, want)
+		if err != nil || len(d) != 2 || !reflect.DeepEqual(d["show/x"].Viewers, want) {
+			t.Fatalf("Details = %+v, %v; want viewers %v", d, err, want)
 		}
-		p, err := a.Publisher(ctx, "show/x")
-		if err != nil || p == nil || p.Protocol != "rtmp" || p.Width != 640 {
-			t.Fatalf("Publisher = %+v, %v", p, err)
+		if p := d["show/x"].Publisher; p == nil || p.Protocol != "rtmp" || p.Width != 640 {
+			t.Fatalf("publisher = %+v", p)
 		}
-		if p, err := a.Publisher(ctx, "nobody"); p != nil || err != nil {
-			t.Fatalf("Publisher of nothing = %+v, %v", p, err)
+		if n := d["nobody"]; n.Publisher != nil || len(n.Viewers) != 0 {
+			t.Fatalf("details of nothing = %+v", n)
 		}
 		// One hash slot per broadcast: its keys share the tag {name}.
 		for _, k := range []string{keyViewerSet("show/x"), keyViewers("show/x", "edge-a"), keyPublisher("show/x"), keyBar("show/x")} {
@@ -53,7 +52,8 @@ func TestReportNodesViewers(t *testing.T) {
 		}
 		testenv.WaitFor(t, 5*time.Second, "edge-a's report to expire", func() bool {
 			nodes, _ := b.Nodes(ctx)
-			v, _ := b.Viewers(ctx, "show/x")
+			d, _ := b.Details(ctx, []string{"show/x"})
+			v := d["show/x"].Viewers
 			return len(nodes) == 1 && nodes[0].ID == "edge-b" && len(v) == 1 && v["edge-b"]["ws"] == 5
 		})
 	})
