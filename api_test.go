@@ -222,7 +222,8 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	png, _ := filepath.Abs(filepath.Join("artifacts", "dashboard.png"))
-	cmd := exec.CommandContext(ctx, "node", "test/browser/dashboard.mjs", "http://"+ob.field("addr")+api.DashboardPath, adminToken, "cam/a", png, "4")
+	cmd := exec.CommandContext(ctx, "node", "test/browser/dashboard.mjs", "http://"+ob.field("addr")+api.DashboardPath, adminToken, "cam/a", png, "4",
+		"http://"+e1.field("addr")+"/watch/cam/a?transport=websocket")
 	cmd.Dir = "client-js"
 	cmd.Env = append(os.Environ(), fmt.Sprintf("QC_WATCH_PLAY_TIMEOUT=%d", int(browserDeadline/time.Second)))
 	var stdout, stderr bytes.Buffer
@@ -248,6 +249,7 @@ func TestDashboardInChromium(t *testing.T) {
 			Viewers, Points, Polyline, Nodes int
 			Facts, ViewersText               string
 		}
+		Kick *struct{ Answer, Watch string }
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("report %q: %v", stdout.String(), err)
@@ -262,6 +264,14 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	if !strings.HasPrefix(rep.Preview.URL, "http://"+e1.field("addr")+"/watch/cam/a") || !rep.Preview.Muted || rep.Preview.Paused || rep.Preview.Width != 320 {
 		t.Errorf("preview: %+v", rep.Preview)
+	}
+	// The card's kick button, on origin B's dashboard, stopped the
+	// player on the edge's watch page with 4410: it did not come back.
+	if rep.Kick == nil || rep.Kick.Answer != "kick cam/a: 202" || !strings.Contains(rep.Kick.Watch, "4410") {
+		t.Errorf("kick from the dashboard: %+v", rep.Kick)
+	}
+	if e1.count("msg", "viewers kicked by an operator", "broadcast", "cam/a") != 1 {
+		t.Error("edge 1 did not log the kick")
 	}
 	for _, p := range []*proc{oa, ob, e1} {
 		p.mu.Lock()

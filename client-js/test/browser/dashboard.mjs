@@ -4,13 +4,17 @@
 // edge's watch page, muted, in an iframe) plays; saves a screenshot and
 // prints a JSON report on stdout. Exits non-zero when any of it fails.
 //
-//   node test/browser/dashboard.mjs <dashboard-url> <token> <broadcast> <screenshot.png> [points]
+//   node test/browser/dashboard.mjs <dashboard-url> <token> <broadcast> <screenshot.png> [points] [watch-url]
+//
+// With a watch-url (an edge's watch page over WebSocket), it then plays
+// that page, clicks the card's "Kick viewers" and waits for the page's
+// player to stop with 4410 instead of reconnecting.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const [url, token, broadcast, shot, pointsArg] = process.argv.slice(2);
+const [url, token, broadcast, shot, pointsArg, watchURL] = process.argv.slice(2);
 if (!shot) {
   console.error('usage: node dashboard.mjs <dashboard-url> <token> <broadcast> <screenshot.png> [points]');
   process.exit(2);
@@ -73,6 +77,18 @@ try {
   }, card);
   await page.screenshot({ path: shot, fullPage: true });
   report.screenshot = shot;
+  if (watchURL) {
+    const watch = await context.newPage();
+    await watch.goto(watchURL);
+    await watch.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout });
+    await page.click(`${card} .kick`);
+    await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('kick '), null, { timeout });
+    await watch.waitForFunction(() => document.getElementById('status').dataset.state === 'refused', null, { timeout });
+    report.kick = {
+      answer: await page.evaluate(() => document.getElementById('status').textContent),
+      watch: await watch.evaluate(() => document.getElementById('status').textContent),
+    };
+  }
 } catch (e) {
   console.error('FAIL:', e.message);
   code = 1;
