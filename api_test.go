@@ -72,7 +72,7 @@ func TestClusterAPI(t *testing.T) {
 	bin := buildBinary(t)
 	node := clusterNode(t, bin, rds)
 	oa := node("origin", "origin-a", "-rtmp-listen", "", "-admin-token", adminToken)
-	ob := node("origin", "origin-b", "-rtmp-listen", "", "-admin-token", adminToken)
+	ob := node("origin", "origin-b", "-rtmp-listen", "127.0.0.1:0", "-admin-token", adminToken)
 	e1, e2 := node("edge", "edge-1", "-admin-token", adminToken), node("edge", "edge-2", "-admin-token", adminToken)
 
 	// The admin token guards the API.
@@ -133,6 +133,30 @@ func TestClusterAPI(t *testing.T) {
 		}
 	}
 
+	var act, act0 api.Action
+	// An RTMP publisher on origin B, dropped (no bar) through origin A:
+	// ffmpeg is told 4410 and ends; the broadcast waits for a publisher.
+	ffmpeg, ffErr := runFFmpeg(t, append(ffmpegArgs(120, 15), "-f", "flv", "rtmp://"+ob.logField("RTMP ingest listening", "addr")+"/live/cam/r")...)
+	testenv.WaitFor(t, 15*time.Second, "the RTMP publisher in the API", func() bool {
+		r, _ := apiBroadcast(t, oa, "cam/r")
+		return r.Publisher != nil && r.Publisher.Protocol == "rtmp" && r.Origin == "origin-b" && r.Publisher.Bitrate > 0
+	})
+	if st := apiCall(t, oa, "POST", "/drop/{name}", "cam/r", "", &act0); st != 202 || act0.Node != "origin-b" || act0.Bar != 0 {
+		t.Fatalf("drop cam/r: %d %+v", st, act0)
+	}
+	select {
+	case <-ffmpeg:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ffmpeg still publishing 10 s after the drop")
+	}
+	if ob.count("msg", "publisher dropped", "broadcast", "cam/r", "code", "4410") != 1 {
+		t.Errorf("origin B did not drop the RTMP publisher with 4410; ffmpeg said %s", ffErr)
+	}
+	testenv.WaitFor(t, 10*time.Second, "cam/r waiting for a publisher", func() bool {
+		r, st := apiBroadcast(t, e1, "cam/r")
+		return st == 200 && !r.Publishing && r.Publisher == nil
+	})
+
 	// A dead edge's viewers and the node itself vanish within the TTL.
 	e2.cmd.Process.Signal(syscall.SIGKILL)
 	testenv.WaitFor(t, 10*time.Second, "edge-2's report to expire", func() bool {
@@ -142,7 +166,6 @@ func TestClusterAPI(t *testing.T) {
 	})
 
 	// Kick, asked of origin B: edge 1 closes its viewers with 4410.
-	var act api.Action
 	if st := apiCall(t, ob, "POST", "/kick/{name}", "cam/a", "", &act); st != 202 || act.Action != "kick" {
 		t.Fatalf("kick: %d %+v", st, act)
 	}
@@ -289,4 +312,17 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	cancel()
 	<-pub
+}
+
+// logField returns field k of the first log line with message msg.
+func (p *proc) logField(msg, k string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.logs {
+		if l["msg"] == msg {
+			s, _ := l[k].(string)
+			return s
+		}
+	}
+	return ""
 }
