@@ -326,3 +326,59 @@ func (p *proc) logField(msg, k string) string {
 	}
 	return ""
 }
+
+// In the demo (origin and edge in one process, one embedded registry,
+// the edge reading the origin directly) the edge's API lists the built-in
+// broadcast with its viewer, both nodes report under their own ids, and
+// a kick reaches the edge, which follows the registry itself.
+func TestDemoAPI(t *testing.T) {
+	d, logs := startDemo(t, "demo")
+	get := func(path string, out any) int {
+		t.Helper()
+		resp, err := http.Get("http://" + d.edge.Addr().String() + api.Prefix + path) // loopback: no token
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if out != nil {
+			json.Unmarshal(b, out)
+		}
+		return resp.StatusCode
+	}
+	var b api.Broadcast
+	testenv.WaitFor(t, 15*time.Second, "the demo broadcast in the API", func() bool {
+		return get("/broadcasts/demo", &b) == 200 && b.Publishing
+	})
+	c, err := viewer.Dial(t.Context(), fmt.Sprintf("ws://%s/ws/demo", d.edge.Addr()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testenv.WaitFor(t, 15*time.Second, "the demo's viewer in the API", func() bool {
+		return get("/broadcasts/demo", &b) == 200 && b.Viewers.Total == 1 && b.Publisher != nil
+	})
+	var nodes struct{ Nodes []api.Node }
+	if get("/nodes", &nodes) != 200 || len(nodes.Nodes) != 2 || nodes.Nodes[0].Role == nodes.Nodes[1].Role {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+	resp, err := http.Post("http://"+d.edge.Addr().String()+api.Prefix+"/kick/demo", "", nil)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("kick: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for {
+		_, err := c.Next(10 * time.Second)
+		if err == nil {
+			continue
+		}
+		var cl *viewer.Closed
+		if !errors.As(err, &cl) || cl.Code != wire.CodeRemoved {
+			t.Fatalf("viewer ended with %v, want 4410", err)
+		}
+		break
+	}
+	if len(logs.Lines("viewers kicked by an operator")) != 1 {
+		t.Error("kick not logged")
+	}
+}

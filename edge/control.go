@@ -107,7 +107,7 @@ func (n *Node) event(ev registry.Event) {
 // report is what this edge tells the registry every second.
 func (n *Node) report(url string) registry.Report {
 	rep := registry.Report{
-		Node:    registry.NodeInfo{Role: "edge", URL: url, Relay: n.RelayAddr()},
+		Node:    registry.NodeInfo{ID: n.cfg.Peer.ID(), Role: "edge", URL: url, Relay: n.RelayAddr()},
 		Viewers: map[string]map[string]int{},
 	}
 	n.mu.Lock()
@@ -147,6 +147,12 @@ func (n *Node) startReports() {
 	if reg := n.registry(); reg != nil {
 		url := n.publicURL()
 		n.reporter = api.StartReporter(reg, func() registry.Report { return n.report(url) })
+		if n.cluster == nil {
+			// No RelaySource follows the registry (an in-process
+			// Source, as in the demo): follow it here for the kicks.
+			n.bg.Add(1)
+			go func() { defer n.bg.Done(); reg.Follow(n.ctx, n.event) }()
+		}
 	}
 }
 

@@ -67,7 +67,7 @@ func (c *cluster) report() registry.Report {
 	n := c.n
 	now := time.Now()
 	rep := registry.Report{
-		Node:       registry.NodeInfo{Role: "origin", URL: "http://" + advertised(n.Addr()), Relay: c.advertise},
+		Node:       registry.NodeInfo{ID: n.cfg.Peer.ID(), Role: "origin", URL: "http://" + advertised(n.Addr()), Relay: c.advertise},
 		Publishers: map[string]registry.PublisherInfo{},
 	}
 	n.mu.Lock()

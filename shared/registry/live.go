@@ -76,10 +76,15 @@ type Report struct {
 }
 
 // Report writes rep in one pipeline; its keys live for ttl (say three
-// report intervals), so a node that stops reporting vanishes.
+// report intervals), so a node that stops reporting vanishes. The node is
+// rep.Node.ID, or this registry's NodeID when empty (two nodes in one
+// process, as in the demo, share a registry).
 func (r *Registry) Report(ctx context.Context, rep Report, ttl time.Duration) error {
 	now := time.Now()
-	rep.Node.ID = r.o.NodeID
+	if rep.Node.ID == "" {
+		rep.Node.ID = r.o.NodeID
+	}
+	id := rep.Node.ID
 	rep.Node.Reported = now
 	node, err := json.Marshal(rep.Node)
 	if err != nil {
@@ -88,16 +93,16 @@ func (r *Registry) Report(ctx context.Context, rep Report, ttl time.Duration) er
 	exp := float64(now.Add(ttl).UnixMilli())
 	err = r.call(ctx, func(ctx context.Context) error {
 		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, keyNode(r.o.NodeID), node, ttl)
-			p.ZAdd(ctx, keyNodes, redis.Z{Score: exp, Member: r.o.NodeID})
+			p.Set(ctx, keyNode(id), node, ttl)
+			p.ZAdd(ctx, keyNodes, redis.Z{Score: exp, Member: id})
 			p.ZRemRangeByScore(ctx, keyNodes, "-inf", expiryScore(now))
 			for name, by := range rep.Viewers {
 				if checkName(name) != nil {
 					continue
 				}
 				v, _ := json.Marshal(by)
-				p.Set(ctx, keyViewers(name, r.o.NodeID), v, ttl)
-				p.ZAdd(ctx, keyViewerSet(name), redis.Z{Score: exp, Member: r.o.NodeID})
+				p.Set(ctx, keyViewers(name, id), v, ttl)
+				p.ZAdd(ctx, keyViewerSet(name), redis.Z{Score: exp, Member: id})
 				p.ZRemRangeByScore(ctx, keyViewerSet(name), "-inf", expiryScore(now))
 				p.PExpire(ctx, keyViewerSet(name), ttl)
 			}
