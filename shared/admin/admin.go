@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quiccast/quiccast/shared/auth"
@@ -45,6 +46,7 @@ func (c *Config) Flags(s *config.Set) {
 // Surface holds the admin routes of one node.
 type Surface struct {
 	cfg    Config
+	fails  failures // wrong tokens at the login form
 	log    *slog.Logger
 	routes []route
 	ln     net.Listener
@@ -217,7 +219,12 @@ func (s *Surface) login(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther) // loopback only: nothing to log in to
 		return
 	}
+	if !s.fails.allow(time.Now()) {
+		http.Error(w, "too many wrong tokens; try again in a second", http.StatusTooManyRequests)
+		return
+	}
 	if auth.Equal(r.PostFormValue("token"), s.cfg.Token) != 1 {
+		s.fails.add(time.Now())
 		s.log.Warn("admin login refused: wrong token", "remote", r.RemoteAddr)
 		s.loginForm(w, next, "wrong token")
 		return
@@ -226,6 +233,35 @@ func (s *Surface) login(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	s.log.Info("admin login", "remote", r.RemoteAddr)
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// failures bounds guessing at the login form: after maxLoginFailures
+// wrong tokens in a second, every attempt is refused (429) until the
+// second is over.
+type failures struct {
+	mu    sync.Mutex
+	start time.Time
+	n     int
+}
+
+const maxLoginFailures = 10
+
+func (f *failures) allow(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.start) >= time.Second {
+		f.start, f.n = now, 0
+	}
+	return f.n < maxLoginFailures
+}
+
+func (f *failures) add(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.start) >= time.Second {
+		f.start, f.n = now, 0
+	}
+	f.n++
 }
 
 //go:embed login.html

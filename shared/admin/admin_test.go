@@ -98,6 +98,15 @@ func TestLoginCookie(t *testing.T) {
 	if w := do(forged); w.Code != 401 {
 		t.Errorf("the token as cookie: %d", w.Code)
 	}
+	// Guessing is bounded: after 10 wrong tokens in a second, 429.
+	codes := map[int]int{}
+	for range 15 {
+		codes[login("guess", "/dashboard").Code]++
+	}
+	if codes[401] > maxLoginFailures || codes[429] < 5 {
+		t.Errorf("15 wrong tokens at once: %v, want at most 10 tried", codes)
+	}
+	s.fails = failures{} // the next second
 	for _, next := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example"} {
 		if w := login("s3cret", next); w.Header().Get("Location") != "/dashboard" {
 			t.Errorf("next %q went to %q", next, w.Header().Get("Location"))
