@@ -79,13 +79,20 @@ try {
   report.screenshot = shot;
   if (watchURL) {
     const watch = await context.newPage();
+    watch.on('console', (m) => { if (report.logs.length < 60) report.logs.push(`watch ${m.type()}: ${m.text()}`); });
+    report.step = 'watch page plays';
     await watch.goto(watchURL);
     await watch.waitForFunction(() => document.querySelector('video').currentTime > 1, null, { timeout });
+    report.step = 'kick answered';
+    await page.bringToFront(); // a background page's rAF polling stalls
     await page.click(`${card} .kick`);
-    await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('kick '), null, { timeout });
-    await watch.waitForFunction(() => document.getElementById('status').dataset.state === 'refused', null, { timeout });
+    await page.waitForFunction(() => document.body.dataset.lastAction, null, { timeout, polling: 100 });
+    report.step = 'watch page refused';
+    await watch.bringToFront();
+    await watch.waitForFunction(() => document.getElementById('status').dataset.state === 'refused', null, { timeout, polling: 100 });
+    report.step = 'done';
     report.kick = {
-      answer: await page.evaluate(() => document.getElementById('status').textContent),
+      answer: await page.evaluate(() => document.body.dataset.lastAction),
       watch: await watch.evaluate(() => document.getElementById('status').textContent),
     };
   }
