@@ -262,6 +262,8 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request) {
 func (a *API) fail(w http.ResponseWriter, status int, msg string, err error) {
 	if err != nil {
 		a.log.Warn("api: "+msg, "err", err)
+	} else {
+		a.log.Info("api: request refused", "status", status, "why", msg)
 	}
 	writeJSON(w, status, apiError{Error: msg})
 }
