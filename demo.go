@@ -15,6 +15,7 @@ import (
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -36,6 +37,7 @@ type demo struct {
 	edge   *edge.Node
 	cfg    demoConfig
 	clip   *clip.Clip
+	reg    *registry.Registry // shared by origin and edge
 }
 
 // originSource lets an in-process edge read an origin's broadcasts.
@@ -57,12 +59,19 @@ func newDemo(cfg demoConfig) (*demo, error) {
 			return nil, err
 		}
 	}
-	// The demo's relay listens on loopback only, on any free port.
-	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
+	// One embedded registry for both nodes: the edge's viewers show in
+	// the API and the dashboard (/dashboard, loopback only) of either.
+	if d.reg, err = registry.Open(context.Background(), registry.Options{NodeID: "demo", Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+	// The demo's relay listens on loopback only, on any free port.
+	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Registry: d.reg, Logger: cfg.Logger}); err != nil {
+		d.reg.Close()
+		return nil, err
+	}
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
+		d.reg.Close()
 		return nil, err
 	}
 	return d, nil
@@ -82,6 +91,7 @@ func (d *demo) run(ctx context.Context) error {
 		go func() { defer wg.Done(); errs[2] = d.loop(ctx); cancel() }()
 	}
 	wg.Wait()
+	d.reg.Close()
 	return errors.Join(errs...)
 }
 

@@ -46,7 +46,10 @@ type ClusterConfig struct {
 	// unreachable, and viewers waiting for it get a 503 at once rather
 	// than after the relay's 5 s. Default 1.5 s.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// OnEvent, if set, sees every directory event too (the node's
+	// kicks).
+	OnEvent func(registry.Event)
+	Logger  *slog.Logger
 }
 
 // RelaySource is an edge's Source in a cluster: it mirrors each broadcast
@@ -127,6 +130,9 @@ func (s *RelaySource) Close() {
 // goes to a dead process, so it is dropped at once (its subscriptions
 // end and their links resubscribe) rather than at the QUIC idle timeout.
 func (s *RelaySource) event(ev registry.Event) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(ev)
+	}
 	switch ev.Type {
 	case registry.EventNodeUp, registry.EventStarted, registry.EventMoved:
 		s.dropStale(ev.Relay, ev.Incarnation)
@@ -487,7 +493,7 @@ func (n *Node) startCluster() error {
 			return err
 		}
 		n.cluster = NewRelaySource(ClusterConfig{
-			Directory: dir, Parent: cfg.Parent, Logger: n.log,
+			Directory: dir, Parent: cfg.Parent, Logger: n.log, OnEvent: n.event,
 			Client: relay.ClientConfig{Node: cfg.Peer.ID(), Token: cfg.Peer.Token, TLS: tc},
 			Limits: media.Limits{Budget: n.budget},
 		})

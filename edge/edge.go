@@ -21,6 +21,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/acme"
 	"github.com/quiccast/quiccast/shared/admin"
+	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/certs"
@@ -239,9 +240,11 @@ type Node struct {
 	// playGated: viewers need a grant, so answers are private to them.
 	playGated bool
 	admin     *admin.Surface
+	reporter  *api.Reporter
 
 	mu        sync.Mutex
 	ups       map[string]*upstream
+	watch     map[string]*watchers // viewers per broadcast, for the API
 	viewers   int
 	wtViewers int
 	closed    bool
@@ -256,6 +259,7 @@ func New(cfg Config) (*Node, error) {
 		log:    cfg.Logger.With("node", "edge"),
 		reg:    metrics.NewRegistry(),
 		ups:    map[string]*upstream{},
+		watch:  map[string]*watchers{},
 		ctx:    ctx,
 		cancel: cancel,
 		budget: budget.New(cfg.MemoryBudget),
@@ -318,6 +322,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Pprof {
 		metrics.Profiling(n.admin)
 	}
+	n.apiRoutes()
 	n.admin.Mount(mux)
 	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
 	n.pageRoutes(mux)
@@ -362,6 +367,7 @@ func (n *Node) Run(ctx context.Context) error {
 		go n.relay.Serve(n.ctx, n.relayLn)
 	}
 	n.admin.Start()
+	n.startReports()
 	if n.wt != nil {
 		n.bg.Add(1)
 		go func() {
@@ -404,6 +410,7 @@ func (n *Node) Close() error {
 	}
 	n.bg.Wait()
 	n.admin.Close()
+	n.reporter.Stop()
 	n.mu.Lock()
 	ups := n.ups
 	n.ups = map[string]*upstream{}

@@ -137,6 +137,7 @@ type fastViewer struct {
 	name   string
 	remote string
 	cur    *media.Cursor
+	kick   <-chan struct{} // closed when an operator kicks the broadcast's viewers
 
 	blocked  atomic.Bool
 	pend     [][]byte // frames left to write while blocked
@@ -151,6 +152,10 @@ type fastViewer struct {
 // written.
 func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	if v.blocked.Load() || v.done {
+		return 0
+	}
+	if kicked(v.kick) {
+		s.finish(v, errRemoved)
 		return 0
 	}
 	if now.Sub(v.lastRead) >= readEvery {
@@ -357,6 +362,7 @@ func (s *shard) finish(v *fastViewer, err error) {
 	s.mu.Unlock()
 	v.n.metrics.disconnect(err)
 	v.n.metrics.viewers.WithLabelValues("ws").Dec()
+	v.n.parted(v.name, transportWS)
 	v.n.detach(v.u)
 	v.n.leave()
 }

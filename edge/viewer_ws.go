@@ -47,12 +47,13 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.metrics.viewers.WithLabelValues("ws").Inc()
+	kick := n.joined(name, transportWS)
 	cfg := media.CursorConfig{MaxLag: n.cfg.MaxLag, MaxSkips: n.cfg.MaxSkips, SkipWindow: n.cfg.SkipWindow}
 	if tc, ok := v.nc.(*net.TCPConn); ok && n.cfg.WSWriter != "goroutines" {
 		if rc, err := tc.SyscallConn(); err == nil {
 			// The fan-out owns the viewer from here; this goroutine
 			// (and its stack) goes.
-			n.fanout(u).add(&fastViewer{n: n, u: u, nc: tc, rc: rc, name: name, remote: r.RemoteAddr,
+			n.fanout(u).add(&fastViewer{n: n, u: u, nc: tc, rc: rc, name: name, remote: r.RemoteAddr, kick: kick,
 				cur: u.b.NewCursor(cfg), lastRead: time.Now()})
 			return
 		}
@@ -60,7 +61,8 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer n.leave()
 	defer n.detach(u)
 	defer n.metrics.viewers.WithLabelValues("ws").Dec()
-	v.run(u.b.NewCursor(cfg))
+	defer n.parted(name, transportWS)
+	v.run(u.b.NewCursor(cfg), kick)
 }
 
 // admit checks the name, the token and the viewer limit, and counts the
@@ -119,10 +121,17 @@ type wsViewer struct {
 
 // run sends the broadcast until the viewer leaves, falls too far behind,
 // the broadcast ends or the node drains.
-func (v *wsViewer) run(cur *media.Cursor) {
+func (v *wsViewer) run(cur *media.Cursor, kick <-chan struct{}) {
 	ctx, cancel := context.WithCancel(v.n.ctx)
 	defer cancel()
 	go v.read(cancel)
+	go func() {
+		select {
+		case <-kick:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	var err error
 	for err == nil {
 		var items []media.Item
@@ -135,6 +144,8 @@ func (v *wsViewer) run(cur *media.Cursor) {
 	}
 	switch {
 	case errors.Is(err, media.ErrTooSlow):
+	case kicked(kick):
+		err = errRemoved
 	case isTimeout(err):
 		err = v.n.errSocketFull()
 	case errors.Is(err, errWrite) || ctx.Err() != nil && v.n.ctx.Err() == nil:

@@ -273,12 +273,25 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeGoingAway), "edge draining; reconnect to another edge")
 	})
 	defer stop()
+	kick := n.joined(name, transportWT)
+	defer n.parted(name, transportWT)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-kick:
+			sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeOf(errRemoved)), wire.Reason(errRemoved))
+		case <-done:
+		}
+	}()
 	ctx := context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token})
 	err = n.wtRelay.ServeConn(ctx, relay.WebTransport(sess))
 	var we *wire.Error
 	switch {
 	case n.ctx.Err() != nil:
 		err = wire.Errorf(wire.CodeGoingAway, "edge draining")
+	case kicked(kick):
+		err = errRemoved
 	case errors.As(err, &we):
 	case errors.Is(err, relay.ErrControl):
 		err = wire.Errorf(wire.CodeBadRequest, "%v", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/quiccast/quiccast/shared/auth"
@@ -25,6 +26,10 @@ type entry struct {
 	started   time.Time
 	grace     *time.Timer
 	claiming  bool // Publish is asking the registry
+	// What the current publisher sent, for the API's reports.
+	protocol string
+	bytes    atomic.Int64
+	groups   atomic.Uint64
 }
 
 func (e *entry) end() {
@@ -47,6 +52,9 @@ func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Sessio
 		return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
 	if err := n.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Publish, Broadcast: name, Token: token, Remote: remote}); err != nil {
+		return nil, err
+	}
+	if err := n.cluster.barred(ctx, name); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
@@ -91,6 +99,8 @@ func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Sessio
 	}
 	e.epoch++
 	e.remote = remote
+	e.protocol = "websocket"
+	e.groups.Store(0)
 	s := newSession(n, e)
 	e.pub = s
 	n.metrics.publishers.Inc()

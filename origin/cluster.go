@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/registry"
@@ -33,9 +34,13 @@ type cluster struct {
 	advertise string
 	inc       string // this run of the process (relay.NewIncarnation)
 	groups    chan loggedGroup
-	ctx       context.Context // ends the goroutines run starts
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	reporter  *api.Reporter
+	// The last report's byte counts, for bitrates (the reporter's).
+	lastBytes  map[*entry]int64
+	lastReport time.Time
+	ctx        context.Context // ends the goroutines run starts
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 type loggedGroup struct {
@@ -112,8 +117,10 @@ func advertised(a net.Addr) string {
 
 func (c *cluster) run() {
 	ctx := c.ctx
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go func() { defer c.wg.Done(); c.srv.Serve(ctx, c.ln) }()
+	go func() { defer c.wg.Done(); c.follow(ctx) }()
+	c.startReports()
 	go func() { defer c.wg.Done(); c.heartbeat(ctx) }()
 	go func() { defer c.wg.Done(); c.logGroups(ctx) }()
 	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
@@ -134,6 +141,7 @@ func (c *cluster) drain(held []string) {
 
 func (c *cluster) close() {
 	c.cancel()
+	c.reporter.Stop()
 	if c.ln != nil {
 		c.ln.Close()
 	}

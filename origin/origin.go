@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quiccast/quiccast/shared/admin"
+	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/cmaf"
@@ -233,6 +234,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	n.admin.HandleFunc("GET /broadcasts", n.serveBroadcasts)
+	ctl := api.New(n.cluster.reg, n.log)
+	ctl.Routes(n.admin)
+	ctl.Pages(n.admin)
 	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))
 	if cfg.Pprof {
 		metrics.Profiling(n.admin)

@@ -61,10 +61,7 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
 	err = s.Feed(rd)
 	if s.ctx.Err() != nil { // the origin ended the session
-		err = wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
-		if s.moved {
-			err = wire.Errorf(wire.CodeConflict, "broadcast %q was taken over by another origin", name)
-		}
+		err = s.ended()
 	}
 	s.Close(err)
 	if err != nil {

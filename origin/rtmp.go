@@ -271,7 +271,7 @@ func (c *rtmpConn) run() (err error) {
 		}
 		if c.sess != nil {
 			if err == nil && c.sess.ctx.Err() != nil {
-				err = wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
+				err = c.sess.ended()
 			}
 			c.sess.Close(err)
 		}
@@ -308,6 +308,7 @@ func (c *rtmpConn) run() (err error) {
 		return err
 	}
 	c.sess = sess
+	sess.SetProtocol("rtmp")
 	if c.authorised != nil {
 		c.authorised()
 	}
@@ -367,7 +368,7 @@ func (c *rtmpConn) streamError(err error) error {
 	case errors.As(err, &we):
 		return err
 	case c.sess.ctx.Err() != nil:
-		return wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
+		return c.sess.ended()
 	case errors.Is(err, io.EOF):
 		if ferr := c.media.flush(); ferr != nil {
 			return ferr

@@ -34,7 +34,8 @@ type Session struct {
 	first      bool   // the next object is the epoch's first
 	dropped    int    // chunks before the first keyframe
 	closed     bool
-	moved      bool // set (under Node.mu) when another origin took the broadcast over
+	moved      bool  // set (under Node.mu) when another origin took the broadcast over
+	removed    error // set (under Node.mu) when an operator dropped the publisher
 
 	// The open group, for the registry's group log.
 	groupEnd     uint64 // decode time after its last chunk
@@ -46,6 +47,28 @@ type Session struct {
 func newSession(n *Node, e *entry) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Session{n: n, e: e, ctx: ctx, cancel: cancel, first: true}
+}
+
+// SetProtocol names the publisher's protocol for the API (default
+// "websocket").
+func (s *Session) SetProtocol(p string) {
+	s.n.mu.Lock()
+	s.e.protocol = p
+	s.n.mu.Unlock()
+}
+
+// ended is why the origin ended the session (Done is closed): an
+// operator's drop, a takeover by another origin, or the shutdown.
+func (s *Session) ended() error {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	switch {
+	case s.removed != nil:
+		return s.removed
+	case s.moved:
+		return wire.Errorf(wire.CodeConflict, "broadcast %q was taken over by another origin", s.e.name)
+	}
+	return wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
 }
 
 // Done is closed when the origin ends the session (shutdown).
@@ -138,6 +161,7 @@ func (s *Session) Chunk(c *cmaf.Chunk) error {
 	}
 	s.n.metrics.objects.Inc()
 	s.n.metrics.bytes.Add(float64(len(c.Data)))
+	s.e.bytes.Add(int64(len(c.Data)))
 	s.groupEnd = c.DecodeTime + c.Duration
 	s.groupBytes += int64(len(c.Data))
 	s.groupObjects++
@@ -149,6 +173,7 @@ func (s *Session) Chunk(c *cmaf.Chunk) error {
 func (s *Session) finishGroup(now time.Time) {
 	s.e.b.Finish(0, s.group, now.UnixNano())
 	s.n.metrics.groups.Inc()
+	s.e.groups.Add(1)
 	ts := uint64(s.init.PrimaryTrak().Timescale)
 	s.n.cluster.logGroup(s.e.name, registry.Group{
 		Track: 0, Seq: s.group, Epoch: s.e.epoch, Start: s.groupWall,

@@ -202,6 +202,15 @@ export class Player extends EventTarget {
       const lived = Date.now() - began;
       if (lived > 5000) backoff = 250;
       let wait = backoff;
+      if ((end.kind === 'closed' || end.kind === 'refused') && end.code === 4410) {
+        // An operator removed this viewer (the cluster API's kick):
+        // coming straight back would undo it.
+        this.stopped = true;
+        clearInterval(this.timer);
+        this.setState('refused');
+        this.fail(`removed by an operator (${end.code}): ${end.reason}`);
+        return;
+      }
       switch (end.kind) {
         case 'goaway':
           // The edge is draining: go elsewhere at once.

@@ -1,17 +1,25 @@
 // Package admin is a node's operator surface: /metrics, GET /broadcasts,
-// /debug/pprof/. Its routes answer a request that carries the admin token
-// (Authorization: Bearer), or, without a token configured, only clients on
-// loopback. They are served on the node's public listener or, with
-// -admin-listen, on a listener of their own and not on the public one.
+// /debug/pprof/, the cluster API (/api/v1/…) and the dashboard. Its routes
+// answer a request that carries the admin token (Authorization: Bearer, or
+// the cookie the login form at POST /admin/login sets), or, without a
+// token configured, only clients on loopback. They are served on the
+// node's public listener or, with -admin-listen, on a listener of their
+// own and not on the public one.
 package admin
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quiccast/quiccast/shared/auth"
@@ -38,6 +46,7 @@ func (c *Config) Flags(s *config.Set) {
 // Surface holds the admin routes of one node.
 type Surface struct {
 	cfg    Config
+	fails  failures // wrong tokens at the login form
 	log    *slog.Logger
 	routes []route
 	ln     net.Listener
@@ -52,6 +61,8 @@ type route struct {
 // New binds -admin-listen when it is set, so Addr works at once.
 func New(cfg Config, log *slog.Logger) (*Surface, error) {
 	s := &Surface{cfg: cfg, log: log}
+	// The login form's target: the one admin route without the guard.
+	s.routes = append(s.routes, route{"POST " + LoginPath, http.HandlerFunc(s.login)})
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -129,8 +140,11 @@ func (s *Surface) Close() {
 func (s *Surface) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Token != "" {
-			got, ok := bearer(r)
-			if !ok || auth.Equal(got, s.cfg.Token) != 1 {
+			if !s.authorized(r) {
+				if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
+					s.loginForm(w, r.URL.Path, "")
+					return
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="quiccast admin"`)
 				http.Error(w, "admin route: send the admin token as Authorization: Bearer", http.StatusUnauthorized)
 				return
@@ -161,4 +175,105 @@ func loopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// LoginPath is where the login form posts the admin token; CookieName is
+// the cookie it sets, good for CookieMaxAge.
+const (
+	LoginPath    = "/admin/login"
+	CookieName   = "qc_admin"
+	CookieMaxAge = 12 * time.Hour
+)
+
+// authorized reports whether r carries the admin token, as a bearer token
+// or as the login cookie.
+func (s *Surface) authorized(r *http.Request) bool {
+	if got, ok := bearer(r); ok {
+		return auth.Equal(got, s.cfg.Token) == 1
+	}
+	if c, err := r.Cookie(CookieName); err == nil {
+		return hmac.Equal([]byte(c.Value), []byte(s.cookieValue()))
+	}
+	return false
+}
+
+// cookieValue stands for the token in the browser: a MAC of it, so the
+// cookie is no copy of the token (it is a credential all the same, and
+// HttpOnly, SameSite=Strict: no other site's page can send it).
+func (s *Surface) cookieValue() string {
+	m := hmac.New(sha256.New, []byte(s.cfg.Token))
+	m.Write([]byte("quiccast admin cookie v1"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// login takes the form's token; a right one sets the cookie and goes back
+// to the page the form was shown for. The token travels in the POST body,
+// never in a URL, so no access log or browser history keeps it.
+func (s *Surface) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	next := r.PostFormValue("next")
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		next = "/dashboard"
+	}
+	if s.cfg.Token == "" {
+		http.Redirect(w, r, next, http.StatusSeeOther) // loopback only: nothing to log in to
+		return
+	}
+	if !s.fails.allow(time.Now()) {
+		http.Error(w, "too many wrong tokens; try again in a second", http.StatusTooManyRequests)
+		return
+	}
+	if auth.Equal(r.PostFormValue("token"), s.cfg.Token) != 1 {
+		s.fails.add(time.Now())
+		s.log.Warn("admin login refused: wrong token", "remote", r.RemoteAddr)
+		s.loginForm(w, next, "wrong token")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: s.cookieValue(), Path: "/", MaxAge: int(CookieMaxAge.Seconds()),
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	s.log.Info("admin login", "remote", r.RemoteAddr)
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// failures bounds guessing at the login form: after maxLoginFailures
+// wrong tokens in a second, every attempt is refused (429) until the
+// second is over.
+type failures struct {
+	mu    sync.Mutex
+	start time.Time
+	n     int
+}
+
+const maxLoginFailures = 10
+
+func (f *failures) allow(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.start) >= time.Second {
+		f.start, f.n = now, 0
+	}
+	return f.n < maxLoginFailures
+}
+
+func (f *failures) add(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.start) >= time.Second {
+		f.start, f.n = now, 0
+	}
+	f.n++
+}
+
+//go:embed login.html
+var loginHTML string
+
+var loginTmpl = template.Must(template.New("login").Parse(loginHTML))
+
+// loginForm answers 401 with the form that posts the token to LoginPath.
+func (s *Surface) loginForm(w http.ResponseWriter, next, problem string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = loginTmpl.Execute(w, map[string]string{"Action": LoginPath, "Next": next, "Problem": problem})
 }

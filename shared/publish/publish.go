@@ -533,6 +533,10 @@ func refusal(u string, err error, published bool) error {
 		return &Refusal{fmt.Sprintf("origin %s did not accept the token (%d): %s; set -token to one of the origin's -publish-tokens", ru, ce.Code, ce.Text)}
 	case wire.CodeForbidden:
 		return &Refusal{fmt.Sprintf("origin %s: the token may not publish this broadcast (%d): %s; use a token for this name", ru, ce.Code, ce.Text)}
+	case wire.CodeRemoved:
+		return &Refusal{fmt.Sprintf("origin %s: an operator dropped this publisher (%d): %s", ru, ce.Code, ce.Text)}
+	case wire.CodeBarred:
+		return &Refusal{fmt.Sprintf("origin %s: an operator barred the name for a while (%d): %s; try later", ru, ce.Code, ce.Text)}
 	case wire.CodeConflict:
 		if !published {
 			return &Refusal{fmt.Sprintf("origin %s: the name is taken (%d): %s; publish under another name, or stop the other publisher", ru, ce.Code, ce.Text)}

@@ -17,6 +17,11 @@ const (
 	EventMoved        = "moved"         // a broadcast changed holder (failover)
 	EventNodeUp       = "node_up"       // a node started
 	EventNodeDraining = "node_draining" // a node is shutting down
+	// EventDrop asks the holder of Broadcast to drop its publisher (the
+	// API's drop, sent by any node); Bar > 0 also barred the name.
+	EventDrop = "drop"
+	// EventKick asks every edge to disconnect Broadcast's viewers.
+	EventKick = "kick"
 	// EventResync is synthetic, never stored: Follow emits it when Redis
 	// answers again after an error, and the events of the outage may be
 	// lost, so the follower re-checks the keys it depends on.
@@ -43,6 +48,8 @@ type Event struct {
 	Epoch uint64
 	// Time is when the event happened.
 	Time time.Time
+	// Bar is how long the name is barred from publishing (drop).
+	Bar time.Duration
 }
 
 // PublishEvent adds ev to qc:events (XADD MAXLEN ~ EventsMax); an empty
@@ -71,7 +78,7 @@ func (r *Registry) PublishEvent(ctx context.Context, ev Event) error {
 			Values: []any{
 				"type", ev.Type, "broadcast", ev.Broadcast, "node", ev.Node,
 				"relay", ev.Relay, "epoch", ev.Epoch, "time", ev.Time.UnixMilli(),
-				"incarnation", ev.Incarnation,
+				"incarnation", ev.Incarnation, "bar", ev.Bar.Milliseconds(),
 			},
 		}).Err()
 	})
@@ -210,6 +217,7 @@ func parseEvent(m redis.XMessage) Event {
 		Incarnation: s("incarnation"),
 		Epoch:       parseUint(s("epoch")),
 		Time:        fromUnixMs(s("time")),
+		Bar:         time.Duration(parseUint(s("bar"))) * time.Millisecond,
 	}
 }
 

@@ -33,6 +33,12 @@ const (
 	// CodeOverCapacity is CodeUnavailable sent because the node's memory
 	// budget or viewer limit is exhausted.
 	CodeOverCapacity = CodeUnavailable
+	// CodeRemoved: an operator dropped this publisher or kicked this
+	// viewer (the API's drop and kick). A player does not reconnect at once.
+	CodeRemoved Code = 4410
+	// CodeBarred: an operator barred this broadcast name for a while; a
+	// publish is refused until the bar ends.
+	CodeBarred Code = 4423
 )
 
 var codeNames = map[Code]string{
@@ -51,6 +57,8 @@ var codeNames = map[Code]string{
 	CodeTimeout:      "timeout",
 	CodeBadGateway:   "bad gateway",
 	CodeUnavailable:  "unavailable",
+	CodeRemoved:      "removed by operator",
+	CodeBarred:       "name barred",
 }
 
 func (c Code) String() string {

@@ -16,7 +16,7 @@ func TestCodeNumbers(t *testing.T) {
 		CodeBadRequest: 4000, CodeUnauthorized: 4001, CodeForbidden: 4003, CodeNotFound: 4004,
 		CodeTooSlow: 4008, CodeConflict: 4009, CodeTooLarge: 4013, CodeInvalidMedia: 4015,
 		CodeRateLimited: 4029, CodeTimeout: 4408, CodeOverCapacity: 4503,
-		CodeBadGateway: 4502,
+		CodeBadGateway: 4502, CodeRemoved: 4410, CodeBarred: 4423,
 	} {
 		if uint16(c) != want {
 			t.Errorf("%s = %d, want %d", c, uint16(c), want)
