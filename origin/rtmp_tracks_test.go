@@ -220,4 +220,15 @@ func TestRTMPTimeFromConnectToFirstObject(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling the state, 1 ms resolution
 	}
 	t.Logf("RTMP connect to first object: %s", first.Sub(connected).Round(time.Millisecond))
+	// Each object's ingest delay is counted: for RTMP, from its frame's
+	// arrival to the cache, about one frame interval (the chunk's
+	// duration is known when the next frame comes).
+	testenv.WaitFor(t, 5*time.Second, "the ingest delay histogram", func() bool {
+		c, _ := testenv.Histogram(t, n.Registry(), "quiccast_origin_ingest_delay_seconds")
+		return c >= 3
+	})
+	c, sum := testenv.Histogram(t, n.Registry(), "quiccast_origin_ingest_delay_seconds")
+	if mean := sum / float64(c); mean <= 0 || mean > 1 {
+		t.Errorf("mean ingest delay %.3f s over %d objects, want above 0 and under 1 s", mean, c)
+	}
 }
