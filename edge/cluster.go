@@ -519,6 +519,7 @@ func (n *Node) startCluster() error {
 		}
 		n.relay = relay.NewServer(relay.ServerConfig{
 			Node: cfg.Peer.ID(), Action: auth.Relay, Auth: cfg.Auth, Logger: n.log,
+			Sent: func(o *media.Object) { observeObject(n.metrics.delayRly, o) },
 			// A lower tier is one more viewer of the coalesced upstream.
 			Lookup: func(ctx context.Context, name string) (*media.Broadcast, func(), error) {
 				u, err := n.attach(ctx, name)

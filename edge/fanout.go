@@ -41,6 +41,7 @@ type shard struct {
 	wake    chan struct{}
 	list    []*fastViewer
 	items   []media.Item
+	caps    []media.Item // the objects being written, for the delay histogram
 	bufs    [][]byte
 	io      *rawIO // the shard goroutine's syscalls, without allocating
 }
@@ -172,8 +173,9 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		var err error
 		s.items, err = v.cur.Poll(s.items[:0])
 		s.bufs = v.n.wsFrames(s.bufs, s.items)
-		clear(s.items)
+		s.items, s.caps = s.caps, s.items // kept until written
 		if len(s.bufs) == 0 {
+			clear(s.caps)
 			if err != nil {
 				s.finish(v, err)
 			}
@@ -181,6 +183,10 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		}
 		n, werr := s.io.writev(v.rc, s.bufs)
 		total += int64(n)
+		if n > 0 { // handed to the socket (the rest of a partial write soon after)
+			observeObjects(v.n.metrics.delayWS, s.caps)
+		}
+		clear(s.caps)
 		rest := consume(s.bufs, n)
 		if werr == nil && len(rest) > 0 || errors.Is(werr, unix.EAGAIN) {
 			v.pend = append([][]byte(nil), rest...)

@@ -707,6 +707,7 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 		if err != nil {
 			break
 		}
+		observeObject(h.n.metrics.delayHLS, p.o)
 	}
 	h.n.metrics.sent.Add(float64(sent))
 	return nil

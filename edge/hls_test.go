@@ -37,6 +37,7 @@ type clipFeed struct {
 	open    bool
 	first   bool // next object starts an epoch
 	sent    []*media.Object
+	lag     time.Duration // captures are this much before the append
 }
 
 func (s *fakeSource) addClip(t *testing.T, name string) *clipFeed {
@@ -80,7 +81,7 @@ func (f *clipFeed) newEpoch(t *testing.T) {
 func (f *clipFeed) step(t testing.TB) *media.Object {
 	ch := f.clip.Chunks[f.next]
 	now := time.Now()
-	h := wire.Header{Kind: wire.KindObject, DecodeTime: ch.DecodeTime + f.loop*f.clip.Period[f.clip.Init.PrimaryTrak().ID], Capture: now.UnixMicro()}
+	h := wire.Header{Kind: wire.KindObject, DecodeTime: ch.DecodeTime + f.loop*f.clip.Period[f.clip.Init.PrimaryTrak().ID], Capture: now.Add(-f.lag).UnixMicro()}
 	if ch.Keyframe {
 		if f.open {
 			f.b.Finish(0, f.group, now.UnixNano())

@@ -2,9 +2,12 @@ package edge
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -14,6 +17,9 @@ type edgeMetrics struct {
 	skips       prometheus.Counter
 	subscribes  prometheus.Counter
 	disconnects *prometheus.CounterVec
+	// delay: capture wall-clock to the write to a viewer, per transport.
+	delay                                *prometheus.HistogramVec
+	delayWS, delayWT, delayHLS, delayRly prometheus.Observer
 }
 
 func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
@@ -27,6 +33,14 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 			Help: "Viewers refused or disconnected by the edge, by close code; code 0 counts viewers that left by themselves.",
 		}, []string{"code"}),
 	}
+	m.delay = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "quiccast_edge_object_delay_seconds",
+		Help:    "From an object's capture wall-clock (set by the publisher or the origin) to its write to a viewer (ws, wt, hls) or a lower-tier edge (relay), by transport; once per object and viewer.",
+		Buckets: metrics.DelayBuckets,
+	}, []string{"transport"})
+	m.delayWS, m.delayWT = m.delay.WithLabelValues("ws"), m.delay.WithLabelValues("wt")
+	m.delayHLS, m.delayRly = m.delay.WithLabelValues("hls"), m.delay.WithLabelValues("relay")
+	r.MustRegister(m.delay)
 	if n.cluster != nil {
 		r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_upstream_resubscribes_total", Help: "Upstream subscriptions moved to another upstream (origin lost, broadcast moved) without dropping viewers."},
 			func() float64 { return float64(n.cluster.Resubscribes.Load()) }))
@@ -78,4 +92,26 @@ func (m *edgeMetrics) disconnect(err error) {
 		code = fmt.Sprint(uint16(wire.CodeOf(err)))
 	}
 	m.disconnects.WithLabelValues(code).Inc()
+}
+
+// observeObjects records the delay of the objects among items, written to
+// a viewer just now.
+func observeObjects(o prometheus.Observer, items []media.Item) {
+	now := int64(0)
+	for _, it := range items {
+		if it.Object == nil || it.Object.Flags&wire.FlagEndOfGroup != 0 {
+			continue
+		}
+		if now == 0 {
+			now = time.Now().UnixMicro()
+		}
+		metrics.ObserveDelay(o, it.Object.Capture, now)
+	}
+}
+
+// observeObject records the delay of one object written just now.
+func observeObject(o prometheus.Observer, obj *media.Object) {
+	if obj.Flags&wire.FlagEndOfGroup == 0 {
+		metrics.ObserveDelay(o, obj.Capture, time.Now().UnixMicro())
+	}
 }

@@ -170,6 +170,9 @@ func (v *wsViewer) send(items []media.Item) error {
 	v.bufs = v.n.wsFrames(v.bufs[:0], items)
 	err := v.writeRaw(v.bufs...)
 	clear(v.bufs) // let sent objects go when the cache drops them
+	if err == nil {
+		observeObjects(v.n.metrics.delayWS, items)
+	}
 	return err
 }
 

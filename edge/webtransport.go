@@ -128,6 +128,7 @@ func (n *Node) startWT(mux *http.ServeMux) error {
 		HelloTimeout:     5 * time.Second,
 		MaxSubscriptions: 4,
 		OnePerBroadcast:  true,
+		Sent:             func(o *media.Object) { observeObject(n.metrics.delayWT, o) },
 		Logger:           n.log.With("transport", "wt"),
 	})
 	tc := http3.ConfigureTLSConfig(&tls.Config{GetCertificate: n.certs.GetCertificate, MinVersion: tls.VersionTLS13})

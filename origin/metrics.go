@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -14,6 +15,7 @@ type originMetrics struct {
 	groups     prometheus.Counter
 	bytes      prometheus.Counter
 	errors     *prometheus.CounterVec
+	delay      prometheus.Histogram
 
 	groupLogDropped prometheus.Counter
 }
@@ -28,6 +30,11 @@ func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
 			Name: "quiccast_origin_publish_errors_total",
 			Help: "Publish requests refused or publishers dropped, by the wire close code they were sent.",
 		}, []string{"code"}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "quiccast_origin_ingest_delay_seconds",
+			Help:    "From an object's capture wall-clock (the publisher's prft box, else its arrival; RTMP: its frame's arrival) to its append to the origin's cache.",
+			Buckets: metrics.DelayBuckets,
+		}),
 	}
 	m.groupLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_group_log_dropped_total", Help: "Finished groups not written to the registry's group log (queue full or Redis down)."})
 	rs := &n.cluster.srv.Stats
@@ -53,7 +60,7 @@ func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
 				return 0
 			}),
 	)
-	r.MustRegister(m.publishers, m.objects, m.groups, m.bytes, m.errors,
+	r.MustRegister(m.publishers, m.objects, m.groups, m.bytes, m.errors, m.delay,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_broadcasts", Help: "Broadcasts held (publishing or waiting for their publisher)."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.bcasts)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_origin_cache_bytes", Help: "Bytes charged to the memory budget: group caches and boxes being received."},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bluenviron/gortmplib"
 	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 
@@ -34,6 +35,18 @@ func encode(t *testing.T, args ...string) []byte {
 // delimiters (x265 aud=1) and drops the delimiters.
 func hevcAccessUnits(t *testing.T, b []byte) [][][]byte {
 	t.Helper()
+	return accessUnits(b, func(n []byte) bool { return h265.NALUType((n[0]>>1)&0x3f) == h265.NALUType_AUD_NUT })
+}
+
+// avcAccessUnits does the same for H.264 (x264 aud=1).
+func avcAccessUnits(t *testing.T, b []byte) [][][]byte {
+	t.Helper()
+	return accessUnits(b, func(n []byte) bool { return h264.NALUType(n[0]&0x1f) == h264.NALUTypeAccessUnitDelimiter })
+}
+
+// accessUnits splits an Annex-B stream into access units at the NAL units
+// aud says are delimiters, and drops the delimiters.
+func accessUnits(b []byte, aud func([]byte) bool) [][][]byte {
 	// NAL units between start codes (00 00 01, or 00 00 00 01).
 	var nalus [][]byte
 	start := -1
@@ -55,7 +68,7 @@ func hevcAccessUnits(t *testing.T, b []byte) [][][]byte {
 	}
 	var aus [][][]byte
 	for _, n := range nalus {
-		if h265.NALUType((n[0]>>1)&0x3f) == h265.NALUType_AUD_NUT {
+		if len(n) > 0 && aud(n) {
 			aus = append(aus, nil)
 			continue
 		}

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/bluenviron/gortmplib"
 	"github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/gortmplib/pkg/message"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/av1"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	mp4codecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 
 	"github.com/quiccast/quiccast/shared/cmaf"
@@ -19,29 +20,37 @@ import (
 // rtmpMedia turns an RTMP publisher's messages into the session's init
 // segment and chunks:
 //
-//	gortmplib.Reader (tracks, frames) --> remux.Muxer (one muxed CMAF track)
+//	gortmplib.ServerConn (messages) --> rtmpProbe (tracks from the sequence headers and onMetaData)
+//	  --> remux.Muxer (one muxed CMAF track)
 //	  --> cmaf.Reader (the validation every publisher gets) --> Session.Init / Session.Chunk
 //
 // The capture wall-clock of each chunk is the arrival time of its frame's
-// RTMP message. gortmplib reads the first seconds of the stream to find the
-// tracks and then replays them; arrival times are kept for the replay.
+// RTMP message. The messages read while the tracks are found are kept
+// with their arrival times and handled once the muxer is set up.
 type rtmpMedia struct {
 	c   *rtmpConn
-	rd  *gortmplib.Reader
 	mux *remux.Muxer
 
 	feed bytes.Buffer
 	cr   *cmaf.Reader
 
-	recording bool    // Reader.Initialize is reading ahead
-	arrivals  []int64 // arrival times of the messages read ahead, in order
-	arrival   int64   // of the message being handled, µs
-	err       error   // first error of a frame callback
-	chunks    int
+	video, audio     codecs.Codec // the ingested tracks (nil: none)
+	videoID, audioID uint8        // their Enhanced RTMP track IDs
+	late             bool         // a late track's frames were logged as dropped
+
+	arrival int64 // of the message being handled, µs
+	err     error // first error of a frame callback
+	chunks  int
 }
 
-// maxReadAhead bounds what gortmplib may read (and hold) while it looks for
-// the stream's tracks.
+// timedMessage is a message read while the tracks were being found.
+type timedMessage struct {
+	msg     message.Message
+	arrival int64
+}
+
+// maxReadAheadMessages bounds the messages held while the tracks are
+// being found (as do 4 × -max-box bytes).
 const maxReadAheadMessages = 4000
 
 func newRTMPMedia(c *rtmpConn) *rtmpMedia {
@@ -50,61 +59,45 @@ func newRTMPMedia(c *rtmpConn) *rtmpMedia {
 	return m
 }
 
-// timedConn records when each message arrived.
-type timedConn struct {
-	*gortmplib.ServerConn
-	m   *rtmpMedia
-	max uint64 // bytes that may be read ahead
-}
-
-func (t *timedConn) Read() (message.Message, error) {
-	msg, err := t.ServerConn.Read()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UnixMicro()
-	if t.m.recording {
-		if len(t.m.arrivals) >= maxReadAheadMessages || t.ServerConn.BytesReceived() > t.max {
-			return nil, wire.Errorf(wire.CodeTooLarge, "no audio or video track found in the first %d messages or %d bytes", len(t.m.arrivals), t.max)
-		}
-		t.m.arrivals = append(t.m.arrivals, now)
-	} else {
-		t.m.arrival = now
-	}
-	return msg, nil
-}
-
-// start finds the tracks, checks their codecs and sets up the muxer.
+// start finds the tracks, checks their codecs, sets up the muxer and
+// hands it the messages read so far.
 func (m *rtmpMedia) start() error {
 	c := m.c
-	// Publish.Start (gortmplib sends it only when given the ServerConn
-	// itself, which would lose the arrival times).
-	if err := c.sc.AcceptAction(); err != nil {
+	if err := c.sc.AcceptAction(); err != nil { // NetStream.Publish.Start
 		return err
 	}
-	m.recording = true
-	m.rd = &gortmplib.Reader{Conn: &timedConn{ServerConn: c.sc, m: m, max: uint64(4 * c.n.cfg.MaxBox)}}
-	if err := m.rd.Initialize(); err != nil {
-		return err
-	}
-	m.recording = false
-	var video, audio *gortmplib.Track
-	var cfg remux.Config
-	for _, t := range m.rd.Tracks() {
-		switch {
-		case t.Codec.IsVideo() && video == nil:
-			video = t
-			cfg.Video = mp4Video(t.Codec)
-			if cfg.Video == nil {
-				return wire.Errorf(wire.CodeInvalidMedia, "%v: video %s (supported: H.264, H.265, AV1)", cmaf.ErrUnsupportedCodec, codecName(t.Codec))
-			}
-		case !t.Codec.IsVideo() && audio == nil:
-			audio = t
-			cfg.Audio = mp4Audio(t.Codec)
-			if cfg.Audio == nil {
-				return wire.Errorf(wire.CodeInvalidMedia, "%v: audio %s (supported: AAC, Opus)", cmaf.ErrUnsupportedCodec, codecName(t.Codec))
-			}
+	began := time.Now()
+	maxBytes := c.sc.BytesReceived() + uint64(4*c.n.cfg.MaxBox)
+	var probe rtmpProbe
+	var held []timedMessage
+	for !probe.ready() {
+		msg, err := c.sc.Read()
+		if err != nil {
+			return err
 		}
+		if len(held) >= maxReadAheadMessages || c.sc.BytesReceived() > maxBytes {
+			return wire.Errorf(wire.CodeTooLarge, "no audio or video track found in the first %d messages or %d bytes", len(held), maxBytes)
+		}
+		held = append(held, timedMessage{msg, time.Now().UnixMicro()})
+		if err := probe.add(msg); err != nil {
+			return err
+		}
+	}
+	m.video, m.videoID = firstTrack(probe.video)
+	m.audio, m.audioID = firstTrack(probe.audio)
+	var cfg remux.Config
+	if m.video != nil {
+		if cfg.Video = mp4Video(m.video); cfg.Video == nil {
+			return wire.Errorf(wire.CodeInvalidMedia, "%v: video %s (supported: H.264, H.265, AV1)", cmaf.ErrUnsupportedCodec, codecName(m.video))
+		}
+	}
+	if m.audio != nil {
+		if cfg.Audio = mp4Audio(m.audio); cfg.Audio == nil {
+			return wire.Errorf(wire.CodeInvalidMedia, "%v: audio %s (supported: AAC, Opus)", cmaf.ErrUnsupportedCodec, codecName(m.audio))
+		}
+	}
+	if m.video == nil && m.audio == nil {
+		return wire.Errorf(wire.CodeInvalidMedia, "RTMP stream: no audio or video track configured in the first %s of media", rtmpProbeMax)
 	}
 	cfg.MaxChunk = c.n.cfg.MaxBox
 	mux, err := remux.New(cfg)
@@ -114,33 +107,49 @@ func (m *rtmpMedia) start() error {
 	mux.OnInit = m.onInit
 	mux.OnChunk = m.onChunk
 	m.mux = mux
-	for _, t := range m.rd.Tracks() {
-		switch {
-		case t == video:
-			m.onVideo(t)
-		case t == audio:
-			m.onAudio(t)
-		default:
-			c.log.Info("RTMP track ignored (only the first video and the first audio track are ingested)", "codec", codecName(t.Codec))
-			ignoreTrack(m.rd, t)
+	for id, t := range probe.video {
+		if t != m.video || id != m.videoID {
+			c.log.Info("RTMP track ignored (only the first video and the first audio track are ingested)", "codec", codecName(t), "track", id)
 		}
 	}
-	c.log.Info("RTMP tracks", "video", codecName(trackCodec(video)), "audio", codecName(trackCodec(audio)))
+	for id, t := range probe.audio {
+		if t != m.audio || id != m.audioID {
+			c.log.Info("RTMP track ignored (only the first video and the first audio track are ingested)", "codec", codecName(t), "track", id)
+		}
+	}
+	c.log.Info("RTMP tracks", "video", codecName(m.video), "audio", codecName(m.audio),
+		"metadata", probe.meta, "found_in", time.Since(began).Round(time.Millisecond), "messages", len(held))
+	for i, h := range held {
+		held[i].msg = nil
+		m.arrival = h.arrival
+		m.handle(h.msg)
+		if m.err != nil {
+			return m.err
+		}
+	}
 	return nil
+}
+
+// firstTrack returns the track with the lowest ID, nil if there is none.
+func firstTrack(ts map[uint8]codecs.Codec) (codecs.Codec, uint8) {
+	var first codecs.Codec
+	var fid uint8
+	for id, t := range ts {
+		if first == nil || id < fid {
+			first, fid = t, id
+		}
+	}
+	return first, fid
 }
 
 // readOne reads and handles one message.
 func (m *rtmpMedia) readOne() error {
-	if len(m.arrivals) > 0 {
-		m.arrival = m.arrivals[0] // a message gortmplib read ahead
-		m.arrivals = m.arrivals[1:]
-		if len(m.arrivals) == 0 {
-			m.arrivals = nil
-		}
-	}
-	if err := m.rd.Read(); err != nil {
+	msg, err := m.c.sc.Read()
+	if err != nil {
 		return err
 	}
+	m.arrival = time.Now().UnixMicro()
+	m.handle(msg)
 	return m.err
 }
 
@@ -155,37 +164,117 @@ func (m *rtmpMedia) flush() error {
 	return nil
 }
 
-func (m *rtmpMedia) onVideo(t *gortmplib.Track) {
-	h26x := func(pts, dts time.Duration, au [][]byte) {
-		if m.err == nil {
-			if err := m.mux.WriteVideo(dts, pts, au, m.arrival); err != nil {
-				m.err = m.mediaError(err)
-			}
-		}
+// handle passes one message's frames to the muxer. Messages of tracks
+// not ingested are dropped.
+func (m *rtmpMedia) handle(msg message.Message) {
+	if m.err != nil {
+		return
 	}
-	switch t.Codec.(type) {
-	case *codecs.H264:
-		m.rd.OnDataH264(t, h26x)
-	case *codecs.H265:
-		m.rd.OnDataH265(t, h26x)
-	case *codecs.AV1:
-		m.rd.OnDataAV1(t, func(pts time.Duration, tu [][]byte) { h26x(pts, pts, tu) })
+	var err error
+	switch msg := msg.(type) {
+	case *message.Video, *message.VideoExCodedFrames, *message.VideoExFramesX:
+		err = m.onVideo(0, msg)
+	case *message.Audio, *message.AudioExCodedFrames:
+		err = m.onAudio(0, msg)
+	case *message.VideoExMultitrack:
+		err = m.onVideo(msg.TrackID, msg.Wrapped)
+	case *message.AudioExMultitrack:
+		err = m.onAudio(msg.TrackID, msg.Wrapped)
+	}
+	if err != nil && m.err == nil {
+		m.err = err
 	}
 }
 
-func (m *rtmpMedia) onAudio(t *gortmplib.Track) {
-	write := func(pts time.Duration, frame []byte) {
-		if m.err == nil {
-			if err := m.mux.WriteAudio(pts, frame, m.arrival); err != nil {
-				m.err = m.mediaError(err)
-			}
-		}
+func (m *rtmpMedia) onVideo(id uint8, msg message.Message) error {
+	if m.video == nil || id != m.videoID {
+		m.lateTrack("video", msg)
+		return nil
 	}
-	switch t.Codec.(type) {
-	case *codecs.MPEG4Audio:
-		m.rd.OnDataMPEG4Audio(t, write)
-	case *codecs.Opus:
-		m.rd.OnDataOpus(t, write)
+	var dts, pts time.Duration
+	var payload []byte
+	switch msg := msg.(type) {
+	case *message.Video:
+		if _, av1 := m.video.(*codecs.AV1); av1 {
+			return nil // not an AV1 message
+		}
+		dts, pts = msg.DTS, msg.DTS+msg.PTSDelta
+		switch {
+		case msg.Type == message.VideoTypeAU:
+			payload = msg.AU
+		case msg.Type != message.VideoTypeConfig:
+		case msg.AVCConfig != nil: // parameter sets again: the muxer checks they did not change
+			return m.writeVideo(dts, pts, [][]byte{msg.AVCConfig.SequenceParameterSets[0].NALUnit, msg.AVCConfig.PictureParameterSets[0].NALUnit})
+		case msg.HEVCConfig != nil:
+			p := hevcParams(msg.HEVCConfig.NaluArrays)
+			return m.writeVideo(dts, pts, [][]byte{p.VPS, p.SPS, p.PPS})
+		}
+	case *message.VideoExCodedFrames:
+		dts, pts, payload = msg.DTS, msg.DTS+msg.PTSDelta, msg.Payload
+	case *message.VideoExFramesX:
+		dts, pts, payload = msg.DTS, msg.DTS, msg.Payload
+	}
+	if payload == nil {
+		return nil
+	}
+	if _, ok := m.video.(*codecs.AV1); ok {
+		var tu av1.Bitstream
+		if err := tu.Unmarshal(payload); err != nil {
+			return wire.Errorf(wire.CodeInvalidMedia, "RTMP stream: AV1: %v", err)
+		}
+		return m.writeVideo(pts, pts, tu)
+	}
+	var au h264.AVCC // H.264 and H.265 alike
+	if err := au.Unmarshal(payload); err != nil {
+		if errors.Is(err, h264.ErrAVCCNoNALUs) {
+			return nil
+		}
+		return wire.Errorf(wire.CodeInvalidMedia, "RTMP stream: %s: %v", codecName(m.video), err)
+	}
+	return m.writeVideo(dts, pts, au)
+}
+
+func (m *rtmpMedia) writeVideo(dts, pts time.Duration, au [][]byte) error {
+	if err := m.mux.WriteVideo(dts, pts, au, m.arrival); err != nil {
+		return m.mediaError(err)
+	}
+	return nil
+}
+
+func (m *rtmpMedia) onAudio(id uint8, msg message.Message) error {
+	if m.audio == nil || id != m.audioID {
+		m.lateTrack("audio", msg)
+		return nil
+	}
+	var frame []byte
+	var dts time.Duration
+	switch msg := msg.(type) {
+	case *message.Audio:
+		if msg.Codec == message.CodecMPEG4Audio && msg.AACType == message.AudioAACTypeAU {
+			dts, frame = msg.DTS, msg.AU
+		}
+	case *message.AudioExCodedFrames:
+		dts, frame = msg.DTS, msg.Payload
+	}
+	if frame == nil {
+		return nil
+	}
+	if err := m.mux.WriteAudio(dts, frame, m.arrival); err != nil {
+		return m.mediaError(err)
+	}
+	return nil
+}
+
+// lateTrack logs, once, frames of a kind the broadcast was set up
+// without: a track that began after the tracks were found.
+func (m *rtmpMedia) lateTrack(kind string, msg message.Message) {
+	if m.late || (kind == "video" && m.video != nil) || (kind == "audio" && m.audio != nil) {
+		return // another track of a kind that is ingested: already logged
+	}
+	switch msg.(type) {
+	case *message.Video, *message.Audio, *message.VideoExCodedFrames, *message.VideoExFramesX, *message.AudioExCodedFrames:
+		m.late = true
+		m.c.log.Warn("RTMP "+kind+" began after the tracks were found; its frames are dropped", "waited", rtmpProbeMax)
 	}
 }
 
@@ -233,13 +322,6 @@ func (m *rtmpMedia) mediaError(err error) error {
 		return &wire.Error{Code: wire.CodeInvalidMedia, Msg: err.Error(), Err: err}
 	}
 	return mediaError(err)
-}
-
-func trackCodec(t *gortmplib.Track) codecs.Codec {
-	if t == nil {
-		return nil
-	}
-	return t.Codec
 }
 
 // mp4Video maps an RTMP video codec to the fMP4 one, nil if unsupported.
@@ -301,34 +383,4 @@ func codecName(c codecs.Codec) string {
 		return "FLAC"
 	}
 	return fmt.Sprintf("%T", c)
-}
-
-// ignoreTrack gives a track nobody ingests a callback that drops its
-// frames (gortmplib calls the callback of every track it found).
-func ignoreTrack(r *gortmplib.Reader, t *gortmplib.Track) {
-	drop := func(time.Duration, []byte) {}
-	switch t.Codec.(type) {
-	case *codecs.H264:
-		r.OnDataH264(t, func(time.Duration, time.Duration, [][]byte) {})
-	case *codecs.H265:
-		r.OnDataH265(t, func(time.Duration, time.Duration, [][]byte) {})
-	case *codecs.AV1:
-		r.OnDataAV1(t, func(time.Duration, [][]byte) {})
-	case *codecs.VP9:
-		r.OnDataVP9(t, drop)
-	case *codecs.MPEG4Audio:
-		r.OnDataMPEG4Audio(t, drop)
-	case *codecs.Opus:
-		r.OnDataOpus(t, drop)
-	case *codecs.MPEG1Audio:
-		r.OnDataMPEG1Audio(t, drop)
-	case *codecs.AC3:
-		r.OnDataAC3(t, drop)
-	case *codecs.G711:
-		r.OnDataG711(t, drop)
-	case *codecs.LPCM:
-		r.OnDataLPCM(t, drop)
-	case *codecs.FLAC:
-		r.OnDataFLAC(t, drop)
-	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -160,6 +161,7 @@ func (s *Session) Chunk(c *cmaf.Chunk) error {
 		return fmt.Errorf("append: %w", err)
 	}
 	s.n.metrics.objects.Inc()
+	metrics.ObserveDelay(s.n.metrics.delay, h.Capture, time.Now().UnixMicro())
 	s.n.metrics.bytes.Add(float64(len(c.Data)))
 	s.e.bytes.Add(int64(len(c.Data)))
 	s.groupEnd = c.DecodeTime + c.Duration

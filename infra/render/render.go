@@ -22,11 +22,15 @@ const (
 	Binary   = "/usr/local/bin/quiccast"
 	Previous = "/usr/local/bin/quiccast.previous"
 	EnvDir   = "/etc/quiccast"
-	StateDir = "/var/lib/quiccast"
-	User     = "quiccast"
-	Sysctl   = "/etc/sysctl.d/60-quiccast.conf"
-	RedisInc = "/etc/redis/quiccast.conf"
-	RedisCnf = "/etc/redis/redis.conf"
+	// PreviousDir keeps (root only) the env and unit files a deploy
+	// replaced, so that a node that does not come back gets them back
+	// with its previous binary.
+	PreviousDir = EnvDir + "/previous"
+	StateDir    = "/var/lib/quiccast"
+	User        = "quiccast"
+	Sysctl      = "/etc/sysctl.d/60-quiccast.conf"
+	RedisInc    = "/etc/redis/quiccast.conf"
+	RedisCnf    = "/etc/redis/redis.conf"
 )
 
 // UDPBuffer is the receive and send buffer size quic-go asks for (7 MiB,

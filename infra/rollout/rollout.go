@@ -261,6 +261,7 @@ grep -qxF 'include `+render.RedisInc+`' `+render.RedisCnf+` || { printf '\ninclu
 			mark(render.RedisCnf)
 		}
 	}
+	var saved []string // node files this run replaces; their old versions are kept for a rollback
 	for _, f := range files {
 		sum, err := c.SHA256(ctx, f.Path)
 		if err != nil {
@@ -268,6 +269,12 @@ grep -qxF 'include `+render.RedisInc+`' `+render.RedisCnf+` || { printf '\ninclu
 		}
 		if sum == remote.Sum(f.Content) {
 			continue
+		}
+		if nodeFile(f.Path) {
+			if err := keepPrevious(ctx, c, f.Path); err != nil {
+				return r, err
+			}
+			saved = append(saved, f.Path)
 		}
 		if err := c.Put(ctx, f.Path, f.Content, f.Mode, f.Owner); err != nil {
 			return r, err
@@ -331,11 +338,11 @@ grep -qxF 'include `+render.RedisInc+`' `+render.RedisCnf+` || { printf '\ninclu
 		logf("%s: restarting %s", h.Name, unit)
 		if _, err := c.Run(ctx, "systemctl enable --quiet "+unit+" && systemctl restart "+unit, nil); err != nil {
 			err = fmt.Errorf("restart %s: %w", unit, err)
-			return r, rollback(ctx, o, t, newBin, unit, role, err, &r, logf)
+			return r, rollback(ctx, o, t, newBin, saved, unit, err, &r, logf)
 		}
 		r.Changed = append(r.Changed, "restarted "+unit)
 		if err := waitReady(ctx, o, t, role); err != nil {
-			return r, rollback(ctx, o, t, newBin, unit, role, err, &r, logf)
+			return r, rollback(ctx, o, t, newBin, saved, unit, err, &r, logf)
 		}
 		logf("%s: %s ready", h.Name, unit)
 	}
@@ -343,22 +350,84 @@ grep -qxF 'include `+render.RedisInc+`' `+render.RedisCnf+` || { printf '\ninclu
 	return r, nil
 }
 
-// rollback puts the previous binary back after cause, restarts the node's
-// services and waits for them; the run stops either way.
-func rollback(ctx context.Context, o Options, t *target, newBin bool, unit, role string, cause error, r *Result, logf func(string, ...any)) error {
+// nodeFile reports whether a deployed file is part of a node's
+// configuration (its env files and units), restored by a rollback.
+func nodeFile(path string) bool {
+	return strings.HasPrefix(path, render.EnvDir+"/") || strings.HasPrefix(path, "/etc/systemd/system/")
+}
+
+// previousPath is where keepPrevious keeps the old version of path.
+func previousPath(path string) string {
+	return render.PreviousDir + "/" + strings.ReplaceAll(strings.TrimPrefix(path, "/"), "/", "%")
+}
+
+// keepPrevious saves path as it is before a deploy replaces it (mode and
+// owner kept), or notes that it did not exist.
+func keepPrevious(ctx context.Context, c *remote.Host, path string) error {
+	b := previousPath(path)
+	_, err := c.Run(ctx, fmt.Sprintf(`set -e
+install -d -m 0700 %[1]s
+rm -f '%[2]s' '%[2]s.absent'
+if [ -e '%[3]s' ]; then cp -p '%[3]s' '%[2]s'; else : > '%[2]s.absent'; fi`, render.PreviousDir, b, path), nil)
+	if err != nil {
+		return fmt.Errorf("keep the previous %s: %w", path, err)
+	}
+	return nil
+}
+
+// restorePrevious puts back the files keepPrevious saved (a file that did
+// not exist is removed), each atomically, and reloads systemd when a unit
+// was among them.
+func restorePrevious(ctx context.Context, c *remote.Host, paths []string) error {
+	var sb strings.Builder
+	sb.WriteString("set -e\n")
+	units := false
+	for _, p := range paths {
+		b := previousPath(p)
+		fmt.Fprintf(&sb, "if [ -e '%[1]s.absent' ]; then rm -f '%[2]s'; else cp -p '%[1]s' '%[2]s.tmp' && mv -f '%[2]s.tmp' '%[2]s'; fi\n", b, p)
+		units = units || strings.HasPrefix(p, "/etc/systemd/system/")
+	}
+	if units {
+		sb.WriteString("systemctl daemon-reload\n")
+	}
+	if _, err := c.Run(ctx, sb.String(), nil); err != nil {
+		return fmt.Errorf("restore %s: %w", strings.Join(paths, ", "), err)
+	}
+	return nil
+}
+
+// rollback puts back what this run replaced on the node after cause: the
+// previous binary (when newBin) and the env and unit files in saved; then
+// it restarts the node's services and waits for them. The run stops
+// either way.
+func rollback(ctx context.Context, o Options, t *target, newBin bool, saved []string, unit string, cause error, r *Result, logf func(string, ...any)) error {
 	c := t.conn
 	logs, _ := c.Run(ctx, "journalctl -u "+unit+" -n 20 --no-pager 2>/dev/null || true", nil)
 	if strings.TrimSpace(logs) != "" {
 		cause = fmt.Errorf("%w\nlast log lines of %s:\n%s", cause, unit, strings.TrimSpace(logs))
 	}
-	if !newBin {
+	if !newBin && len(saved) == 0 {
 		r.After = installedVersion(ctx, c)
-		return fmt.Errorf("%s failed with the binary it had before (no binary to roll back to; check the configuration): %w", unit, cause)
+		return fmt.Errorf("%s failed with the binary and configuration it had before (nothing to roll back to; check the host): %w", unit, cause)
 	}
-	logf("%s: %s not ready; rolling back to the previous binary", t.h.Name, unit)
-	if _, err := c.Run(ctx, fmt.Sprintf("set -e; [ -e %[2]s ] || { echo 'no previous binary (first install)' >&2; exit 1; }; cp -p %[2]s %[1]s.tmp && mv -f %[1]s.tmp %[1]s", render.Binary, render.Previous), nil); err != nil {
-		r.After = installedVersion(ctx, c)
-		return fmt.Errorf("new binary failed and rollback was impossible (%v): %w", err, cause)
+	what := "the new configuration"
+	restored := slices.Clone(saved)
+	if newBin {
+		what = "new binary"
+		restored = append([]string{render.Binary}, restored...)
+	}
+	logf("%s: %s not ready; rolling back %s", t.h.Name, unit, strings.Join(restored, ", "))
+	if newBin {
+		if _, err := c.Run(ctx, fmt.Sprintf("set -e; [ -e %[2]s ] || { echo 'no previous binary (first install)' >&2; exit 1; }; cp -p %[2]s %[1]s.tmp && mv -f %[1]s.tmp %[1]s", render.Binary, render.Previous), nil); err != nil {
+			r.After = installedVersion(ctx, c)
+			return fmt.Errorf("new binary failed and rollback was impossible (%v): %w", err, cause)
+		}
+	}
+	if len(saved) > 0 {
+		if err := restorePrevious(ctx, c, saved); err != nil {
+			r.After = installedVersion(ctx, c)
+			return fmt.Errorf("%s failed and rollback was impossible (%v): %w", what, err, cause)
+		}
 	}
 	r.Changed = append(r.Changed, "rolled back")
 	var errs []error
@@ -377,9 +446,9 @@ func rollback(ctx context.Context, o Options, t *target, newBin bool, unit, role
 	}
 	r.After = installedVersion(ctx, c)
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("new binary failed (%w) and the previous binary %s does not come back either: %v", cause, r.After, err)
+		return fmt.Errorf("%s failed (%w) and the previous %s does not come back either: %v", what, cause, r.After, err)
 	}
-	return fmt.Errorf("new binary failed: %w; rolled back to %s, which is ready", cause, r.After)
+	return fmt.Errorf("%s failed: %w; rolled back to %s, which is ready (restored %s)", what, cause, r.After, strings.Join(restored, ", "))
 }
 
 // readyURL is where role on h answers /readyz, seen from h itself.

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,6 +259,133 @@ func TestDeployInstallsUpgradesRollsBackAndIsIdempotent(t *testing.T) {
 	get(t, edge+"/readyz")
 	if m := get(t, edge+"/metrics"); !strings.Contains(m, `version="v2.0.0-test"`) {
 		t.Fatal("edge does not run v2 after the rollback")
+	}
+}
+
+// TestRollbackRestoresTheEnvAndUnitFiles deploys v2, then a build that
+// does not start together with a new env (another cluster token) and a
+// new unit (another LimitNOFILE): the rollback must put back the binary,
+// edge.env and the unit as they were, and the edge must be ready again.
+func TestRollbackRestoresTheEnvAndUnitFiles(t *testing.T) {
+	bins := binaries(t)
+	c := newCluster(t)
+	edge := fmt.Sprintf("http://127.0.0.1:%d", c.edgePort)
+	if _, _, err := c.deploy(t, bins["v2.0.0-test"], "", ""); err != nil {
+		t.Fatalf("deploy v2: %v\nedge log: %s", err, c.b.UnitLog("quiccast-edge.service"))
+	}
+	files := []string{render.EnvDir + "/edge.env", "/etc/systemd/system/" + render.Unit(inventory.Edge)}
+	read := func() map[string]string {
+		m := map[string]string{}
+		for _, f := range files {
+			b, err := os.ReadFile(c.b.Upper(f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(c.b.Upper(f))
+			m[f] = fmt.Sprintf("%v\n%s", st.Mode().Perm(), b)
+		}
+		return m
+	}
+	before := read()
+
+	c.inv.Cluster.MaxViewers = 2000
+	c.secrets.ClusterToken = "cluster-token-2"
+	res, _, err := c.deploy(t, bins["broken"], "", "edge")
+	var re *rollout.Error
+	if !errors.As(err, &re) || re.Host != "b" || !strings.Contains(err.Error(), "rolled back to v2.0.0-test, which is ready") {
+		t.Fatalf("broken build with a new configuration: got %v, want b rolled back to v2", err)
+	}
+	for _, f := range files {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("the error does not say %s was restored: %v", f, err)
+		}
+	}
+	if len(res) != 1 || !slices.Contains(res[0].Changed, "rolled back") {
+		t.Fatalf("after rollback: %+v", res)
+	}
+	after := read()
+	for _, f := range files {
+		if after[f] != before[f] {
+			t.Errorf("%s after the rollback:\n%s\nwant as before:\n%s", f, after[f], before[f])
+		}
+	}
+	get(t, edge+"/readyz")
+	if m := get(t, edge+"/metrics"); !strings.Contains(m, `version="v2.0.0-test"`) {
+		t.Fatal("edge does not run v2 after the rollback")
+	}
+
+	// Deployed again with that configuration and v2, the new files stay.
+	if _, _, err := c.deploy(t, bins["v2.0.0-test"], "", "edge"); err != nil {
+		t.Fatal(err)
+	}
+	if now := read(); now[files[0]] == before[files[0]] || !strings.Contains(now[files[0]], "cluster-token-2") || !strings.Contains(now[files[1]], "LimitNOFILE=") || now[files[1]] == before[files[1]] {
+		t.Fatalf("the new configuration was not deployed:\n%v", now)
+	}
+}
+
+// TestDeployThroughANonRootUserWithSudo deploys as "deploy", a user with
+// passwordless sudo (a cloud VM's default user), instead of root: every
+// command goes through sudo -n, files end up root-owned with their modes,
+// and the nodes run. A user without sudo rights is stopped at the first
+// host with sudo's own message, before anything changes.
+func TestDeployThroughANonRootUserWithSudo(t *testing.T) {
+	bins := binaries(t)
+	c := newCluster(t)
+	for _, s := range []*sshtest.Server{c.a, c.b} {
+		s.AddSudoUser(t, "deploy")
+	}
+	// "nosudo" can log in (the hosts share one authorized_keys) but has
+	// no sudoers entry.
+	c.a.AddSudoUser(t, "nosudo")
+	if err := os.Remove(c.a.Upper("/etc/sudoers.d/nosudo")); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range c.inv.Hosts {
+		h.User = "nosudo"
+	}
+	_, _, err := c.deploy(t, bins["v1.0.0-test"], "a", "")
+	if err == nil || !strings.Contains(err.Error(), "sudo: a password is required") {
+		t.Fatalf("deploy as a user without sudo: %v, want sudo's refusal", err)
+	}
+	t.Logf("as a user without sudo: %v", err)
+	if _, serr := os.Stat(c.a.Upper(render.Binary)); serr == nil {
+		t.Fatalf("a user without sudo installed the binary (%v)", err)
+	}
+
+	for _, h := range c.inv.Hosts {
+		h.User = "deploy"
+	}
+	res, _, err := c.deploy(t, bins["v1.0.0-test"], "", "")
+	if err != nil {
+		t.Fatalf("deploy as deploy with sudo: %v\nedge log: %s", err, c.b.UnitLog("quiccast-edge.service"))
+	}
+	for _, r := range res {
+		if r.After != "v1.0.0-test" {
+			t.Errorf("%s: after %q", r.Host, r.After)
+		}
+	}
+	get(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", c.edgePort))
+	for _, f := range []struct {
+		s    *sshtest.Server
+		path string
+		mode os.FileMode
+	}{
+		{c.b, render.Binary, 0o755},
+		{c.b, render.EnvDir + "/edge.env", 0o600},
+		{c.a, render.EnvDir + "/origin.env", 0o600},
+		{c.b, "/etc/systemd/system/" + render.Unit(inventory.Edge), 0o644},
+	} {
+		st, err := os.Stat(f.s.Upper(f.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != f.mode || st.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s: mode %v uid %d, want %v and root", f.path, st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Uid, f.mode)
+		}
+	}
+	// Again: nothing changes, through sudo too.
+	if _, sum, err := c.deploy(t, bins["v1.0.0-test"], "", ""); err != nil || !strings.Contains(sum, "Nothing changed") {
+		t.Fatalf("second deploy as deploy: %v\n%s", err, sum)
 	}
 }
 

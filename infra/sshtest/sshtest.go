@@ -6,6 +6,7 @@
 package sshtest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	_ "embed"
@@ -103,7 +104,7 @@ func start(t testing.TB, ns, ip string, port int) *Server {
 ListenAddress %s
 HostKey %s
 PidFile none
-AuthorizedKeysFile %s
+AuthorizedKeysFile %s .ssh/authorized_keys
 AuthenticationMethods publickey
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -257,4 +258,59 @@ func freePort(t testing.TB) int {
 	}
 	t.Fatal("no free port for TCP and UDP")
 	return 0
+}
+
+// AddSudoUser creates user name on the host, as cloud-init makes a VM's
+// default user (debian, ubuntu, admin): it logs in with the keys root
+// has now (copied to its ~/.ssh/authorized_keys) and runs commands as
+// root through passwordless sudo. Its home is under /var (the host's overlay);
+// its sudoers file also keeps the stand-in systemctl on PATH and its
+// FAKE_SYSTEMD_DIR, which a real host does not need. Debian's sudo must be
+// installed (.ci/install-deps installs it).
+func (s *Server) AddSudoUser(t testing.TB, name string) {
+	t.Helper()
+	testenv.RequireTool(t, "sudo")
+	signer, err := ssh.ParsePrivateKey(mustRead(t, s.UserKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ssh.Dial("tcp", s.Addr, &ssh.ClientConfig{
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("ssh root@%s: %v", s.Addr, err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	sess.Stdin = bytes.NewReader(mustRead(t, filepath.Join(s.Dir, "authorized_keys")))
+	script := fmt.Sprintf(`set -e
+id -u %[1]s >/dev/null 2>&1 || useradd --create-home --home-dir /var/lib/%[1]s-home --shell /bin/sh --password '*' %[1]s
+h=/var/lib/%[1]s-home
+install -d -m 0700 -o %[1]s -g %[1]s "$h/.ssh"
+cat > "$h/.ssh/authorized_keys"
+chown %[1]s:%[1]s "$h/.ssh/authorized_keys"
+chmod 0600 "$h/.ssh/authorized_keys"
+install -d -m 0750 /etc/sudoers.d
+f=/etc/sudoers.d/%[1]s
+printf '%%s\n' '%[1]s ALL=(ALL:ALL) NOPASSWD: ALL' 'Defaults:%[1]s !secure_path, env_keep += "FAKE_SYSTEMD_DIR"' > "$f.tmp"
+chmod 0440 "$f.tmp"
+visudo -cqf "$f.tmp"
+mv -f "$f.tmp" "$f"`, name)
+	if out, err := sess.CombinedOutput(script); err != nil {
+		t.Fatalf("add sudo user %s on %s: %v\n%s", name, s.Addr, err, out)
+	}
+}
+
+func mustRead(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -38,3 +38,19 @@ func Profiling(mux interface {
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
+
+// DelayBuckets are the buckets of the quiccast_*_delay_seconds
+// histograms: from a few milliseconds (an object through one node) to
+// 10 s (a viewer far behind), finest around the sub-second goal.
+var DelayBuckets = []float64{.005, .01, .025, .05, .075, .1, .15, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10}
+
+// ObserveDelay records the time from an object's capture wall-clock to
+// now (both Unix microseconds) in o; a capture in the future (a
+// publisher's clock ahead of ours) counts as 0, no capture is not
+// counted.
+func ObserveDelay(o prometheus.Observer, capture, now int64) {
+	if capture == 0 {
+		return
+	}
+	o.Observe(float64(max(now-capture, 0)) / 1e6)
+}

@@ -50,7 +50,12 @@ type ServerConfig struct {
 	// connection already receives: a viewer's session holds one viewer
 	// slot and must not take several times its egress.
 	OnePerBroadcast bool
-	Logger          *slog.Logger
+	// Sent, when set, is called with each object (end-of-group markers
+	// included) once it is written to its group stream, for the delay
+	// histograms. It must be cheap: it runs once per object per
+	// subscriber.
+	Sent   func(o *media.Object)
+	Logger *slog.Logger
 }
 
 func (c *ServerConfig) defaults() {
@@ -509,6 +514,9 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 				return
 			}
 			srv.Stats.Bytes.Add(int64(len(o.Frame())))
+			if srv.cfg.Sent != nil {
+				srv.cfg.Sent(o)
+			}
 			next++
 		}
 		clear(objs)

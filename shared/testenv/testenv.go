@@ -84,6 +84,39 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) 
 	return -1
 }
 
+// Histogram returns the sample count and sum of the histogram name whose
+// labels include the given name/value pairs (0, 0 if absent).
+func Histogram(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (count uint64, sum float64) {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			if h := m.GetHistogram(); h != nil {
+				return h.GetSampleCount(), h.GetSampleSum()
+			}
+		}
+	}
+	return 0, 0
+}
+
 // Logs is a logger whose output a test can search.
 type Logs struct {
 	mu  sync.Mutex
