@@ -117,7 +117,7 @@ type Recorder struct {
 	wg     sync.WaitGroup
 
 	retainMu sync.Mutex // one Retain at a time
-	stop   chan struct{}
+	stop     chan struct{}
 }
 
 // New returns a Recorder, or nil when cfg.Dir is empty. It repairs the
