@@ -418,7 +418,9 @@ func (w *writer) status() Status {
 func (w *writer) run() (state string) {
 	defer close(w.done)
 	defer w.index.close()
-	cur := w.b.NewCursor(w.r.cfg.Cursor)
+	cc := w.r.cfg.Cursor
+	cc.FromOldest = true // what the cache holds: an RTMP publisher's first seconds arrive at once
+	cur := w.b.NewCursor(cc)
 	state = "stopped"
 	for {
 		items, err := cur.Next(w.ctx)
@@ -440,7 +442,7 @@ func (w *writer) run() (state string) {
 			// The disk cannot keep up: start again at the live edge
 			// and mark the gap.
 			w.gap()
-			cur = w.b.NewCursor(w.r.cfg.Cursor)
+			cur = w.b.NewCursor(cc)
 		case errors.Is(err, media.ErrClosed):
 			w.finish()
 			return "ended: the broadcast ended"
