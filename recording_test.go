@@ -108,6 +108,34 @@ func decodeAll(t *testing.T, u string) {
 	}
 }
 
+// playInChromium plays the playlist u to its end with hls.js in headless
+// Chromium (client-js/test/browser/vod.mjs) and checks the video's length.
+func playInChromium(t *testing.T, u string, want float64) {
+	t.Helper()
+	requireBrowser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), browserDeadline+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "test/browser/vod.mjs", u)
+	cmd.Dir = "client-js"
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var rep struct {
+		Duration, CurrentTime float64
+		Ended                 bool
+		Frames                int
+		HLS                   string
+		Errors                []string
+	}
+	if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil {
+		t.Fatalf("vod.mjs: %v %v\n%s\n%s", err, jerr, out, stderr.String())
+	}
+	if !rep.Ended || rep.Duration < want-1.1 || rep.Duration > want+1.1 || rep.CurrentTime < want-1.1 || rep.Frames < int(want*30*0.9) {
+		t.Fatalf("Chromium: %+v, want %.2f s played to the end (30 fps)", rep, want)
+	}
+	t.Logf("Chromium played the recording with hls.js %s to its end: %.2f s, %d frames", rep.HLS, rep.Duration, rep.Frames)
+}
+
 func publishRTMP(t *testing.T, rtmp, name string, seconds int) chan error {
 	done, _ := runFFmpeg(t, append(ffmpegArgs(seconds, 30), "-f", "flv", fmt.Sprintf("rtmp://%s/live/%s", rtmp, name))...)
 	return done
@@ -151,6 +179,7 @@ func TestRecordingOfAnRTMPBroadcastPlaysInFFmpeg(t *testing.T) {
 		t.Fatalf("listed %+v, want 20 s in about 20 one-second groups", in)
 	}
 	decodeAll(t, pl)
+	playInChromium(t, pl, in.Duration)
 
 	// A range query: 8 s from 5 s in, as one fMP4 that starts at 0.
 	from := in.Spans[0].Start.Add(5 * time.Second)
