@@ -271,6 +271,7 @@ func (r *Recorder) Start(name string) error {
 		r.last[name] = st
 		r.mu.Unlock()
 		r.m.active.Dec()
+		close(w.ended)
 		r.log.Info("recording ended", "broadcast", name, "id", w.id, "segments", st.Segments, "bytes", st.Bytes, "state", state)
 	}()
 	r.log.Info("recording started", "broadcast", name, "id", w.id, "dir", w.dir)
@@ -302,7 +303,7 @@ func (r *Recorder) Stop(name string) bool {
 		return false
 	}
 	w.cancel()
-	<-w.done
+	<-w.ended
 	return true
 }
 
@@ -358,7 +359,7 @@ type writer struct {
 	dir    string
 	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
+	ended  chan struct{} // closed once the recording ended and List shows it
 	index  *indexWriter
 
 	started time.Time
@@ -404,7 +405,7 @@ func newWriter(r *Recorder, b *media.Broadcast) (*writer, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &writer{r: r, b: b, id: id, dir: dir, ctx: ctx, cancel: cancel, done: make(chan struct{}), index: iw, started: now, disc: true}, nil
+	return &writer{r: r, b: b, id: id, dir: dir, ctx: ctx, cancel: cancel, ended: make(chan struct{}), index: iw, started: now, disc: true}, nil
 }
 
 func (w *writer) status() Status {
@@ -416,7 +417,6 @@ func (w *writer) status() Status {
 // run records until the broadcast ends, Stop, or an error, and returns
 // why it ended.
 func (w *writer) run() (state string) {
-	defer close(w.done)
 	defer w.index.close()
 	cc := w.r.cfg.Cursor
 	cc.FromOldest = true // what the cache holds: an RTMP publisher's first seconds arrive at once
