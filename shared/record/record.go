@@ -117,6 +117,10 @@ type Recorder struct {
 	wg     sync.WaitGroup
 
 	retainMu sync.Mutex // one Retain at a time
+
+	// beforeSync, when set (tests), runs before each segment's fsync:
+	// a slow disk.
+	beforeSync func()
 	stop     chan struct{}
 }
 
@@ -608,6 +612,9 @@ func (w *writer) closeSegment() error {
 	if err := w.segBuf.Flush(); err != nil {
 		f.Close()
 		return err
+	}
+	if w.r.beforeSync != nil {
+		w.r.beforeSync()
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

@@ -479,3 +479,63 @@ func TestRetentionByBytesDeletesOldestFirst(t *testing.T) {
 		t.Fatalf("after a 5,000-byte bound: %d bytes, %d segments", got, len(rb.Segments))
 	}
 }
+
+// TestSlowDiskMarksAGapAndNeverBlocksThePublisher stalls the recorder's
+// disk for a whole segment while the publisher sends ten more groups into
+// a cache of three: every append returns at once, the recorder resumes at
+// what the cache still holds, and the recording marks the gap.
+func TestSlowDiskMarksAGapAndNeverBlocksThePublisher(t *testing.T) {
+	r, reg := testRecorder(t, Config{Always: true})
+	stall, resume := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	r.beforeSync = func() {
+		if once.CompareAndSwap(false, true) {
+			close(stall)
+			<-resume
+		}
+	}
+	f := newFeeder(t, "slow")
+	f.b = media.New("slow", media.Limits{MaxGroups: 3, MaxBytes: 1 << 30, MaxAge: time.Hour})
+	t.Cleanup(f.b.Close)
+	r.Live(f.b)
+	f.r = r
+	f.epochStart()
+	f.loops(1, false) // 6 groups; the first segment's sync stalls
+	<-stall
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.loops(2, false) // 12 more groups while the disk is stuck
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher was blocked by a stuck recorder")
+	}
+	close(resume)
+	testenv.WaitFor(t, 10*time.Second, "the recorder caught up", func() bool {
+		st := status(r, "slow")
+		return st.Gaps == 1 && st.Segments >= 4
+	})
+	f.b.Close()
+	testenv.WaitFor(t, 5*time.Second, "ended", func() bool { return !status(r, "slow").Active })
+	rec := only(t, r.Dir())
+	// The groups evicted while the disk was stuck are missing, once, and
+	// the segment after the hole says so.
+	var discs int
+	for i, s := range rec.Segments {
+		if s.Disc {
+			discs++
+			prev := rec.Segments[i-1]
+			if s.DTS == prev.DTS+prev.Dur {
+				t.Fatalf("segment %d marked discontinuous but continues segment %d", s.N, prev.N)
+			}
+		}
+	}
+	if discs != 1 || len(rec.Segments) < 4 || len(rec.Segments) > 8 {
+		t.Fatalf("%d segments of 18 groups, %d discontinuities, want one hole", len(rec.Segments), discs)
+	}
+	if got := testenv.Metric(t, reg, "quiccast_record_gaps_total"); got != 1 {
+		t.Fatalf("gaps metric %v", got)
+	}
+}
