@@ -121,7 +121,7 @@ type Recorder struct {
 	// beforeSync, when set (tests), runs before each segment's fsync:
 	// a slow disk.
 	beforeSync func()
-	stop     chan struct{}
+	stop       chan struct{}
 }
 
 // New returns a Recorder, or nil when cfg.Dir is empty. It repairs the
