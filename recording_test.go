@@ -271,3 +271,52 @@ func TestRecordingSurvivesSIGKILL(t *testing.T) {
 	}
 	decodeAll(t, pl)
 }
+
+// TestPlayerWatchesARecordingWithStartAndGoesBackToLive: the demo records
+// its broadcast; the watch page with ?start= plays the recording from
+// then (transport "recording", seconds behind the capture clock, badge
+// REC), and "Back to live" switches the same page to the live broadcast.
+func TestPlayerWatchesARecordingWithStartAndGoesBackToLive(t *testing.T) {
+	requireBrowser(t)
+	dir := t.TempDir()
+	d, _ := runDemoFor(t, demoConfig{Name: "demo", RecordDir: dir})
+	testenv.WaitFor(t, 30*time.Second, "4 recorded segments", func() bool {
+		l := d.origin.Recorder().List()
+		return len(l) == 1 && l[0].Segments >= 4
+	})
+	recs, err := record.List(dir)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("recordings: %v %d", err, len(recs))
+	}
+	from := recs[0].Segments[0].Start.Add(1500 * time.Millisecond)
+	u := fmt.Sprintf("%s?start=%s", d.watchURL(), url.QueryEscape(from.UTC().Format(time.RFC3339Nano)))
+	w := startWatch(t, u, "recording-start", 0, 0)
+	w.waitState("playing")
+	s := pollSample(t, w, "the recording playing", func(s browserSample) bool { return s.Stats.State == "playing" && s.Stats.LatencyMs > 0 })
+	behind := time.Since(from).Milliseconds()
+	if s.Badge != "REC" || s.Stats.Transport != "recording" || s.Stats.LatencyMs < float64(behind)-3000 || s.Stats.LatencyMs > float64(behind)+3000 {
+		t.Fatalf("playing the recording: badge %q, transport %q, %.0f ms behind the capture clock, want about %d", s.Badge, s.Stats.Transport, s.Stats.LatencyMs, behind)
+	}
+	w.click("#live")
+	s = pollSample(t, w, "live playback", func(s browserSample) bool {
+		live := s.Stats.Transport == "webtransport" || s.Stats.Transport == "websocket"
+		return live && s.Stats.State == "playing" && s.Badge == "LIVE" && s.Stats.LatencyMs > 0 && s.Stats.LatencyMs < 3000
+	})
+	t.Logf("recording from %s played %.0f ms behind; back to live over %s at %.0f ms", from.Format(time.RFC3339Nano), float64(behind), s.Stats.Transport, s.Stats.LatencyMs)
+}
+
+// pollSample asks the page for samples until ok accepts one.
+func pollSample(t *testing.T, w *watchRun, what string, ok func(browserSample) bool) browserSample {
+	t.Helper()
+	deadline := time.Now().Add(browserDeadline)
+	for {
+		s := w.sample()
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s: last sample %+v", what, s)
+		}
+		time.Sleep(100 * time.Millisecond) // the poll interval; the deadline above is the only limit
+	}
+}

@@ -43,8 +43,9 @@ type Config struct {
 	// Auth decides play requests (action play, the recording's broadcast).
 	Auth auth.Authorizer
 	// Active reports whether a recording is still being written (its
-	// playlist is then an EVENT playlist without EXT-X-ENDLIST); nil: only
-	// the index says (a recording not ended cleanly counts as finished).
+	// playlist is then an EVENT playlist without EXT-X-ENDLIST); nil: the
+	// index says (its end line, which the recorder also writes when it
+	// repairs a recording after a crash).
 	Active func(name, id string) bool
 	Logger *slog.Logger
 }
@@ -232,10 +233,10 @@ func (h *Handler) file(w http.ResponseWriter, r *http.Request, rest string) erro
 		return err
 	}
 	if file == "index.m3u8" {
-		active := h.cfg.Active != nil && h.cfg.Active(name, id)
+		ended := rec.Ended && !(h.cfg.Active != nil && h.cfg.Active(name, id))
 		w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
 		w.Header().Set("Cache-Control", "no-cache")
-		_, err := w.Write(Playlist(rec, !active, r.URL.Query().Get("token")))
+		_, err := w.Write(Playlist(rec, ended, r.URL.Query().Get("token")))
 		return err
 	}
 	known := false

@@ -253,8 +253,9 @@ func Find(root, name, id string) (*Recording, error) {
 }
 
 // repair makes a recording left by a process that died consistent: the
-// index loses its partial last line, and files the index does not list
-// (a segment being written) are removed. It returns the repaired index.
+// index loses its partial last line, files the index does not list (a
+// segment being written) are removed, and the index is marked ended. It
+// returns the repaired index.
 func repair(dir string) (*Recording, error) {
 	r, err := Load(dir)
 	if err != nil {
@@ -280,6 +281,13 @@ func repair(dir string) (*Recording, error) {
 		if !e.IsDir() && !known[e.Name()] {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
+	}
+	// Nobody writes it any more: players see it as finished.
+	if !r.Ended {
+		if err := appendIndex(dir, line{T: "end"}); err != nil {
+			return nil, err
+		}
+		r.Ended = true
 	}
 	return r, nil
 }

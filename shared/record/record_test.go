@@ -359,8 +359,8 @@ func TestRestartRepairsACrashedRecording(t *testing.T) {
 	}
 	testRecorder(t, Config{Dir: dir}) // a restart
 	rec := only(t, dir)
-	if rec.torn || len(rec.Segments) != 6 || rec.Duration() != before.Duration() {
-		t.Fatalf("after repair: torn %v, %d segments, %v", rec.torn, len(rec.Segments), rec.Duration())
+	if rec.torn || len(rec.Segments) != 6 || rec.Duration() != before.Duration() || !rec.Ended {
+		t.Fatalf("after repair: torn %v, %d segments, %v, ended %v", rec.torn, len(rec.Segments), rec.Duration(), rec.Ended)
 	}
 	if _, err := os.Stat(filepath.Join(rec.Dir, "seg-00000007.m4s")); !os.IsNotExist(err) {
 		t.Fatalf("unindexed segment kept: %v", err)
