@@ -394,6 +394,7 @@ type writer struct {
 	prevTS  uint32
 
 	stopReason string // set when the recording must end (disk floor)
+	inGap      bool   // a gap was counted and no segment opened since
 }
 
 func newWriter(r *Recorder, b *media.Broadcast) (*writer, error) {
@@ -476,9 +477,15 @@ func (w *writer) item(it media.Item) error {
 	return nil
 }
 
+// gap marks groups not recorded; skips with no segment between them are
+// one gap.
 func (w *writer) gap() {
 	w.disc = true
 	w.inGroup = false
+	if w.inGap {
+		return
+	}
+	w.inGap = true
 	w.mu.Lock()
 	w.gaps++
 	w.mu.Unlock()
@@ -585,7 +592,7 @@ func (w *writer) openSegment(o *media.Object) error {
 	}
 	w.cur = line{T: "seg", N: w.segN, Init: w.initN, File: w.segName, Start: capture, DTS: o.DecodeTime, TS: ts, Disc: disc && w.segN > 1}
 	w.last = nil
-	w.disc = false
+	w.disc, w.inGap = false, false
 	return nil
 }
 

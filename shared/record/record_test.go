@@ -481,9 +481,9 @@ func TestRetentionByBytesDeletesOldestFirst(t *testing.T) {
 }
 
 // TestSlowDiskMarksAGapAndNeverBlocksThePublisher stalls the recorder's
-// disk for a whole segment while the publisher sends ten more groups into
-// a cache of three: every append returns at once, the recorder resumes at
-// what the cache still holds, and the recording marks the gap.
+// disk for a whole segment while the publisher sends twelve more groups
+// into a cache of eight: every append returns at once, the recorder
+// resumes at what the cache still holds, and the recording marks the gap.
 func TestSlowDiskMarksAGapAndNeverBlocksThePublisher(t *testing.T) {
 	r, reg := testRecorder(t, Config{Always: true})
 	stall, resume := make(chan struct{}), make(chan struct{})
@@ -495,7 +495,7 @@ func TestSlowDiskMarksAGapAndNeverBlocksThePublisher(t *testing.T) {
 		}
 	}
 	f := newFeeder(t, "slow")
-	f.b = media.New("slow", media.Limits{MaxGroups: 3, MaxBytes: 1 << 30, MaxAge: time.Hour})
+	f.b = media.New("slow", media.Limits{MaxGroups: 8, MaxBytes: 1 << 30, MaxAge: time.Hour})
 	t.Cleanup(f.b.Close)
 	r.Live(f.b)
 	f.r = r
@@ -515,7 +515,7 @@ func TestSlowDiskMarksAGapAndNeverBlocksThePublisher(t *testing.T) {
 	close(resume)
 	testenv.WaitFor(t, 10*time.Second, "the recorder caught up", func() bool {
 		st := status(r, "slow")
-		return st.Gaps == 1 && st.Segments >= 4
+		return st.Gaps == 1 && st.Segments >= 9
 	})
 	f.b.Close()
 	testenv.WaitFor(t, 5*time.Second, "ended", func() bool { return !status(r, "slow").Active })
@@ -532,7 +532,7 @@ func TestSlowDiskMarksAGapAndNeverBlocksThePublisher(t *testing.T) {
 			}
 		}
 	}
-	if discs != 1 || len(rec.Segments) < 4 || len(rec.Segments) > 8 {
+	if discs != 1 || len(rec.Segments) < 9 || len(rec.Segments) > 17 {
 		t.Fatalf("%d segments of 18 groups, %d discontinuities, want one hole", len(rec.Segments), discs)
 	}
 	if got := testenv.Metric(t, reg, "quiccast_record_gaps_total"); got != 1 {
