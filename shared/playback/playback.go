@@ -109,8 +109,26 @@ func (h *Handler) authorize(r *http.Request, name string) error {
 	return h.cfg.Auth.Authorize(r.Context(), auth.Request{Action: auth.Play, Broadcast: name, Token: auth.TokenFromRequest(r), Remote: r.RemoteAddr})
 }
 
+// WriteTimeout bounds each write of a response: a client that takes no
+// bytes for this long is dropped.
+const WriteTimeout = 30 * time.Second
+
+// deadlineWriter sets a write deadline before every write, so a long
+// answer (a range query, a large segment) may take its time as long as the
+// client keeps reading.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return d.ResponseWriter.Write(p)
+}
+
 // ServeHTTP routes a request under Prefix.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w = deadlineWriter{w, http.NewResponseController(w)}
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		h.fail(w, r, errorf(http.StatusMethodNotAllowed, "GET only"))
