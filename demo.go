@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/quiccast/quiccast/edge"
 	"github.com/quiccast/quiccast/origin"
@@ -15,6 +16,7 @@ import (
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -27,6 +29,7 @@ type demoConfig struct {
 	Name         string      // built-in broadcast; empty for none
 	ACME         acme.Config // edge certificate from an ACME CA, when ACME.Domain is set
 	PlayTokens   string      // edge's accepted play tokens; empty allows anyone
+	RecordDir    string      // record every broadcast here and serve the recordings on the edge; empty for none
 	Logger       *slog.Logger
 }
 
@@ -65,11 +68,12 @@ func newDemo(cfg demoConfig) (*demo, error) {
 		return nil, err
 	}
 	// The demo's relay listens on loopback only, on any free port.
-	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Registry: d.reg, Logger: cfg.Logger}); err != nil {
+	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Registry: d.reg, Logger: cfg.Logger,
+		Record: record.Config{Dir: cfg.RecordDir, Always: true, RetentionAge: 24 * time.Hour, MinFree: 1 << 30}}); err != nil {
 		d.reg.Close()
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, RecordDir: cfg.RecordDir, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		d.reg.Close()
 		return nil, err
@@ -147,6 +151,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
 	cfg.ACME.Flags(s)
 	s.String(&cfg.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present (?token=); empty allows anyone")
+	s.String(&cfg.RecordDir, "record-dir", "", "record every broadcast into this directory (kept 24 h, 1 GiB left free) and let the player page watch them with ?start=")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err

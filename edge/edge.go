@@ -28,6 +28,7 @@ import (
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
+	"github.com/quiccast/quiccast/shared/playback"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
 	"github.com/quiccast/quiccast/shared/serve"
@@ -77,6 +78,10 @@ type Config struct {
 	// empty allows anyone. Ignored when Auth is set.
 	PlayTokens string
 	Auth       auth.Authorizer
+	// RecordDir, when set, is a recordings directory (written by an
+	// origin, shared/record) served read-only at /recordings/ for the
+	// player's ?start=.
+	RecordDir string
 	// AllowedOrigins lists the page origins allowed to open viewer
 	// WebSockets, comma-separated; "*" allows any.
 	AllowedOrigins string
@@ -145,6 +150,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Duration(&c.TLSCheck, "tls-check", 5*time.Second, "how often -tls-cert and -tls-key are checked for changes (reloaded at the next handshake)")
 	s.Duration(&c.DrainTimeout, "drain-timeout", time.Second, "on shutdown, how long to wait after GOAWAY for WebTransport viewers to leave before closing their sessions")
 	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
+	s.String(&c.RecordDir, "record-dir", "", "serve the recordings in this directory (an origin's -record-dir, shared or copied) read-only at /recordings/, for the player's ?start=")
 	s.String(&c.AllowedOrigins, "allowed-origins", "*", "page origins allowed to open viewer connections, comma-separated; * allows any")
 	s.Duration(&c.WriteTimeout, "write-timeout", 5*time.Second, "drop a viewer whose socket accepts nothing for this long")
 	s.Duration(&c.MaxLag, "max-lag", 2*time.Second, "a viewer this far behind the newest object skips to the newest group")
@@ -327,6 +333,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
 	n.pageRoutes(mux)
 	n.hls.routes(mux)
+	if cfg.RecordDir != "" {
+		mux.Handle("GET "+playback.Prefix, playback.New(playback.Config{Dir: cfg.RecordDir, Auth: n.cfg.Auth, Logger: n.log}))
+	}
 	if err := n.startWT(mux); err != nil {
 		return fail(err)
 	}

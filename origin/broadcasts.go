@@ -89,6 +89,7 @@ func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Sessio
 			return nil, err
 		}
 		n.log.Info("broadcast started", "broadcast", name, "remote", remote, "epoch", e.epoch+1, "first_group", e.nextGroup)
+		n.rec.Live(e.b)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

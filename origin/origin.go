@@ -22,6 +22,7 @@ import (
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
+	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
 	"github.com/quiccast/quiccast/shared/serve"
@@ -96,6 +97,9 @@ type Config struct {
 	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
 	Pprof bool
 
+	// Record configures recording (shared/record); off without a Dir.
+	Record record.Config
+
 	Logger *slog.Logger
 }
 
@@ -108,6 +112,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
 	c.Peer.Flags(s)
 	c.Admin.Flags(s)
+	c.Record.Flags(s)
 	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
 	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
@@ -190,6 +195,7 @@ type Node struct {
 	cluster *cluster
 	rtmp    *rtmpServer // nil when RTMP is off
 	admin   *admin.Surface
+	rec     *record.Recorder // nil when recording is off
 
 	mu     sync.Mutex
 	bcasts map[string]*entry
@@ -230,6 +236,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	if err := n.startRecording(mux); err != nil {
+		ln.Close()
+		n.admin.Close()
+		n.cluster.close()
+		n.rtmp.close()
+		return nil, fmt.Errorf("origin: %w", err)
+	}
 	mux.HandleFunc("GET /publish/{name...}", n.servePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
@@ -296,6 +309,7 @@ func (n *Node) Close() error {
 	n.bcasts = map[string]*entry{}
 	n.mu.Unlock()
 	n.rtmp.close()
+	n.rec.Close() // the broadcasts ended: each recording's last segment is written
 	n.cluster.drain(held)
 	err := serve.Shutdown(n.srv, 2*time.Second) // hijacked WebSockets are not waited for
 	n.admin.Close()

@@ -12,12 +12,14 @@ import { registerTransport, transportFactory, TransportError } from './transport
 import { openWebTransport } from './transport-wt.js';
 import { openWebSocket } from './transport-ws.js';
 import { openHLS } from './transport-hls.js';
+import { openRecording } from './transport-rec.js';
 
 export { registerTransport, TransportError } from './transport.js';
 
 registerTransport('webtransport', openWebTransport);
 registerTransport('websocket', openWebSocket);
 registerTransport('hls', openHLS);
+registerTransport('recording', openRecording);
 
 /**
  * @typedef {object} PlayerOptions
@@ -31,6 +33,7 @@ registerTransport('hls', openHLS);
  * @property {number} [connectTimeout]   ms WebTransport may take to connect before falling back to WebSocket, default 1500
  * @property {number} [webtransportPort] UDP port to reach WebTransport at, instead of the one the edge advertises
  * @property {boolean} [overlay]         show live stats over the video
+ * @property {number} [start]            play the broadcast's recording from this wall-clock time (ms since the Unix epoch) instead of live; goLive() returns to live
  */
 
 /**
@@ -62,7 +65,7 @@ const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
 
 /**
  * @typedef {object} SessionEnd
- * @property {'goaway'|'closed'|'refused'|'unreachable'|'stopped'} kind
+ * @property {'goaway'|'closed'|'refused'|'unreachable'|'stopped'|'live'} kind
  * @property {number} [code]
  * @property {string} [reason]
  * @property {string} [url]
@@ -123,6 +126,13 @@ export class Player extends EventTarget {
     if (this.opts.overlay && !this.overlayEl) this.makeOverlay();
     this.timer = setInterval(() => this.tick(), 250);
     this.run();
+  }
+
+  /** Leaves a recording (the start option) for the live broadcast. */
+  goLive() {
+    if (this.opts.start === undefined) return;
+    this.opts.start = undefined;
+    if (this.endSession) this.endSession({ kind: 'live' });
   }
 
   /** Disconnects and stops playback. */
@@ -257,6 +267,7 @@ export class Player extends EventTarget {
    * @param {URL} edge
    */
   transportsFor(edge) {
+    if (this.opts.start !== undefined) return ['recording'];
     const t = this.opts.transport;
     if (t !== 'auto') return [t];
     const until = this.wtBroken.get(edge.href) || 0;
@@ -287,6 +298,7 @@ export class Player extends EventTarget {
         edge, broadcast: this.opts.broadcast, token: this.opts.token, video: this.video,
         connectTimeout: name === 'webtransport' ? this.opts.connectTimeout : 10000,
         webtransportPort: this.opts.webtransportPort,
+        start: this.opts.start,
         handler: this.handler(() => this.current === t || this.opening === t),
       });
       this.opening = t;

@@ -30,6 +30,7 @@
  * @property {number} connectTimeout ms until the transport must be open
  * @property {HTMLVideoElement} video for transports that play by themselves
  * @property {number} [webtransportPort] overrides the UDP port the edge advertises
+ * @property {number} [start]    for the recording transport: the wall-clock (ms since the Unix epoch) to play from
  */
 
 /**

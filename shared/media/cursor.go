@@ -25,6 +25,11 @@ type CursorConfig struct {
 	// 256 KiB.
 	MaxBatch      int
 	MaxBatchBytes int
+	// FromOldest starts the cursor at the oldest cached group that
+	// arrived within MaxLag of the newest object, instead of at the
+	// newest group: a recorder wants what the cache still holds (an
+	// RTMP publisher's first seconds arrive at once).
+	FromOldest bool
 }
 
 func (c CursorConfig) withDefaults() CursorConfig {
@@ -151,6 +156,15 @@ func (c *Cursor) collect(ti int) {
 	if p.g == nil {
 		if p.g = t.newest(); p.g == nil {
 			return
+		}
+		if c.cfg.FromOldest {
+			last := p.g.objects[len(p.g.objects)-1].Arrival
+			for _, g := range t.groups {
+				if last-g.Created <= int64(c.cfg.MaxLag) {
+					p.g = g
+					break
+				}
+			}
 		}
 		p.next = 0
 	}

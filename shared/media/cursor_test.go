@@ -88,6 +88,19 @@ func TestCursorStartsAtNewestGroupAndFollows(t *testing.T) {
 	}
 }
 
+func TestCursorFromOldestStartsAtTheOldestGroupWithinMaxLag(t *testing.T) {
+	b := New("c", Limits{})
+	b.SetCatalog(testCatalog(t, 1, 1))
+	addGroup(t, b, 0, 1, 2, 10, 0, ms, true)        // arrived 3 s before the newest object: too old
+	addGroup(t, b, 0, 2, 2, 10, 1500*ms, ms, true)  // 1.5 s before
+	addGroup(t, b, 0, 3, 2, 10, 2990*ms, ms, false) // the newest
+	c := b.NewCursor(CursorConfig{FromOldest: true})
+	expect(t, c, "cat1 0/2/0 0/2/1 0/2/2end 0/3/0 0/3/1")
+	if c.Skips() != 0 {
+		t.Fatalf("%d skips", c.Skips())
+	}
+}
+
 func TestCursorBeforeAnyGroup(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := New("c", Limits{})
