@@ -26,11 +26,15 @@ func (c *cluster) barred(ctx context.Context, name string) error {
 	return wire.Errorf(wire.CodeBarred, "broadcast %q is barred by an operator for another %s", name, left.Round(time.Second))
 }
 
-// follow carries out the drop events of broadcasts this origin holds.
+// follow carries out the drop and record events of broadcasts this origin
+// holds.
 func (c *cluster) follow(ctx context.Context) {
 	err := c.reg.Follow(ctx, func(ev registry.Event) {
-		if ev.Type == registry.EventDrop {
+		switch ev.Type {
+		case registry.EventDrop:
 			c.n.dropPublisher(ev.Broadcast, ev.Bar, ev.Node)
+		case registry.EventRecord, registry.EventRecordStop:
+			c.n.recordEvent(ev)
 		}
 	})
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, registry.ErrClosed) {

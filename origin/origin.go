@@ -248,6 +248,9 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	n.admin.HandleFunc("GET /broadcasts", n.serveBroadcasts)
 	ctl := api.New(n.cluster.reg, n.log)
+	if n.rec != nil {
+		ctl.SetRecorder(n.rec)
+	}
 	ctl.Routes(n.admin)
 	ctl.Pages(n.admin)
 	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))

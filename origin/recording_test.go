@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/record"
+	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/testenv"
 )
 
@@ -38,11 +40,11 @@ func TestRecordingThroughTheAdminAPI(t *testing.T) {
 		n.srv.Handler.ServeHTTP(w, r)
 		return w.Code, w.Body.String()
 	}
-	const path = "/api/v1/broadcasts/cams%2Fdoor/recording"
+	const path = "/api/v1/recordings/cams/door"
 	if code, _ := do("POST", path, ""); code != http.StatusUnauthorized {
 		t.Fatalf("POST without the admin token: %d", code)
 	}
-	if code, body := do("POST", path, "adm1n"); code != http.StatusNotFound || !strings.Contains(body, "no such live broadcast") {
+	if code, body := do("POST", path, "adm1n"); code != http.StatusNotFound || !strings.Contains(body, `no live broadcast \"cams/door\"`) {
 		t.Fatalf("POST for a broadcast not live: %d %s", code, body)
 	}
 	startControl(t, n, "cams/door")
@@ -87,4 +89,53 @@ func TestRecordingThroughTheAdminAPI(t *testing.T) {
 	if code, body := do("GET", "/api/v1/recordings", "adm1n"); code != 200 || !strings.Contains(body, "refused: ") {
 		t.Fatalf("recordings: %d %s", code, body)
 	}
+}
+
+// A recording asked of an origin that does not hold the broadcast travels
+// through the registry to the one that does.
+func TestRecordingRequestReachesTheHoldingOrigin(t *testing.T) {
+	rds := testenv.StartRedis(t)
+	open := func(id string) *registry.Registry {
+		reg, err := registry.Open(context.Background(), registry.Options{URL: rds.URL(), NodeID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Close() })
+		return reg
+	}
+	a, _ := startOrigin(t, Config{Registry: open("origin-a"), Record: record.Config{Dir: t.TempDir()}})
+	b, _ := startOrigin(t, Config{Registry: open("origin-b"), Record: record.Config{Dir: t.TempDir()}})
+	startControl(t, a, "hall")
+	testenv.WaitFor(t, 10*time.Second, "the broadcast in the registry", func() bool {
+		_, err := b.cluster.reg.Lookup(context.Background(), "hall")
+		return err == nil
+	})
+	do := func(method string) (int, string) {
+		r := httptest.NewRequest(method, "/api/v1/recordings/hall", nil)
+		r.RemoteAddr = "127.0.0.1:1" // loopback: no admin token configured
+		w := httptest.NewRecorder()
+		b.srv.Handler.ServeHTTP(w, r)
+		return w.Code, w.Body.String()
+	}
+	if code, body := do("POST"); code != http.StatusAccepted || !strings.Contains(body, `"node":"origin-a"`) {
+		t.Fatalf("POST on origin b: %d %s", code, body)
+	}
+	testenv.WaitFor(t, 10*time.Second, "origin a recording", func() bool { return recording(a, "hall") })
+	if len(b.Recorder().List()) != 0 {
+		t.Fatalf("origin b records: %+v", b.Recorder().List())
+	}
+	if code, body := do("DELETE"); code != http.StatusAccepted {
+		t.Fatalf("DELETE on origin b: %d %s", code, body)
+	}
+	testenv.WaitFor(t, 10*time.Second, "origin a's recording stopped", func() bool { return !recording(a, "hall") })
+}
+
+// recording reports whether n records name now.
+func recording(n *Node, name string) bool {
+	for _, st := range n.Recorder().List() {
+		if st.Broadcast == name && st.Active {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,7 @@ type Mux interface {
 type API struct {
 	reg *registry.Registry
 	log *slog.Logger
+	rec Recorder // nil: requests go to the holder through the registry
 }
 
 // New returns the API on reg.
@@ -67,6 +68,7 @@ func (a *API) Routes(m Mux) {
 	m.HandleFunc("GET "+Prefix+"/nodes", a.listNodes)
 	m.HandleFunc("POST "+Prefix+"/drop/{name...}", a.drop)
 	m.HandleFunc("POST "+Prefix+"/kick/{name...}", a.kick)
+	a.recordingRoutes(m)
 	m.HandleFunc("GET "+Prefix+"/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(OpenAPI)

@@ -22,6 +22,10 @@ const (
 	EventDrop = "drop"
 	// EventKick asks every edge to disconnect Broadcast's viewers.
 	EventKick = "kick"
+	// EventRecord and EventRecordStop ask the holder of Broadcast to start
+	// or stop recording it.
+	EventRecord     = "record"
+	EventRecordStop = "record-stop"
 	// EventResync is synthetic, never stored: Follow emits it when Redis
 	// answers again after an error, and the events of the outage may be
 	// lost, so the follower re-checks the keys it depends on.

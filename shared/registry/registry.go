@@ -249,6 +249,9 @@ func (r *Registry) isClosed() bool {
 	return r.closed
 }
 
+// NodeID is this node's id (Options.NodeID).
+func (r *Registry) NodeID() string { return r.o.NodeID }
+
 // Embedded reports whether the registry runs on the in-process miniredis.
 func (r *Registry) Embedded() bool { return r.mini != nil }
 

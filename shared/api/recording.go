@@ -1,0 +1,131 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/record"
+	"github.com/quiccast/quiccast/shared/registry"
+)
+
+// Recorder is what the API needs of a node's recorder (shared/record).
+type Recorder interface {
+	Start(name string) error
+	Stop(name string) bool
+	List() []record.Status
+}
+
+// SetRecorder gives the API this node's recorder: recordings of the
+// broadcasts this node holds start and stop at once, and GET /recordings
+// lists this node's recordings. Without it, or for broadcasts another node
+// holds, the request travels as a registry event to the holder.
+func (a *API) SetRecorder(r Recorder) { a.rec = r }
+
+// RecordingAnswer is a recording's status, with why a request failed.
+type RecordingAnswer struct {
+	record.Status
+	Error string `json:"error,omitempty"`
+}
+
+func (a *API) recordingRoutes(m Mux) {
+	m.HandleFunc("GET "+Prefix+"/recordings", a.listRecordings)
+	m.HandleFunc("POST "+Prefix+"/recordings/{name...}", a.startRecording)
+	m.HandleFunc("DELETE "+Prefix+"/recordings/{name...}", a.stopRecording)
+}
+
+func (a *API) listRecordings(w http.ResponseWriter, _ *http.Request) {
+	list := []record.Status{}
+	if a.rec != nil {
+		list = append(list, a.rec.List()...)
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (a *API) startRecording(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := media.ValidName(name); err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if a.rec != nil {
+		err := a.rec.Start(name)
+		status := http.StatusCreated
+		switch {
+		case err == nil:
+		case errors.Is(err, record.ErrNotLive):
+			status = 0 // not held here: ask the holder
+		case errors.Is(err, record.ErrRecording):
+			status = http.StatusConflict
+		case errors.Is(err, record.ErrDiskFull):
+			status = http.StatusInsufficientStorage
+		default:
+			status = http.StatusInternalServerError
+		}
+		if status != 0 {
+			if err != nil {
+				a.log.Warn("api: recording not started", "broadcast", name, "err", err)
+			}
+			a.writeRecording(w, status, name, err)
+			return
+		}
+	}
+	a.sendToHolder(w, r, name, registry.EventRecord, "record", "no live broadcast %q on this node")
+}
+
+func (a *API) stopRecording(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := media.ValidName(name); err != nil {
+		a.fail(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if a.rec != nil && a.rec.Stop(name) {
+		a.writeRecording(w, http.StatusOK, name, nil)
+		return
+	}
+	a.sendToHolder(w, r, name, registry.EventRecordStop, "record-stop", "not recording %q")
+}
+
+// sendToHolder carries a request about name's recording to the origin
+// that holds the broadcast. When this node is the holder its recorder has
+// already said no: notHere (a format with the name) is the answer.
+func (a *API) sendToHolder(w http.ResponseWriter, r *http.Request, name, event, action, notHere string) {
+	if a.reg == nil {
+		a.fail(w, http.StatusNotFound, fmt.Sprintf("no live broadcast %q on this node", name), nil)
+		return
+	}
+	b, err := a.reg.Lookup(r.Context(), name)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		a.fail(w, http.StatusNotFound, fmt.Sprintf("no live broadcast %q", name), nil)
+		return
+	case err != nil:
+		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
+		return
+	}
+	if a.rec != nil && b.Origin == a.reg.NodeID() {
+		a.fail(w, http.StatusNotFound, fmt.Sprintf(notHere, name), nil)
+		return
+	}
+	if err := a.reg.PublishEvent(r.Context(), registry.Event{Type: event, Broadcast: name}); err != nil {
+		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
+		return
+	}
+	a.log.Info(action+" requested", "broadcast", name, "holder", b.Origin, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusAccepted, Action{Action: action, Broadcast: name, Node: b.Origin})
+}
+
+// writeRecording answers with name's recording status on this node.
+func (a *API) writeRecording(w http.ResponseWriter, status int, name string, err error) {
+	out := RecordingAnswer{Status: record.Status{Broadcast: name, State: "none"}}
+	for _, st := range a.rec.List() {
+		if st.Broadcast == name {
+			out.Status = st
+		}
+	}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	writeJSON(w, status, out)
+}
