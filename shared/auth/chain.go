@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"time"
 
@@ -181,19 +180,6 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// RemoteIP is the IP of a Request.Remote ("host:port", or a bare IP), or
-// nil when it holds none.
-func RemoteIP(remote string) net.IP {
-	host := remote
-	if h, _, err := net.SplitHostPort(remote); err == nil {
-		host = h
-	}
-	if i := strings.IndexByte(host, '%'); i >= 0 {
-		host = host[:i]
-	}
-	return net.ParseIP(host)
 }
 
 // ErrExpired is the cause carried by a session closed because its grant
