@@ -192,3 +192,24 @@ func ExpiredError(r Request) error {
 }
 
 func quote(s string) string { return `"` + s + `"` }
+
+// Ender is implemented by authorisers told when an allowed session ends
+// (a webhook's on_done).
+type Ender interface {
+	Done(r Request)
+}
+
+// Done tells a (and, in a chain, each member) that the session r ends.
+// It must not block: implementations do their work in the background.
+func Done(a Authorizer, r Request) {
+	if e, ok := a.(Ender); ok {
+		e.Done(r)
+	}
+}
+
+// Done tells every member that is an Ender.
+func (c *Chain) Done(r Request) {
+	for _, m := range append(append([]Authorizer(nil), c.Gates...), c.Credentials...) {
+		Done(m, r)
+	}
+}
