@@ -22,6 +22,7 @@ import (
 	"github.com/quiccast/quiccast/shared/acme"
 	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/auth/authconfig"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/certs"
 	"github.com/quiccast/quiccast/shared/config"
@@ -75,7 +76,10 @@ type Config struct {
 	// PlayTokens is a comma-separated list of accepted play tokens;
 	// empty allows anyone. Ignored when Auth is set.
 	PlayTokens string
-	Auth       auth.Authorizer
+	// AuthFlags adds JWT, webhooks, CIDR rules and rate limits to the
+	// tokens. Ignored when Auth is set.
+	AuthFlags authconfig.Config
+	Auth      auth.Authorizer
 	// AllowedOrigins lists the page origins allowed to open viewer
 	// WebSockets, comma-separated; "*" allows any.
 	AllowedOrigins string
@@ -144,6 +148,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Duration(&c.TLSCheck, "tls-check", 5*time.Second, "how often -tls-cert and -tls-key are checked for changes (reloaded at the next handshake)")
 	s.Duration(&c.DrainTimeout, "drain-timeout", time.Second, "on shutdown, how long to wait after GOAWAY for WebTransport viewers to leave before closing their sessions")
 	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
+	c.AuthFlags.Flags(s)
 	s.String(&c.AllowedOrigins, "allowed-origins", "*", "page origins allowed to open viewer connections, comma-separated; * allows any")
 	s.Duration(&c.WriteTimeout, "write-timeout", 5*time.Second, "drop a viewer whose socket accepts nothing for this long")
 	s.Duration(&c.MaxLag, "max-lag", 2*time.Second, "a viewer this far behind the newest object skips to the newest group")
@@ -197,9 +202,6 @@ func (c *Config) withDefaults() {
 	}
 	if c.MemoryBudget <= 0 {
 		c.MemoryBudget = d.MemoryBudget
-	}
-	if c.Auth == nil {
-		c.Auth = auth.FromConfig("", c.PlayTokens, c.Peer.Token)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -262,13 +264,18 @@ func New(cfg Config) (*Node, error) {
 	}
 	budget.LimitProcess(n.budget)
 	n.cfg.Peer.ID()
-	switch a := n.cfg.Auth.(type) {
-	case auth.AllowAll:
-	case auth.Tokens:
-		n.playGated = len(a[auth.Play]) > 0
-	default: // JWT, webhooks, chains: assume viewers are checked
-		n.playGated = true
+	if n.cfg.Auth == nil {
+		a, err := cfg.AuthFlags.Build(ctx, auth.FromConfig("", cfg.PlayTokens, cfg.Peer.Token), n.log)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		n.cfg.Auth = a
 	}
+	if c, ok := n.cfg.Auth.(prometheus.Collector); ok {
+		n.reg.MustRegister(c)
+	}
+	n.playGated = auth.Guards(n.cfg.Auth, auth.Play)
 	if err := n.startCluster(); err != nil {
 		cancel()
 		n.stopCluster()

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -145,12 +146,18 @@ type fastViewer struct {
 	in       [256]byte // a partial frame from the client
 	inLen    int
 	done     bool
+	req      auth.Request // as admitted
+	expires  time.Time    // the grant's end (checked at least every readEvery); zero: never
 }
 
 // pump writes what v is due, without blocking; it returns the bytes
 // written.
 func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	if v.blocked.Load() || v.done {
+		return 0
+	}
+	if !v.expires.IsZero() && !now.Before(v.expires) {
+		s.finish(v, auth.ExpiredError(v.req))
 		return 0
 	}
 	if now.Sub(v.lastRead) >= readEvery {
@@ -358,7 +365,7 @@ func (s *shard) finish(v *fastViewer, err error) {
 	v.n.metrics.disconnect(err)
 	v.n.metrics.viewers.WithLabelValues("ws").Dec()
 	v.n.detach(v.u)
-	v.n.leave()
+	v.n.leave(v.req)
 }
 
 // rawIO makes one non-blocking writev or read on a raw connection without

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -248,11 +249,13 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := auth.TokenFromRequest(r)
-	if err := n.admit(r.Context(), name, token, r.RemoteAddr); err != nil {
+	req := auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: r.RemoteAddr, App: "wt", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
+	g, err := n.admit(r.Context(), req)
+	if err != nil {
 		n.refuseHTTP(w, r, name, err)
 		return
 	}
-	defer n.leave()
+	defer n.leave(req)
 	sess, err := n.wt.Upgrade(w, r)
 	if err != nil {
 		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeBadRequest, "%v", err))
@@ -273,12 +276,23 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeGoingAway), "edge draining; reconnect to another edge")
 	})
 	defer stop()
+	var expired atomic.Bool
+	if !g.Expires.IsZero() {
+		t := time.AfterFunc(time.Until(g.Expires), func() {
+			expired.Store(true)
+			err := auth.ExpiredError(req)
+			sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeOf(err)), wire.Reason(err))
+		})
+		defer t.Stop()
+	}
 	ctx := context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token})
 	err = n.wtRelay.ServeConn(ctx, relay.WebTransport(sess))
 	var we *wire.Error
 	switch {
 	case n.ctx.Err() != nil:
 		err = wire.Errorf(wire.CodeGoingAway, "edge draining")
+	case expired.Load():
+		err = auth.ExpiredError(req)
 	case errors.As(err, &we):
 	case errors.Is(err, relay.ErrControl):
 		err = wire.Errorf(wire.CodeBadRequest, "%v", err)
