@@ -2,88 +2,20 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/testenv"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
-// KeyServer is an on_publish service written the way people write them
-// for nginx-rtmp: a handler that looks the stream key up in PostgreSQL.
-// 200 allows, 302 to another name renames, 403 refuses. It records the
-// forms it got.
-type KeyServer struct {
-	DB    *sql.DB
-	mu    sync.Mutex
-	Forms []url.Values
-	Calls atomic.Int32
-}
-
-func (k *KeyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	k.Calls.Add(1)
-	if err := r.ParseForm(); err != nil || r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
-		http.Error(w, "bad form", http.StatusBadRequest)
-		return
-	}
-	k.mu.Lock()
-	k.Forms = append(k.Forms, r.PostForm)
-	k.mu.Unlock()
-	if r.PostForm.Get("call") == "done" {
-		return
-	}
-	var allowed bool
-	var renameTo sql.NullString
-	err := k.DB.QueryRowContext(r.Context(), `SELECT allowed, rename_to FROM stream_keys WHERE stream_key = $1 AND name = $2`,
-		r.PostForm.Get("key"), r.PostForm.Get("name")).Scan(&allowed, &renameTo)
-	switch {
-	case err == sql.ErrNoRows || err == nil && !allowed:
-		http.Error(w, "no", http.StatusForbidden)
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	case renameTo.Valid:
-		w.Header().Set("Location", renameTo.String)
-		w.WriteHeader(http.StatusFound)
-	}
-}
-
-func (k *KeyServer) forms() []url.Values {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]url.Values(nil), k.Forms...)
-}
-
-// StartKeyServer starts PostgreSQL with a stream_keys table holding an
-// accepted key (cam/good), a refused one (cam/bad) and a renaming one
-// (cam/alias → renamed) and serves the hook on loopback.
-func StartKeyServer(t *testing.T) (*KeyServer, string) {
-	pg := testenv.StartPostgres(t)
-	db, err := sql.Open("pgx", pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Exec(`CREATE TABLE stream_keys (stream_key text, name text, allowed boolean NOT NULL, rename_to text, PRIMARY KEY (stream_key, name));
-		INSERT INTO stream_keys VALUES ('good', 'cam', true, NULL), ('bad', 'cam', false, NULL), ('alias', 'cam', true, 'renamed')`); err != nil {
-		t.Fatal(err)
-	}
-	k := &KeyServer{DB: db}
-	srv := httptest.NewServer(k)
-	t.Cleanup(srv.Close)
-	return k, srv.URL
-}
-
 func TestHookWithPostgres(t *testing.T) {
-	k, u := StartKeyServer(t)
+	k := testenv.StartKeyServer(t)
+	u := k.URL
 	h, err := New(Config{OnPublish: u + "/on_publish", OnDone: u + "/on_done", CacheTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +38,7 @@ func TestHookWithPostgres(t *testing.T) {
 	if g, err := h.Decide(ctx, req("alias")); err != nil || g.Name != "renamed" {
 		t.Fatalf("renaming key: %+v %v", g, err)
 	}
-	f := k.forms()[0]
+	f := k.Forms()[0]
 	for field, want := range map[string]string{"call": "publish", "addr": "127.0.0.1", "app": "live", "name": "cam", "key": "good", "extra": "1",
 		"tcurl": "rtmp://127.0.0.1/live/cam?key=REDACTED", "flashver": "FMLE/3.0", "type": "live", "clientid": "1"} {
 		if got := f.Get(field); got != want {
@@ -127,7 +59,7 @@ func TestHookWithPostgres(t *testing.T) {
 	}
 	h.Done(req("good"))
 	testenv.WaitFor(t, 10*time.Second, "on_done", func() bool {
-		fs := k.forms()
+		fs := k.Forms()
 		return fs[len(fs)-1].Get("call") == "done"
 	})
 }
