@@ -325,10 +325,21 @@ func benchVerify(b *testing.B, m jwt.SigningMethod, key any, pub crypto.PublicKe
 	}
 }
 
-// BenchmarkVerify is the cost of one connection's JWT check, by algorithm:
+// BenchmarkVerify is the cost of one connection's JWT check, by algorithm,
+// beside a static token's (the control), in one run:
 // go test -run '^$' -bench Verify -benchtime 2s ./shared/auth/jwtauth/
 func BenchmarkVerify(b *testing.B) {
 	rk, ek, dk := keys(b)
+	b.Run("static-token-control", func(b *testing.B) { // what -play-tokens costs: the control
+		a := auth.Tokens{auth.Play: {"a-static-play-token-of-some-length"}}
+		r := auth.Request{Action: auth.Play, Broadcast: "live/a", Token: "a-static-play-token-of-some-length"}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := a.Authorize(context.Background(), r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("HS256", func(b *testing.B) { benchVerify(b, jwt.SigningMethodHS256, secret, nil) })
 	b.Run("RS256", func(b *testing.B) { benchVerify(b, jwt.SigningMethodRS256, rk, rk.Public()) })
 	b.Run("ES256", func(b *testing.B) { benchVerify(b, jwt.SigningMethodES256, ek, ek.Public()) })
