@@ -12,6 +12,7 @@ import (
 	"github.com/quiccast/quiccast/edge"
 	"github.com/quiccast/quiccast/origin"
 	"github.com/quiccast/quiccast/shared/acme"
+	"github.com/quiccast/quiccast/shared/auth/authconfig"
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
@@ -22,10 +23,11 @@ type demoConfig struct {
 	Listen       string // edge
 	WTListen     string // edge HTTP/3 and WebTransport
 	OriginListen string
-	RTMPListen   string      // origin's RTMP ingest; empty for none
-	Name         string      // built-in broadcast; empty for none
-	ACME         acme.Config // edge certificate from an ACME CA, when ACME.Domain is set
-	PlayTokens   string      // edge's accepted play tokens; empty allows anyone
+	RTMPListen   string            // origin's RTMP ingest; empty for none
+	Name         string            // built-in broadcast; empty for none
+	ACME         acme.Config       // edge certificate from an ACME CA, when ACME.Domain is set
+	PlayTokens   string            // edge's accepted play tokens; empty allows anyone
+	PlayAuth     authconfig.Config // the edge's JWT, webhook and address rules (publishing in the demo stays open)
 	Logger       *slog.Logger
 }
 
@@ -61,7 +63,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 	if d.origin, err = origin.New(origin.Config{Listen: cfg.OriginListen, RelayListen: "127.0.0.1:0", RTMPListen: cfg.RTMPListen, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, AuthFlags: cfg.PlayAuth, Source: originSource{d.origin}, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		return nil, err
 	}
@@ -137,6 +139,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s.String(&cfg.Name, "name", "demo", "name of the built-in test broadcast; empty for none")
 	cfg.ACME.Flags(s)
 	s.String(&cfg.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present (?token=); empty allows anyone")
+	cfg.PlayAuth.Flags(s) // for viewers: JWT (-jwt-secret, -jwt-jwks), -on-play, -allow-play… (see README, Authentication)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err

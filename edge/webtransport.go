@@ -276,16 +276,18 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeGoingAway), "edge draining; reconnect to another edge")
 	})
 	defer stop()
+	ctx, end := context.WithCancelCause(context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token}))
+	defer end(nil)
 	var expired atomic.Bool
 	if !g.Expires.IsZero() {
+		// The relay server sends the viewer an ERROR with 4401 on the
+		// control stream, then closes the session with it.
 		t := time.AfterFunc(time.Until(g.Expires), func() {
 			expired.Store(true)
-			err := auth.ExpiredError(req)
-			sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeOf(err)), wire.Reason(err))
+			end(auth.ExpiredError(req))
 		})
 		defer t.Stop()
 	}
-	ctx := context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token})
 	err = n.wtRelay.ServeConn(ctx, relay.WebTransport(sess))
 	var we *wire.Error
 	switch {

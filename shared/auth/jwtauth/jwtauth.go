@@ -162,7 +162,7 @@ func (v *Verifier) Authorize(ctx context.Context, r auth.Request) error {
 }
 
 // Decide verifies r.Token and checks that its claims allow r.Action on
-// r.Broadcast. The grant expires with the token.
+// r.Broadcast. The grant expires with the token (exp plus the leeway).
 func (v *Verifier) Decide(ctx context.Context, r auth.Request) (auth.Grant, error) {
 	if r.Token == "" {
 		return auth.Grant{}, wire.Errorf(wire.CodeUnauthorized, "%s %q needs a token (?token= or Authorization: Bearer)", r.Action, r.Broadcast)
@@ -184,7 +184,9 @@ func (v *Verifier) Decide(ctx context.Context, r auth.Request) (auth.Grant, erro
 	if !c.Allows(r.Action, r.Broadcast) {
 		return auth.Grant{}, wire.Errorf(wire.CodeForbidden, "%s %q: the token does not allow this", r.Action, r.Broadcast)
 	}
-	return auth.Grant{Expires: c.ExpiresAt.Time}, nil
+	// The token is accepted until exp plus the leeway, so the session
+	// lasts as long.
+	return auth.Grant{Expires: c.ExpiresAt.Time.Add(v.cfg.Leeway)}, nil
 }
 
 // reason is a short, safe description of a parse error (never the token).
