@@ -135,3 +135,42 @@ func TestJWTWebTransportViewerIsClosedWhenItsTokenExpires(t *testing.T) {
 		t.Fatalf("session closed with %v, want 4401 token expired", err)
 	}
 }
+
+// TestWebhookAddressRulesAndRateLimitsForViewers: on_play over the
+// PostgreSQL key service, a denied network and the per-IP rate limit, each
+// refusing a WebSocket viewer with its code.
+func TestWebhookAddressRulesAndRateLimitsForViewers(t *testing.T) {
+	k := testenv.StartKeyServer(t)
+	src := newFakeSource()
+	src.add(t, "cam").object(t, true, 10)
+	ctx := context.Background()
+	dial := func(n *Node, path string) *viewer.Conn {
+		c, err := viewer.Dial(ctx, wsURL(n, path), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	n, _ := startEdge(t, Config{Source: src, AuthFlags: authconfig.Config{OnPlay: k.URL + "/on_play", OnDone: k.URL + "/on_done"}})
+	ok := dial(n, "cam?key=good")
+	next(t, ok)
+	expectClosed(t, dial(n, "cam?key=bad"), wire.CodeForbidden, "refused by the authorisation service (HTTP 403)")
+	ok.Close()
+	testenv.WaitFor(t, 10*time.Second, "on_done for the viewer", func() bool {
+		for _, f := range k.Forms() {
+			if f.Get("call") == "done" && f.Get("key") == "good" && f.Get("app") == "ws" {
+				return true
+			}
+		}
+		return false
+	})
+
+	denied, _ := startEdge(t, Config{Source: src, AuthFlags: authconfig.Config{DenyPlay: "127.0.0.0/8"}})
+	expectClosed(t, dial(denied, "cam"), wire.CodeForbidden, `play "cam": not allowed from 127.0.0.1`)
+
+	limited, _ := startEdge(t, Config{Source: src, AuthFlags: authconfig.Config{ConnRate: 0.01, ConnBurst: 2}})
+	next(t, dial(limited, "cam"))
+	next(t, dial(limited, "cam"))
+	expectClosed(t, dial(limited, "cam"), wire.CodeRateLimited, "too many connections from 127.0.0.1")
+}

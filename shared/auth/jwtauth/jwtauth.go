@@ -145,6 +145,20 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("jwt: JWKS %s: %w", auth.Redact(cfg.JWKSURL), err)
 		}
 		v.jwks = k
+		// The first fetch runs in the background: wait for it (bounded),
+		// so the first tokens do not spend the unknown-kid refresh.
+		deadline := time.Now().Add(cfg.HTTPClient.Timeout)
+		for {
+			keys, err := k.Storage().KeyReadAll(ctx)
+			if err == nil && len(keys) > 0 {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				cfg.Logger.Warn("JWKS not fetched yet; tokens signed with its keys are refused until it is", "url", auth.Redact(cfg.JWKSURL))
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	return v, nil
 }
