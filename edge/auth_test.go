@@ -39,7 +39,7 @@ func TestJWTViewerScopeAndExpiry(t *testing.T) {
 		}
 		n, logs := startEdge(t, Config{Source: src, WSWriter: writer, AuthFlags: authconfig.Config{JWTSecret: jwtSecret, JWTLeeway: time.Second}})
 		ctx := context.Background()
-		short := mint(t, "play", "live/a", time.Now().Add(2*time.Second))
+		short := mint(t, "play", "live/a", time.Now().Add(3*time.Second))
 		long := mint(t, "play", "live/a", time.Now().Add(time.Hour))
 		for _, ca := range []struct {
 			name, token string
@@ -71,8 +71,8 @@ func TestJWTViewerScopeAndExpiry(t *testing.T) {
 		next(t, c) // admitted: the catalog
 		start := time.Now()
 		expectClosed(t, c, wire.CodeTokenExpired, "token expired")
-		if d := time.Since(start); d > 4*time.Second {
-			t.Errorf("closed %s after admission, the token lived 2s", d)
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("closed %s after admission, the token lived 3s (+1s leeway)", d)
 		}
 		// The viewer with a valid token is still served.
 		next(t, keep)
@@ -98,7 +98,7 @@ func TestJWTHLSRequestsFailAfterExpiry(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	tok := mint(t, "play", "live/a", time.Now().Add(2*time.Second))
+	tok := mint(t, "play", "live/a", time.Now().Add(4*time.Second))
 	if s := get(tok); s == http.StatusUnauthorized || s == http.StatusForbidden {
 		t.Fatalf("a valid token: HTTP %d", s)
 	}
@@ -119,7 +119,7 @@ func TestJWTWebTransportViewerIsClosedWhenItsTokenExpires(t *testing.T) {
 	if _, rsp, err := dialWT(ctx, n, hashes, "live/b?token="+mint(t, "play", "live/a", time.Now().Add(time.Hour)), nil); err == nil || rsp == nil || rsp.StatusCode != http.StatusForbidden {
 		t.Fatalf("a play-A token for B over WebTransport: %v %v, want 403", rsp, err)
 	}
-	v, err := watchWT(ctx, n, hashes, "live/a", mint(t, "play", "live/a", time.Now().Add(2*time.Second)))
+	v, err := watchWT(ctx, n, hashes, "live/a", mint(t, "play", "live/a", time.Now().Add(4*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,7 @@ func (n *Node) altSvc(h http.Handler) http.Handler {
 type session struct {
 	name  string
 	token string
+	req   auth.Request // as admitted: a SUBSCRIBE is asked with the same fields (a webhook's cache hit)
 }
 
 type sessionKey struct{}
@@ -197,9 +198,12 @@ func sessionOf(ctx context.Context) *session {
 type sessionAuth struct{ a auth.Authorizer }
 
 func (s sessionAuth) Authorize(ctx context.Context, r auth.Request) error {
-	if r.Token == "" {
-		if ss := sessionOf(ctx); ss != nil {
+	if ss := sessionOf(ctx); ss != nil {
+		if r.Token == "" {
 			r.Token = ss.token
+		}
+		if r.Token == ss.token {
+			r.App, r.URL, r.Args = ss.req.App, ss.req.URL, ss.req.Args
 		}
 	}
 	return s.a.Authorize(ctx, r)
@@ -276,7 +280,7 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeGoingAway), "edge draining; reconnect to another edge")
 	})
 	defer stop()
-	ctx, end := context.WithCancelCause(context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token}))
+	ctx, end := context.WithCancelCause(context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token, req: req}))
 	defer end(nil)
 	var expired atomic.Bool
 	if !g.Expires.IsZero() {

@@ -116,7 +116,7 @@ func TestJWTPublisherScopeAndExpiry(t *testing.T) {
 	expectClose(t, dialPublish(t, n, "a?token="+mint(t, "publish", "a", time.Now().Add(-time.Minute)), nil), wire.CodeTokenExpired, "token expired")
 	expectReady(t, dialPublish(t, n, "studio/x?token="+mint(t, "publish", "studio/*", hour), nil))
 
-	ws := dialPublish(t, n, "a?token="+mint(t, "publish", "a", time.Now().Add(2*time.Second)), nil)
+	ws := dialPublish(t, n, "a?token="+mint(t, "publish", "a", time.Now().Add(4*time.Second)), nil)
 	expectReady(t, ws)
 	send(ws, demoClip(t).Init.Data)
 	expectClose(t, ws, wire.CodeTokenExpired, `publish "a": token expired`)
