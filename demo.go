@@ -13,6 +13,7 @@ import (
 	"github.com/quiccast/quiccast/edge"
 	"github.com/quiccast/quiccast/origin"
 	"github.com/quiccast/quiccast/shared/acme"
+	"github.com/quiccast/quiccast/shared/auth/authconfig"
 	"github.com/quiccast/quiccast/shared/clip"
 	"github.com/quiccast/quiccast/shared/config"
 	"github.com/quiccast/quiccast/shared/media"
@@ -25,11 +26,12 @@ type demoConfig struct {
 	Listen       string // edge
 	WTListen     string // edge HTTP/3 and WebTransport
 	OriginListen string
-	RTMPListen   string      // origin's RTMP ingest; empty for none
-	Name         string      // built-in broadcast; empty for none
-	ACME         acme.Config // edge certificate from an ACME CA, when ACME.Domain is set
-	PlayTokens   string      // edge's accepted play tokens; empty allows anyone
-	RecordDir    string      // record every broadcast here and serve the recordings on the edge; empty for none
+	RTMPListen   string            // origin's RTMP ingest; empty for none
+	Name         string            // built-in broadcast; empty for none
+	ACME         acme.Config       // edge certificate from an ACME CA, when ACME.Domain is set
+	PlayTokens   string            // edge's accepted play tokens; empty allows anyone
+	RecordDir    string            // record every broadcast here and serve the recordings on the edge; empty for none
+	PlayAuth     authconfig.Config // the edge's JWT, webhook and address rules (publishing in the demo stays open)
 	Logger       *slog.Logger
 }
 
@@ -73,7 +75,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 		d.reg.Close()
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, RecordDir: cfg.RecordDir, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, AuthFlags: cfg.PlayAuth, RecordDir: cfg.RecordDir, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		d.reg.Close()
 		return nil, err
@@ -152,6 +154,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.ACME.Flags(s)
 	s.String(&cfg.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present (?token=); empty allows anyone")
 	s.String(&cfg.RecordDir, "record-dir", "", "record every broadcast into this directory (kept 24 h, 1 GiB left free) and let the player page watch them with ?start=")
+	cfg.PlayAuth.Flags(s) // for viewers: JWT (-jwt-secret, -jwt-jwks), -on-play, -allow-play… (see README, Authentication)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/auth/authconfig"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/certs"
 	"github.com/quiccast/quiccast/shared/config"
@@ -77,7 +78,10 @@ type Config struct {
 	// PlayTokens is a comma-separated list of accepted play tokens;
 	// empty allows anyone. Ignored when Auth is set.
 	PlayTokens string
-	Auth       auth.Authorizer
+	// AuthFlags adds JWT, webhooks, CIDR rules and rate limits to the
+	// tokens. Ignored when Auth is set.
+	AuthFlags authconfig.Config
+	Auth      auth.Authorizer
 	// RecordDir, when set, is a recordings directory (written by an
 	// origin, shared/record) served read-only at /recordings/ for the
 	// player's ?start=.
@@ -151,6 +155,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Duration(&c.DrainTimeout, "drain-timeout", time.Second, "on shutdown, how long to wait after GOAWAY for WebTransport viewers to leave before closing their sessions")
 	s.String(&c.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present; empty allows anyone")
 	s.String(&c.RecordDir, "record-dir", "", "serve the recordings in this directory (an origin's -record-dir, shared or copied) read-only at /recordings/, for the player's ?start=")
+	c.AuthFlags.Flags(s)
 	s.String(&c.AllowedOrigins, "allowed-origins", "*", "page origins allowed to open viewer connections, comma-separated; * allows any")
 	s.Duration(&c.WriteTimeout, "write-timeout", 5*time.Second, "drop a viewer whose socket accepts nothing for this long")
 	s.Duration(&c.MaxLag, "max-lag", 2*time.Second, "a viewer this far behind the newest object skips to the newest group")
@@ -204,9 +209,6 @@ func (c *Config) withDefaults() {
 	}
 	if c.MemoryBudget <= 0 {
 		c.MemoryBudget = d.MemoryBudget
-	}
-	if c.Auth == nil {
-		c.Auth = auth.FromConfig("", c.PlayTokens, c.Peer.Token)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -272,13 +274,18 @@ func New(cfg Config) (*Node, error) {
 	}
 	budget.LimitProcess(n.budget)
 	n.cfg.Peer.ID()
-	switch a := n.cfg.Auth.(type) {
-	case auth.AllowAll:
-	case auth.Tokens:
-		n.playGated = len(a[auth.Play]) > 0
-	default: // JWT, webhooks, chains: assume viewers are checked
-		n.playGated = true
+	if n.cfg.Auth == nil {
+		a, err := cfg.AuthFlags.Build(ctx, auth.FromConfig("", cfg.PlayTokens, cfg.Peer.Token), n.log)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+		n.cfg.Auth = a
 	}
+	if c, ok := n.cfg.Auth.(prometheus.Collector); ok {
+		n.reg.MustRegister(c)
+	}
+	n.playGated = auth.Guards(n.cfg.Auth, auth.Play)
 	if err := n.startCluster(); err != nil {
 		cancel()
 		n.stopCluster()

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -147,6 +148,8 @@ type fastViewer struct {
 	in       [256]byte // a partial frame from the client
 	inLen    int
 	done     bool
+	req      auth.Request // as admitted
+	expires  time.Time    // the grant's end (checked at least every readEvery); zero: never
 }
 
 // pump writes what v is due, without blocking; it returns the bytes
@@ -157,6 +160,10 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	}
 	if kicked(v.kick) {
 		s.finish(v, errRemoved)
+		return 0
+	}
+	if !v.expires.IsZero() && !now.Before(v.expires) {
+		s.finish(v, auth.ExpiredError(v.req))
 		return 0
 	}
 	if now.Sub(v.lastRead) >= readEvery {
@@ -370,7 +377,7 @@ func (s *shard) finish(v *fastViewer, err error) {
 	v.n.metrics.viewers.WithLabelValues("ws").Dec()
 	v.n.parted(v.name, transportWS)
 	v.n.detach(v.u)
-	v.n.leave()
+	v.n.leave(v.req)
 }
 
 // rawIO makes one non-blocking writev or read on a raw connection without

@@ -36,16 +36,20 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		setUnsentLimit(conn.NetConn(), n.cfg.UnsentLimit)
 	}
 	v := &wsViewer{n: n, conn: conn, nc: conn.NetConn(), name: name, remote: r.RemoteAddr}
-	if err := n.admit(r.Context(), name, auth.TokenFromRequest(r), r.RemoteAddr); err != nil {
+	req := auth.Request{Action: auth.Play, Broadcast: name, Token: auth.TokenFromRequest(r), Remote: r.RemoteAddr,
+		App: "ws", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
+	g, err := n.admit(r.Context(), req)
+	if err != nil {
 		n.refuse(v, err)
 		return
 	}
 	u, err := n.attach(r.Context(), name)
 	if err != nil {
-		n.leave() // before the close frame: the viewer may retry at once
+		n.leave(req) // before the close frame: the viewer may retry at once
 		n.refuse(v, err)
 		return
 	}
+	v.req, v.expires = req, g.Expires
 	n.metrics.viewers.WithLabelValues("ws").Inc()
 	kick := n.joined(name, transportWS)
 	cfg := media.CursorConfig{MaxLag: n.cfg.MaxLag, MaxSkips: n.cfg.MaxSkips, SkipWindow: n.cfg.SkipWindow}
@@ -54,11 +58,11 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 			// The fan-out owns the viewer from here; this goroutine
 			// (and its stack) goes.
 			n.fanout(u).add(&fastViewer{n: n, u: u, nc: tc, rc: rc, name: name, remote: r.RemoteAddr, kick: kick,
-				cur: u.b.NewCursor(cfg), lastRead: time.Now()})
+				cur: u.b.NewCursor(cfg), lastRead: time.Now(), req: req, expires: g.Expires})
 			return
 		}
 	}
-	defer n.leave()
+	defer n.leave(req)
 	defer n.detach(u)
 	defer n.metrics.viewers.WithLabelValues("ws").Dec()
 	defer n.parted(name, transportWS)
@@ -66,32 +70,39 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit checks the name, the token and the viewer limit, and counts the
-// viewer in. Every admitted viewer must leave.
-func (n *Node) admit(ctx context.Context, name, token, remote string) error {
-	if err := media.ValidName(name); err != nil {
-		return wire.Errorf(wire.CodeBadRequest, "%v", err)
+// viewer in. Every admitted viewer must leave. The grant says when the
+// viewer's token expires (the viewer is then closed with 4401).
+func (n *Node) admit(ctx context.Context, r auth.Request) (auth.Grant, error) {
+	if err := media.ValidName(r.Broadcast); err != nil {
+		return auth.Grant{}, wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
-	if err := n.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: remote}); err != nil {
-		return err
+	r.Action = auth.Play
+	g, err := auth.Decide(ctx, n.cfg.Auth, r)
+	if err != nil {
+		return auth.Grant{}, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		return wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
+		auth.Done(n.cfg.Auth, r)
+		return auth.Grant{}, wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
 	}
 	if n.viewers >= n.cfg.MaxViewers {
-		return wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); connect to another edge", n.cfg.MaxViewers)
+		auth.Done(n.cfg.Auth, r)
+		return auth.Grant{}, wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); connect to another edge", n.cfg.MaxViewers)
 	}
 	n.viewers++
 	n.wg.Add(1)
-	return nil
+	return g, nil
 }
 
-func (n *Node) leave() {
+// leave counts an admitted viewer out and tells the authoriser (on_done).
+func (n *Node) leave(r auth.Request) {
 	n.mu.Lock()
 	n.viewers--
 	n.mu.Unlock()
 	n.wg.Done()
+	auth.Done(n.cfg.Auth, r)
 }
 
 func (n *Node) refuse(v *wsViewer, err error) {
@@ -117,6 +128,9 @@ type wsViewer struct {
 	wbuf   net.Buffers
 
 	bufs net.Buffers // send's frames, reused
+
+	req     auth.Request // as admitted
+	expires time.Time    // the grant's end; zero: never
 }
 
 // run sends the broadcast until the viewer leaves, falls too far behind,
@@ -124,6 +138,10 @@ type wsViewer struct {
 func (v *wsViewer) run(cur *media.Cursor, kick <-chan struct{}) {
 	ctx, cancel := context.WithCancel(v.n.ctx)
 	defer cancel()
+	if !v.expires.IsZero() {
+		t := time.AfterFunc(time.Until(v.expires), cancel)
+		defer t.Stop()
+	}
 	go v.read(cancel)
 	go func() {
 		select {
@@ -146,6 +164,8 @@ func (v *wsViewer) run(cur *media.Cursor, kick <-chan struct{}) {
 	case errors.Is(err, media.ErrTooSlow):
 	case kicked(kick):
 		err = errRemoved
+	case !v.expires.IsZero() && !time.Now().Before(v.expires) && v.n.ctx.Err() == nil:
+		err = auth.ExpiredError(v.req)
 	case isTimeout(err):
 		err = v.n.errSocketFull()
 	case errors.Is(err, errWrite) || ctx.Err() != nil && v.n.ctx.Err() == nil:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,6 +184,7 @@ func (n *Node) altSvc(h http.Handler) http.Handler {
 type session struct {
 	name  string
 	token string
+	req   auth.Request // as admitted: a SUBSCRIBE is asked with the same fields (a webhook's cache hit)
 }
 
 type sessionKey struct{}
@@ -197,9 +199,12 @@ func sessionOf(ctx context.Context) *session {
 type sessionAuth struct{ a auth.Authorizer }
 
 func (s sessionAuth) Authorize(ctx context.Context, r auth.Request) error {
-	if r.Token == "" {
-		if ss := sessionOf(ctx); ss != nil {
+	if ss := sessionOf(ctx); ss != nil {
+		if r.Token == "" {
 			r.Token = ss.token
+		}
+		if r.Token == ss.token {
+			r.App, r.URL, r.Args = ss.req.App, ss.req.URL, ss.req.Args
 		}
 	}
 	return s.a.Authorize(ctx, r)
@@ -249,11 +254,13 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := auth.TokenFromRequest(r)
-	if err := n.admit(r.Context(), name, token, r.RemoteAddr); err != nil {
+	req := auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: r.RemoteAddr, App: "wt", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
+	g, err := n.admit(r.Context(), req)
+	if err != nil {
 		n.refuseHTTP(w, r, name, err)
 		return
 	}
-	defer n.leave()
+	defer n.leave(req)
 	sess, err := n.wt.Upgrade(w, r)
 	if err != nil {
 		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeBadRequest, "%v", err))
@@ -276,16 +283,26 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 	defer stop()
 	kick := n.joined(name, transportWT)
 	defer n.parted(name, transportWT)
-	done := make(chan struct{})
-	defer close(done)
+	ctx, end := context.WithCancelCause(context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token, req: req}))
+	defer end(nil)
+	// A kick or the token's expiry ends the session with its code: the
+	// relay server sends the viewer an ERROR with it on the control
+	// stream, then the session closes with it.
 	go func() {
 		select {
 		case <-kick:
-			sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeOf(errRemoved)), wire.Reason(errRemoved))
-		case <-done:
+			end(errRemoved)
+		case <-ctx.Done():
 		}
 	}()
-	ctx := context.WithValue(n.ctx, sessionKey{}, &session{name: name, token: token})
+	var expired atomic.Bool
+	if !g.Expires.IsZero() {
+		t := time.AfterFunc(time.Until(g.Expires), func() {
+			expired.Store(true)
+			end(auth.ExpiredError(req))
+		})
+		defer t.Stop()
+	}
 	err = n.wtRelay.ServeConn(ctx, relay.WebTransport(sess))
 	var we *wire.Error
 	switch {
@@ -293,6 +310,8 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		err = wire.Errorf(wire.CodeGoingAway, "edge draining")
 	case kicked(kick):
 		err = errRemoved
+	case expired.Load():
+		err = auth.ExpiredError(req)
 	case errors.As(err, &we):
 	case errors.Is(err, relay.ErrControl):
 		err = wire.Errorf(wire.CodeBadRequest, "%v", err)

@@ -48,12 +48,43 @@ func (e *entry) end() {
 // ago continues, with a new epoch and group numbers that keep rising; one
 // new to this origin continues the numbers the registry's group log has.
 func (n *Node) Publish(ctx context.Context, name, token, remote string) (*Session, error) {
-	if err := media.ValidName(name); err != nil {
+	return n.PublishRequest(ctx, auth.Request{Broadcast: name, Token: token, Remote: remote})
+}
+
+// PublishRequest is Publish with what the protocol knows of the request
+// (webhooks forward it). A grant that expires ends the session then, with
+// wire.CodeTokenExpired; a grant that renames (a webhook's 3xx) publishes
+// under the new name.
+func (n *Node) PublishRequest(ctx context.Context, r auth.Request) (*Session, error) {
+	r.Action = auth.Publish
+	if err := media.ValidName(r.Broadcast); err != nil {
 		return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
-	if err := n.cfg.Auth.Authorize(ctx, auth.Request{Action: auth.Publish, Broadcast: name, Token: token, Remote: remote}); err != nil {
+	g, err := auth.Decide(ctx, n.cfg.Auth, r)
+	if err != nil {
 		return nil, err
 	}
+	if g.Name != "" && g.Name != r.Broadcast {
+		if err := media.ValidName(g.Name); err != nil {
+			return nil, wire.Errorf(wire.CodeBadGateway, "publish %q: the authoriser renamed it to an invalid name: %v", r.Broadcast, err)
+		}
+		n.log.Info("publish renamed by the authoriser", "from", r.Broadcast, "to", g.Name, "remote", r.Remote)
+		r.Broadcast = g.Name
+	}
+	s, err := n.publish(ctx, r.Broadcast, r.Remote)
+	if err != nil {
+		auth.Done(n.cfg.Auth, r)
+		return nil, err
+	}
+	s.req = r
+	if !g.Expires.IsZero() {
+		s.expiry = time.AfterFunc(time.Until(g.Expires), func() { s.endWith(auth.ExpiredError(r)) })
+	}
+	return s, nil
+}
+
+// publish claims name for a new session; the request is authorised.
+func (n *Node) publish(ctx context.Context, name, remote string) (*Session, error) {
 	if err := n.cluster.barred(ctx, name); err != nil {
 		return nil, err
 	}

@@ -52,18 +52,16 @@ func (n *Node) dropPublisher(name string, bar time.Duration, by string) {
 	if e != nil {
 		s = e.pub
 	}
-	if s != nil {
-		s.removed = wire.Errorf(wire.CodeRemoved, "an operator dropped the publisher of %q", name)
-		if bar > 0 {
-			s.removed = wire.Errorf(wire.CodeBarred, "an operator dropped the publisher of %q and barred the name for %s", name, bar.Round(time.Second))
-		}
-	}
 	n.mu.Unlock()
 	if s == nil {
 		return
 	}
+	err := wire.Errorf(wire.CodeRemoved, "an operator dropped the publisher of %q", name)
+	if bar > 0 {
+		err = wire.Errorf(wire.CodeBarred, "an operator dropped the publisher of %q and barred the name for %s", name, bar.Round(time.Second))
+	}
 	n.log.Warn("publisher dropped by an operator", "broadcast", name, "remote", e.remote, "bar", bar, "requested_on", by)
-	s.cancel()
+	s.endWith(err)
 }
 
 // report is what this origin tells the registry every second.

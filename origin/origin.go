@@ -17,6 +17,7 @@ import (
 	"github.com/quiccast/quiccast/shared/admin"
 	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/auth"
+	"github.com/quiccast/quiccast/shared/auth/authconfig"
 	"github.com/quiccast/quiccast/shared/budget"
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/config"
@@ -35,8 +36,11 @@ type Config struct {
 	// PublishTokens is a comma-separated list of accepted publish
 	// tokens; empty allows anyone. Ignored when Auth is set.
 	PublishTokens string
+	// AuthFlags adds JWT, webhooks, CIDR rules and rate limits to the
+	// tokens. Ignored when Auth is set.
+	AuthFlags authconfig.Config
 	// Auth decides publish and relay requests; nil means from
-	// PublishTokens and Peer.Token.
+	// PublishTokens, Peer.Token and AuthFlags.
 	Auth auth.Authorizer
 
 	// Peer is this node's cluster identity: id, cluster token, relay TLS.
@@ -107,6 +111,7 @@ type Config struct {
 func (c *Config) Flags(s *config.Set) {
 	s.String(&c.Listen, "listen", ":7000", "HTTP address for WebSocket ingest (/publish/{broadcast}), /metrics and /healthz")
 	s.String(&c.PublishTokens, "publish-tokens", "", "comma-separated tokens a publisher must present (?token= or Authorization: Bearer); empty allows anyone")
+	c.AuthFlags.Flags(s)
 	s.String(&c.RelayListen, "relay-listen", "127.0.0.1:7001", "UDP address of the QUIC relay edges pull broadcasts from; an address other hosts can reach needs -cluster-token or -relay-ca (or -relay-insecure)")
 	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
 	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
@@ -175,9 +180,6 @@ func (c *Config) withDefaults() {
 	if c.RTMPMaxPendingPerIP <= 0 {
 		c.RTMPMaxPendingPerIP = d.RTMPMaxPendingPerIP
 	}
-	if c.Auth == nil {
-		c.Auth = auth.FromConfig(c.PublishTokens, "", c.Peer.Token)
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -196,6 +198,9 @@ type Node struct {
 	rtmp    *rtmpServer // nil when RTMP is off
 	admin   *admin.Surface
 	rec     *record.Recorder // nil when recording is off
+	// authCtx bounds the authorisers' background work (JWKS refresh).
+	authCtx    context.Context
+	authCancel context.CancelFunc
 
 	mu     sync.Mutex
 	bcasts map[string]*entry
@@ -213,6 +218,23 @@ func New(cfg Config) (*Node, error) {
 		reg:    metrics.NewRegistry(),
 	}
 	n.cfg.Peer.ID()
+	n.authCtx, n.authCancel = context.WithCancel(context.Background())
+	started := false
+	defer func() {
+		if !started {
+			n.authCancel()
+		}
+	}()
+	if n.cfg.Auth == nil {
+		a, err := cfg.AuthFlags.Build(n.authCtx, auth.FromConfig(cfg.PublishTokens, "", cfg.Peer.Token), n.log)
+		if err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+		n.cfg.Auth = a
+	}
+	if c, ok := n.cfg.Auth.(prometheus.Collector); ok {
+		n.reg.MustRegister(c)
+	}
 	var err error
 	if n.cluster, err = newCluster(n); err != nil {
 		return nil, err
@@ -265,6 +287,7 @@ func New(cfg Config) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	budget.LimitProcess(n.budget)
+	started = true
 	return n, nil
 }
 
@@ -317,6 +340,7 @@ func (n *Node) Close() error {
 	err := serve.Shutdown(n.srv, 2*time.Second) // hijacked WebSockets are not waited for
 	n.admin.Close()
 	n.cluster.close()
+	n.authCancel()
 	return err
 }
 

@@ -37,7 +37,8 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 	defer conn.Close()
 	name := r.PathValue("name")
 	log := n.log.With("broadcast", name, "remote", r.RemoteAddr)
-	s, err := n.Publish(r.Context(), name, auth.TokenFromRequest(r), r.RemoteAddr)
+	s, err := n.PublishRequest(r.Context(), auth.Request{Broadcast: name, Token: auth.TokenFromRequest(r), Remote: r.RemoteAddr,
+		App: "ws", URL: auth.RedactURL(r.URL), Args: r.URL.Query()})
 	if err != nil {
 		log.Warn("publish refused", "err", err)
 		n.metrics.refuse(err)
@@ -61,7 +62,7 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
 	err = s.Feed(rd)
 	if s.ctx.Err() != nil { // the origin ended the session
-		err = s.ended()
+		err = s.EndErr()
 	}
 	s.Close(err)
 	if err != nil {

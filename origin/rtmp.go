@@ -271,7 +271,7 @@ func (c *rtmpConn) run() (err error) {
 		}
 		if c.sess != nil {
 			if err == nil && c.sess.ctx.Err() != nil {
-				err = c.sess.ended()
+				err = c.sess.EndErr()
 			}
 			c.sess.Close(err)
 		}
@@ -299,7 +299,8 @@ func (c *rtmpConn) run() (err error) {
 		return err
 	}
 	c.log = c.log.With("broadcast", name)
-	sess, err := c.n.Publish(context.Background(), name, token, c.remote)
+	sess, err := c.n.PublishRequest(context.Background(), auth.Request{Broadcast: name, Token: token, Remote: c.remote,
+		App: "live", URL: auth.RedactURL(sc.URL), FlashVer: sc.FlashVer, Args: sc.URL.Query()})
 	if err != nil {
 		if token == "" && wire.CodeOf(err) == wire.CodeUnauthorized {
 			// RTMP carries the token in the stream key, not in a header.
@@ -368,7 +369,7 @@ func (c *rtmpConn) streamError(err error) error {
 	case errors.As(err, &we):
 		return err
 	case c.sess.ctx.Err() != nil:
-		return c.sess.ended()
+		return c.sess.EndErr()
 	case errors.Is(err, io.EOF):
 		if ferr := c.media.flush(); ferr != nil {
 			return ferr

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
+	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/cmaf"
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/metrics"
@@ -35,8 +37,10 @@ type Session struct {
 	first      bool   // the next object is the epoch's first
 	dropped    int    // chunks before the first keyframe
 	closed     bool
-	moved      bool  // set (under Node.mu) when another origin took the broadcast over
-	removed    error // set (under Node.mu) when an operator dropped the publisher
+	moved      bool                  // set (under Node.mu) when another origin took the broadcast over
+	req        auth.Request          // as authorised, for on_done
+	expiry     *time.Timer           // ends the session when its grant expires
+	cause      atomic.Pointer[error] // why the origin ended the session, when not shutdown
 
 	// The open group, for the registry's group log.
 	groupEnd     uint64 // decode time after its last chunk
@@ -58,22 +62,26 @@ func (s *Session) SetProtocol(p string) {
 	s.n.mu.Unlock()
 }
 
-// ended is why the origin ended the session (Done is closed): an
-// operator's drop, a takeover by another origin, or the shutdown.
-func (s *Session) ended() error {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	switch {
-	case s.removed != nil:
-		return s.removed
-	case s.moved:
+// Done is closed when the origin ends the session (shutdown, the grant
+// expired, another origin took the broadcast); EndErr says which.
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
+
+// endWith ends the session for cause.
+func (s *Session) endWith(cause error) {
+	s.cause.CompareAndSwap(nil, &cause)
+	s.cancel()
+}
+
+// EndErr is why the origin ended the session, for the publisher.
+func (s *Session) EndErr() error {
+	if c := s.cause.Load(); c != nil {
+		return *c
+	}
+	if s.moved { // set before the cancel that ended the session
 		return wire.Errorf(wire.CodeConflict, "broadcast %q was taken over by another origin", s.e.name)
 	}
 	return wire.Errorf(wire.CodeGoingAway, "origin is shutting down")
 }
-
-// Done is closed when the origin ends the session (shutdown).
-func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 
 // Broadcast returns the broadcast being published.
 func (s *Session) Broadcast() *media.Broadcast { return s.e.b }
@@ -234,11 +242,17 @@ func (s *Session) Close(err error) {
 		return
 	}
 	s.closed = true
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 	if s.started {
 		s.finishGroup(time.Now())
 	}
 	s.cancel()
 	s.n.left(s.e, s)
+	if s.req.Action != "" {
+		auth.Done(s.n.cfg.Auth, s.req)
+	}
 	if err != nil {
 		s.n.metrics.refuse(err)
 	}

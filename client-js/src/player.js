@@ -27,6 +27,7 @@ registerTransport('recording', openRecording);
  * @property {string} [base]             edge base URL, default the page's origin
  * @property {string[]} [edges]          edge base URLs to fail over across, in order (default [base])
  * @property {string} [token]            play token, sent as ?token= (and in the relay HELLO)
+ * @property {() => Promise<string>} [refreshToken] called when the token expired (close 4401); the player reconnects with the token it returns (else the page answers the tokenexpired event with setToken)
  * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
  * @property {number} [targetLatency]    seconds behind the newest received frame to play at (the buffer kept), default 0.5
  * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 1.5
@@ -41,7 +42,8 @@ registerTransport('recording', openRecording);
  * @property {string} transport     "webtransport", "websocket", … ("" before connecting)
  * @property {string} edge          the edge in use
  * @property {string} state         "connecting" | "offline" (no such broadcast yet: retrying) | "playing" | "waiting" (stalled) |
- *                                  "ended" (retrying) | "refused" (token; stopped) | "notfound" (invalid name; stopped) | "stopped" | "error"
+ *                                  "ended" (retrying) | "refused" (token; stopped) | "notfound" (invalid name; stopped) |
+ *                                  "tokenexpired" (waiting for setToken) | "stopped" | "error"
  * @property {number} latencyMs     capture wall-clock of the frame on screen to now; NaN before the first frame
  * @property {number} g2gMs         capture to SourceBuffer append done, of the newest object
  * @property {number} g2gP50Ms      median of g2gMs over the last 300 objects
@@ -76,7 +78,9 @@ const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
  * connected {transport, edge, connectMs}, fallback {from, to, reason},
  * catalog, state, stats (PlayerStats, every 250 ms), appended {g2gMs,
  * capture} (each object in a SourceBuffer), skip, ended, goaway {url},
- * close {code, reason}, error (a message).
+ * close {code, reason}, error (a message), tokenexpired {code, reason,
+ * setToken(token)} (the edge closed with 4401: the page fetches a fresh token
+ * and calls setToken, and the player reconnects with it).
  */
 export class Player extends EventTarget {
   /**
@@ -98,6 +102,7 @@ export class Player extends EventTarget {
     /** @type {import('./transport.js').Transport|null} */ this.opening = null;
     /** @type {((e: SessionEnd) => void)|null} */ this.endSession = null;
     /** @type {Map<string, number>} edge → until when WebTransport is skipped there */ this.wtBroken = new Map();
+    /** @type {(() => void)|null} resolves the wait for a fresh token */ this.tokenWaiter = null;
     this.sink = new MseSink(video, {
       onAppended: (capture) => this.appended(capture),
       onError: (msg) => this.fail(msg),
@@ -139,6 +144,7 @@ export class Player extends EventTarget {
   stop() {
     this.stopped = true;
     clearInterval(this.timer);
+    if (this.tokenWaiter) this.tokenWaiter();
     if (this.endSession) this.endSession({ kind: 'stopped' });
     this.setState('stopped');
   }
@@ -175,7 +181,7 @@ export class Player extends EventTarget {
   updatePlaying(moved) {
     const v = this.video;
     const st = this._stats.state;
-    if (st === 'ended' || st === 'error' || st === 'stopped' || st === 'refused' || st === 'notfound') return;
+    if (st === 'ended' || st === 'error' || st === 'stopped' || st === 'refused' || st === 'notfound' || st === 'tokenexpired') return;
     if (!v.paused && (moved || v.readyState >= 3)) this.setState('playing');
     else if (st === 'playing') this.setState('waiting');
   }
@@ -202,6 +208,33 @@ export class Player extends EventTarget {
   }
 
   /** Connects, plays until the connection ends, and decides where to go next, until stopped. */
+  /**
+   * Gives the player a fresh play token: the next connection uses it, and
+   * a player waiting after tokenexpired reconnects at once.
+   * @param {string} token
+   */
+  setToken(token) {
+    this.opts.token = token;
+    const w = this.tokenWaiter;
+    this.tokenWaiter = null;
+    if (w) w();
+  }
+
+  /**
+   * The edge closed with 4401 (token expired): ask the page for a fresh
+   * token (the tokenexpired event, or opts.refreshToken) and wait for it.
+   * @param {SessionEnd} end
+   */
+  async waitForToken(end) {
+    this.setState('tokenexpired');
+    const fresh = new Promise((resolve) => { this.tokenWaiter = () => resolve(undefined); });
+    this.emit('tokenexpired', { code: end.code, reason: end.reason, setToken: (/** @type {string} */ t) => this.setToken(t) });
+    if (this.opts.refreshToken) {
+      this.opts.refreshToken().then((t) => this.setToken(t), (e) => this.fail(`refreshToken: ${e && e.message ? e.message : e}`));
+    }
+    await fresh;
+  }
+
   async run() {
     let backoff = 250;
     while (!this.stopped) {
@@ -220,6 +253,15 @@ export class Player extends EventTarget {
         this.setState('refused');
         this.fail(`removed by an operator (${end.code}): ${end.reason}`);
         return;
+      }
+      if ((end.kind === 'refused' || end.kind === 'closed') && end.code === 4401) {
+        // The token expired: not a reason to give up, nor to retry with
+        // the same token.
+        await this.waitForToken(end);
+        if (this.stopped) return;
+        backoff = 250;
+        this.setState('connecting');
+        continue;
       }
       switch (end.kind) {
         case 'goaway':

@@ -30,6 +30,15 @@ type Request struct {
 	Broadcast string
 	Token     string // from ?token= or Authorization: Bearer
 	Remote    string // peer address, for logs and webhooks
+
+	// What webhooks forward (nginx-rtmp's fields), when the protocol
+	// has them: the RTMP app ("live"; "ws" for WebSocket, "wt" for
+	// WebTransport, "hls"), the tcUrl or request URL (token redacted), the
+	// RTMP flashVer, and the query arguments of the stream key or URL.
+	App      string
+	URL      string
+	FlashVer string
+	Args     url.Values
 }
 
 // Authorizer decides. A refusal is a *wire.Error with CodeUnauthorized or

@@ -160,10 +160,16 @@ type serverConn struct {
 
 // ServeConn runs the protocol on one connection until it closes or ctx is
 // done. The peer opens the control stream and says HELLO first.
+//
+// When ctx is cancelled with a *wire.Error as its cause
+// (context.WithCancelCause), the peer gets that code and reason: an ERROR
+// message on the control stream, then the connection's close. Otherwise a
+// cancelled ctx closes the connection with 1001 (node shutting down).
 func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var ctl atomic.Pointer[control] // once HELLO_OK is sent
 	go func() {
 		select {
 		case <-conn.Context().Done():
@@ -173,9 +179,26 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 			// server stops, closing the connection ends it (and tells
 			// the peer to go elsewhere), so Serve's callers do not wait
 			// for peers that never hang up.
-			if parent.Err() != nil {
-				conn.CloseWithError(wire.CodeGoingAway, "node shutting down")
+			if parent.Err() == nil {
+				return
 			}
+			var we *wire.Error
+			if errors.As(context.Cause(parent), &we) {
+				// The ERROR message first: a peer reading the control
+				// stream sees it before the close resets the stream.
+				// Closing at once would reset the stream before the
+				// message arrives: give the peer a moment to read it
+				// and hang up.
+				if c := ctl.Load(); c != nil && c.send(&Msg{Type: MsgError, Code: we.Code, Reason: wire.Reason(we)}) == nil {
+					select {
+					case <-conn.Context().Done():
+					case <-time.After(time.Second):
+					}
+				}
+				conn.CloseWithError(we.Code, wire.Reason(we))
+				return
+			}
+			conn.CloseWithError(wire.CodeGoingAway, "node shutting down")
 		}
 	}()
 	log := s.cfg.Logger.With("peer", conn.RemoteAddr().String())
@@ -216,6 +239,7 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 	if err := c.ctl.send(&Msg{Type: MsgHelloOK, Node: s.cfg.Node, Incarnation: s.cfg.Incarnation}); err != nil {
 		return err
 	}
+	ctl.Store(c.ctl)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	goaway, url := s.goaway, s.goawayU

@@ -21,6 +21,7 @@ const (
 	CodeBadRequest   Code = 4000 // a malformed request: bad broadcast name, bad message
 	CodeUnauthorized Code = 4001 // missing or wrong token
 	CodeForbidden    Code = 4003 // token valid, action not allowed
+	CodeTokenExpired Code = 4401 // the session's token (its grant) expired: get a fresh token and reconnect
 	CodeNotFound     Code = 4004 // no such broadcast (or it ended)
 	CodeTooSlow      Code = 4008 // the viewer kept falling behind the live edge
 	CodeConflict     Code = 4009 // the broadcast already has a publisher
@@ -48,6 +49,7 @@ var codeNames = map[Code]string{
 	CodeBadRequest:   "bad request",
 	CodeUnauthorized: "unauthorized",
 	CodeForbidden:    "forbidden",
+	CodeTokenExpired: "token expired",
 	CodeNotFound:     "not found",
 	CodeTooSlow:      "too slow",
 	CodeConflict:     "conflict",

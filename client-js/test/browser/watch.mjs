@@ -139,7 +139,7 @@ try {
     w.__g2g = null; // null until the measurement starts
     w.__events = [];
     w.quiccast.addEventListener('appended', (e) => { if (w.__g2g) w.__g2g.push(e.detail.g2gMs); });
-    for (const type of ['connected', 'fallback', 'goaway', 'close', 'ended', 'error', 'state', 'catalog']) {
+    for (const type of ['connected', 'fallback', 'goaway', 'close', 'ended', 'error', 'state', 'catalog', 'tokenexpired']) {
       w.quiccast.addEventListener(type, (e) => {
         const ev = { type, at: Date.now(), detail: e.detail };
         w.__events.push(ev);
