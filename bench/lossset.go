@@ -44,12 +44,13 @@ func LossSet() []LossScenario {
 
 // lossVariants are the runs of each scenario: WebSocket over the kernel's
 // TCP (BBR here), WebTransport (quic-go: Cubic, the only congestion
-// control it has), and WebSocket over TCP Cubic, the control at equal
-// congestion control.
+// control it has), and WebSocket over TCP Reno, a loss-based control like
+// quic-go's (a namespace may only pick from
+// net.ipv4.tcp_allowed_congestion_control, "reno bbr" here).
 var lossVariants = []struct{ name, transport, network, label string }{
 	{"ws", "ws", "", "ws (TCP BBR, the default here)"},
 	{"wt", "wt", "", "wt (quic-go Cubic)"},
-	{"ws-cubic", "ws", ",cc=cubic", "ws (TCP Cubic: `,cc=cubic`)"},
+	{"ws-reno", "ws", ",cc=reno", "ws (TCP Reno: `,cc=reno`)"},
 }
 
 // RunLossSet runs the loss set (the scenarios named in only, or all), each
@@ -83,7 +84,7 @@ func RunLossSet(ctx context.Context, bin, dir, results string, only []string, lo
 		return fmt.Errorf("bench: no loss-set scenario named %v", only)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`go tool task bench-loss` (`quiccast bench -loss-set`) — %s, %s. Each scenario: `quiccast bench <flags> -transport ws`, then `-transport wt`, then `-transport ws` with `,cc=cubic` added to `-network`; 2 Mbit/s, 30 objects/s, 1 s groups (keyframe object 4× the others). Load average (1/5/15 min) read before each run.\n\n",
+	fmt.Fprintf(&b, "`go tool task bench-loss` (`quiccast bench -loss-set`) — %s, %s. Each scenario: `quiccast bench <flags> -transport ws`, then `-transport wt`, then `-transport ws` with `,cc=reno` added to `-network`; 2 Mbit/s, 30 objects/s, 1 s groups (keyframe object 4× the others). Load average (1/5/15 min) read before each run.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine())
 	b.WriteString("| scenario (flags) | transport | latency p50 | p99 | max | missing | skipped groups | during the drop: p50 / p99 | back within 150 ms after the link recovered | load average |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

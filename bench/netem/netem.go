@@ -32,11 +32,12 @@ type Link struct {
 	Loss   float64       // 0..1, each packet independently
 	Rate   int64         // bits/s; 0 is unlimited
 	Queue  int           // packets waiting at most (default 1000); more are dropped
-	// CC is the TCP congestion control of both namespaces ("cubic",
-	// "bbr", "reno"); empty keeps the kernel's default, which new
-	// namespaces inherit (bbr on this project's machines). quic-go has
-	// only Cubic: cc=cubic compares TCP with QUIC at equal congestion
-	// control.
+	// CC is the TCP congestion control of both namespaces ("reno",
+	// "bbr"); empty keeps the kernel's default, which new namespaces
+	// inherit (bbr on this project's machines). A namespace may only pick
+	// one of net.ipv4.tcp_allowed_congestion_control ("reno bbr" here).
+	// quic-go has only Cubic, loss-based: cc=reno compares it with a
+	// loss-based TCP.
 	CC string
 }
 
@@ -154,7 +155,7 @@ func Start(link Link) (*Emu, error) {
 		}
 		if link.CC != "" {
 			if err := ip("netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_congestion_control="+link.CC); err != nil {
-				return fail(err)
+				return fail(fmt.Errorf("%w (a namespace may use only net.ipv4.tcp_allowed_congestion_control's)", err))
 			}
 		}
 	}
