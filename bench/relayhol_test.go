@@ -149,37 +149,35 @@ func TestRelayHeadOfLine(t *testing.T) {
 	}
 
 	// Publish: every broadcast gets an object every 1/30 s, a keyframe
-	// (four times the size) at each 1 s group, as bench's synthetic stream.
+	// (four times the size) at each 1 s group, as bench's synthetic stream;
+	// the broadcasts' keyframes are spread over the second, as independent
+	// encoders' would be.
 	small := bitrate / 8 / objectRate * objectRate / (objectRate + 3)
 	tick := time.NewTicker(time.Second / objectRate)
 	defer tick.Stop()
 	start := time.Now()
 	measureFrom := start.Add(2 * time.Second) // after the first groups and slow start
-	var group uint64
-	var index uint32
+	groups := make([]uint64, broadcasts)
+	indexes := make([]uint32, broadcasts)
 	for n := 0; n < seconds*objectRate; n++ {
 		<-tick.C
 		now := time.Now().UnixNano()
-		key := n%objectRate == 0
-		if key && n > 0 {
-			for _, b := range srcs {
-				b.Finish(0, group, now)
+		for i, name := range names {
+			b, k := srcs[name], n+i*objectRate/broadcasts
+			key := k%objectRate == 0
+			if key && n > 0 {
+				b.Finish(0, groups[i], now)
+				groups[i]++
 			}
-			group++
-		}
-		if key {
-			index = 0
-		} else {
-			index++
-		}
-		size := small
-		if key {
-			size = 4 * small
-		}
-		for _, b := range srcs {
-			h := wire.Header{Kind: wire.KindObject, Capture: now / 1000, Group: group, Index: index, DecodeTime: uint64(n)}
+			size := small
 			if key {
-				h.Flags = wire.FlagKeyframe
+				indexes[i], size = 0, 4*small
+			} else if n > 0 {
+				indexes[i]++
+			}
+			h := wire.Header{Kind: wire.KindObject, Capture: now / 1000, Group: groups[i], Index: indexes[i], DecodeTime: uint64(n)}
+			if key || n == 0 {
+				h.Flags = wire.FlagKeyframe // each broadcast's first object starts its first group
 			}
 			if err := b.Append(media.NewObject(h, bytes.Repeat([]byte{byte(n)}, size), now)); err != nil {
 				t.Fatal(err)
@@ -190,10 +188,10 @@ func TestRelayHeadOfLine(t *testing.T) {
 	// Wait until both subscribers have the last object of every broadcast.
 	deadline := time.Now().Add(10 * time.Second)
 	for k := range conns {
-		for _, m := range mirrors[k] {
-			for !hasObject(m, group, index) {
+		for i, m := range mirrors[k] {
+			for !hasObject(m, groups[i], indexes[i]) {
 				if time.Now().After(deadline) {
-					t.Fatalf("%s: %s never got group %d object %d", kinds[k], m.Name, group, index)
+					t.Fatalf("%s: %s never got group %d object %d", kinds[k], m.Name, groups[i], indexes[i])
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
