@@ -22,9 +22,10 @@ type DropResult struct {
 	TargetMs float64 `json:"target_ms"`
 	// During is the latency of objects that arrived while the link was down.
 	During Summary `json:"during"`
-	// RecoveryMs is the time from the link's recovery to the moment after
-	// which every object that arrived, on every viewer, was within the
-	// target; -1 when that did not happen before the window ended.
+	// RecoveryMs is the time from the link's recovery to the start of the
+	// first stretch of one group's length in which every object that
+	// arrived, on every viewer, was within the target; -1 when none began
+	// before the window ended.
 	RecoveryMs float64 `json:"recovery_ms"`
 }
 
@@ -59,12 +60,13 @@ func (t *timeline) record(now time.Time, lat time.Duration) {
 	}
 }
 
-// recovered returns how long after from every object arriving before to
-// was within target: the end of the last slot that had a later one. Slots
-// where nothing arrived count neither way (a stall shows in the latency of
-// what arrives after it). ok is false when the last slot that had an
-// object was still late, or nothing arrived after from.
-func (t *timeline) recovered(from, to time.Time, target time.Duration) (time.Duration, bool) {
+// recovered returns how long after from the viewers were back within
+// target: the start of the first stretch of at least hold (one group) in
+// which every object that arrived, on every viewer, was within target.
+// Slots where nothing arrived count neither way (a stall shows in the
+// latency of what arrives after it). ok is false when no such stretch
+// began before to.
+func (t *timeline) recovered(from, to time.Time, target, hold time.Duration) (time.Duration, bool) {
 	s := t.start.Load()
 	if s == 0 {
 		return 0, false
@@ -73,22 +75,25 @@ func (t *timeline) recovered(from, to time.Time, target time.Duration) (time.Dur
 		return min(max(0, int((at.UnixNano()-s)/int64(timelineSlot))), len(t.max))
 	}
 	first, last := slot(from), slot(to)
-	back, any := first, false
+	need := max(1, int(hold/timelineSlot))
+	run := -1 // first slot of the current stretch within target
 	for i := first; i < last; i++ {
 		if t.n[i].Load() == 0 {
 			continue
 		}
-		any = true
 		if time.Duration(t.max[i].Load()) > target {
-			back = i + 1
+			run = -1
+			continue
+		}
+		if run < 0 {
+			run = i
+		}
+		if i+1-run >= need {
+			// Within the slot of from, recovery cannot be placed more exactly.
+			return max(0, time.Unix(0, s+int64(run)*int64(timelineSlot)).Sub(from)), true
 		}
 	}
-	if !any || back >= last {
-		return 0, false
-	}
-	// Within the slot of from, recovery cannot be placed more exactly.
-	end := time.Unix(0, s+int64(back)*int64(timelineSlot))
-	return max(0, end.Sub(from)), true
+	return 0, false
 }
 
 // runDrop changes the link at cfg.DropAt for cfg.DropFor, marking the
@@ -117,7 +122,7 @@ func dropResult(st *Stats, down netem.Link, back, end time.Time, cfg *Config) *D
 	if back.IsZero() {
 		return r
 	}
-	if d, ok := st.tl.recovered(back, end, cfg.Target); ok {
+	if d, ok := st.tl.recovered(back, end, cfg.Target, cfg.GroupLength); ok {
 		r.RecoveryMs = float64(d) / 1e6
 	}
 	return r

@@ -86,7 +86,7 @@ func RunLossSet(ctx context.Context, bin, dir, results string, only []string, lo
 	var b strings.Builder
 	fmt.Fprintf(&b, "`go tool task bench-loss` (`quiccast bench -loss-set`) — %s, %s. Each scenario: `quiccast bench <flags> -transport ws`, then `-transport wt`, then `-transport ws` with `,cc=reno` added to `-network`; 2 Mbit/s, 30 objects/s, 1 s groups (keyframe object 4× the others). Load average (1/5/15 min) read before each run.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine())
-	b.WriteString("| scenario (flags) | transport | latency p50 | p99 | max | missing | skipped groups | during the drop: p50 / p99 | back within 150 ms after the link recovered | load average |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario (flags) | transport | latency p50 | p99 | max | missing | skipped groups | during the drop: p50 / p99 | back within 150 ms (for a whole group) after the link recovered | load average |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}

@@ -224,7 +224,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "bandwidth drop to %s at %s for %s: latency meanwhile p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d objects; ",
 			d.Link, d.At, d.For, d.During.P50, d.During.P99, d.During.Max, d.During.Count)
 		if d.RecoveryMs >= 0 {
-			fmt.Fprintf(w, "every viewer back within %.0f ms %.0f ms after the link recovered\n", d.TargetMs, d.RecoveryMs)
+			fmt.Fprintf(w, "every viewer back within %.0f ms (for a group) %.0f ms after the link recovered\n", d.TargetMs, d.RecoveryMs)
 		} else {
 			fmt.Fprintf(w, "not back within %.0f ms by the end of the window\n", d.TargetMs)
 		}
