@@ -67,16 +67,31 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
-	var standard bool
+	var standard, lossSet bool
 	var results, only string
 	s.Bool(&standard, "standard", false, "run the standard set (bench/RESULTS.md's scenarios) and write each report under -out (default bench/results)")
-	s.String(&results, "results", "", "with -standard: the results file whose standard-set section is rewritten")
-	s.String(&only, "only", "", "with -standard: comma-separated scenario names to run")
+	s.Bool(&lossSet, "loss-set", false, "run the loss set (2 % and 5 % loss, a bandwidth drop; each over ws, then wt) behind the emulator (root) and print the side-by-side table; reports under -out (default bench/results/loss-set)")
+	s.String(&results, "results", "", "with -standard or -loss-set: the results file whose section is rewritten")
+	s.String(&only, "only", "", "with -standard or -loss-set: comma-separated scenario names to run")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
+	if lossSet {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if out == "" {
+			out = "bench/results/loss-set"
+		}
+		var names []string
+		if only != "" {
+			names = strings.Split(only, ",")
+		}
+		return bench.RunLossSet(ctx, bin, out, results, names, log)
+	}
 	if standard {
 		bin, err := os.Executable()
 		if err != nil {

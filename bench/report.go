@@ -29,6 +29,8 @@ type Report struct {
 	Join    Summary  `json:"join"`
 	Series  []Second `json:"series"`
 	Notes   []string `json:"notes,omitempty"`
+	// Drop is what a bandwidth drop (-drop) did.
+	Drop *DropResult `json:"drop,omitempty"`
 }
 
 // Machine says where the run happened.
@@ -216,6 +218,15 @@ func (r *Report) WriteText(w io.Writer) {
 				fmt.Fprintf(w, ", %.1f KB/viewer", n.BytesPerViewr/1000)
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	if d := r.Drop; d != nil {
+		fmt.Fprintf(w, "bandwidth drop to %s at %s for %s: latency meanwhile p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d objects; ",
+			d.Link, d.At, d.For, d.During.P50, d.During.P99, d.During.Max, d.During.Count)
+		if d.RecoveryMs >= 0 {
+			fmt.Fprintf(w, "every viewer back within %.0f ms (for a group) %.0f ms after the link recovered\n", d.TargetMs, d.RecoveryMs)
+		} else {
+			fmt.Fprintf(w, "not back within %.0f ms by the end of the window\n", d.TargetMs)
 		}
 	}
 	if r.MaxHeld > 0 {

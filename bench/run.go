@@ -70,6 +70,15 @@ type Config struct {
 	// Viewers cross it; the publisher does not. Needs root.
 	Network string
 
+	// Drop, with Network, changes the link DropAt into the measured
+	// window for DropFor (a bandwidth drop: "rate=1200kbit"), then changes
+	// it back; the report gives the latency meanwhile and the time, after
+	// the link recovered, until every viewer was back within Target.
+	Drop    string
+	DropAt  time.Duration
+	DropFor time.Duration
+	Target  time.Duration
+
 	// Dial opens viewer connections (the emulator's namespace); nil is
 	// the default dialer. dialNodes reaches the nodes' HTTP (publisher,
 	// metrics) without crossing the emulated network.
@@ -100,6 +109,10 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
 	s.String(&c.Profile, "profile", "", "with -local: save each node's CPU profile over the measured window into this directory")
 	s.String(&c.Network, "network", "", "with -local: put the nodes behind an emulated network, e.g. delay=20ms,loss=2%,rate=100mbit (needs root)")
+	s.String(&c.Drop, "drop", "", "with -network: how the link changes during a bandwidth drop, e.g. rate=1200kbit")
+	s.Duration(&c.DropAt, "drop-at", 5*time.Second, "with -drop: when the drop starts, into the measured window")
+	s.Duration(&c.DropFor, "drop-for", 10*time.Second, "with -drop: how long the link stays down")
+	s.Duration(&c.Target, "target", 150*time.Millisecond, "with -drop: the latency every viewer must be back within after the drop")
 	s.Bool(&c.FindMax, "find-max", false, "add -step viewers at a time until p99 passes -max-p99 or objects go missing")
 	s.Int(&c.Step, "step", 500, "viewers added per -find-max step")
 	s.Duration(&c.MaxP99, "max-p99", 50*time.Millisecond, "p99 latency bound for -find-max")
@@ -142,6 +155,15 @@ func (c *Config) defaults() {
 	}
 	if c.MaxP99 <= 0 {
 		c.MaxP99 = d.MaxP99
+	}
+	if c.DropAt <= 0 {
+		c.DropAt = d.DropAt
+	}
+	if c.DropFor <= 0 {
+		c.DropFor = d.DropFor
+	}
+	if c.Target <= 0 {
+		c.Target = d.Target
 	}
 	if c.Broadcast == "" {
 		c.Broadcast = fmt.Sprintf("bench/%06x", rand.IntN(1<<24))
@@ -193,7 +215,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer cancel()
 	rep := newReport(cfg)
 	var dep *local
+	var emu *netem.Emu
 	host, wrap := "127.0.0.1", []string(nil)
+	if cfg.Drop != "" && (cfg.Network == "" || cfg.FindMax) {
+		return nil, errors.New("bench: -drop needs -network, and not -find-max")
+	}
 	if cfg.Network != "" {
 		if !cfg.Local {
 			return nil, errors.New("bench: -network needs -local")
@@ -202,7 +228,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		emu, err := netem.Start(link)
+		if _, err := link.With(cfg.Drop); err != nil {
+			return nil, err
+		}
+		emu, err = netem.Start(link)
 		if err != nil {
 			return nil, err
 		}
@@ -273,8 +302,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		steady := scrapeAll(ctx, &cfg, dep)
 		counts := st.counts()
 		profiled := profileNodes(ctx, &cfg, dep)
+		window := time.Now()
+		var drop chan error
+		var down netem.Link
+		var back time.Time
+		if cfg.Drop != "" {
+			st.tl.begin(window)
+			drop = make(chan error, 1)
+			go func() {
+				var err error
+				down, back, err = runDrop(ctx, emu, &cfg, st)
+				drop <- err
+			}()
+		}
 		sleep(ctx, cfg.Duration)
 		profiled.Wait()
+		if drop != nil {
+			if err := <-drop; err != nil {
+				return nil, err
+			}
+			rep.Drop = dropResult(st, down, back, time.Now(), &cfg)
+		}
 		end := scrapeAll(ctx, &cfg, dep)
 		step := rep.addStep(st, counts, started, before, steady, end, &cfg)
 		if ctx.Err() != nil {

@@ -170,15 +170,21 @@ const (
 // replaceSection writes body between the standard-set markers of path,
 // appending the section if the file has none.
 func replaceSection(path, body string) error {
+	return replaceBetween(path, sectionStart, sectionEnd, "## Standard set\n\n"+body)
+}
+
+// replaceBetween writes body between the markers start and end of path,
+// appending them if the file has none.
+func replaceBetween(path, start, end, body string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	s := string(old)
-	block := sectionStart + "\n\n## Standard set\n\n" + body + "\n" + sectionEnd + "\n"
-	i, j := strings.Index(s, sectionStart), strings.Index(s, sectionEnd)
+	block := start + "\n\n" + body + "\n" + end + "\n"
+	i, j := strings.Index(s, start), strings.Index(s, end)
 	if i >= 0 && j > i {
-		s = s[:i] + block + s[j+len(sectionEnd)+1:]
+		s = s[:i] + block + s[j+len(end)+1:]
 	} else {
 		s = strings.TrimRight(s, "\n") + "\n\n" + block
 	}

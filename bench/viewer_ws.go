@@ -27,6 +27,20 @@ type Stats struct {
 	Disconnects atomic.Int64 // connections that ended before the run did
 	Failed      atomic.Int64 // viewers that never connected
 	Active      atomic.Int64 // viewers receiving now
+	Drop        Hist         // latency of objects that arrived during a bandwidth drop
+
+	dropping atomic.Bool // a bandwidth drop is on (-drop)
+	tl       timeline    // largest latency per 50 ms, for the recovery time (-drop)
+}
+
+// record counts the latency of one object that arrived at now.
+func (st *Stats) record(shard int, lat time.Duration, now time.Time) {
+	st.Latency.Record(shard, lat)
+	st.Second.Record(shard, lat)
+	if st.dropping.Load() {
+		st.Drop.Record(shard, lat)
+	}
+	st.tl.record(now, lat)
 }
 
 // tracker checks one viewer's object sequence.
@@ -65,8 +79,7 @@ func (t *tracker) object(h wire.Header, now time.Time) {
 	}
 	t.any, t.group, t.next = true, h.Group, h.Index+1
 	lat := now.Sub(time.UnixMicro(h.Capture))
-	t.st.Latency.Record(t.shard, lat)
-	t.st.Second.Record(t.shard, lat)
+	t.st.record(t.shard, lat, now)
 	t.st.Objects.Add(1)
 	t.st.Bytes.Add(int64(h.Length))
 }

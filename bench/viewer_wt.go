@@ -194,8 +194,7 @@ func (w *wtViewer) group(s *webtransport.ReceiveStream) {
 		}
 		w.mu.Unlock()
 		lat := now.Sub(time.UnixMicro(fh.Capture))
-		w.t.st.Latency.Record(w.t.shard, lat)
-		w.t.st.Second.Record(w.t.shard, lat)
+		w.t.st.record(w.t.shard, lat, now)
 		w.t.st.Objects.Add(1)
 		w.t.st.Bytes.Add(int64(fh.Length))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/webtransport-go"
 
 	"github.com/quiccast/quiccast/shared/auth"
@@ -84,6 +85,9 @@ func wtQUICConfig() *quic.Config {
 		MaxIncomingUniStreams:            16,  // HTTP/3 control and QPACK streams
 		MaxStreamReceiveWindow:           1 << 20,
 		MaxConnectionReceiveWindow:       2 << 20,
+		// With QLOGDIR set, every connection writes a qlog there (loss,
+		// congestion window, RTT): how the loss scenarios were diagnosed.
+		Tracer: qlog.DefaultConnectionTracer,
 	}
 }
 

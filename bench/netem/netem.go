@@ -32,11 +32,21 @@ type Link struct {
 	Loss   float64       // 0..1, each packet independently
 	Rate   int64         // bits/s; 0 is unlimited
 	Queue  int           // packets waiting at most (default 1000); more are dropped
+	// CC is the TCP congestion control of both namespaces ("reno",
+	// "bbr"); empty keeps the kernel's default, which new namespaces
+	// inherit (bbr on this project's machines). A namespace may only pick
+	// one of net.ipv4.tcp_allowed_congestion_control ("reno bbr" here).
+	// quic-go has only Cubic, loss-based: cc=reno compares it with a
+	// loss-based TCP.
+	CC string
 }
 
 // ParseLink reads "delay=20ms,jitter=2ms,loss=2%,rate=50mbit,queue=500".
-func ParseLink(s string) (Link, error) {
-	var l Link
+func ParseLink(s string) (Link, error) { return Link{}.With(s) }
+
+// With returns l with the keys of s (ParseLink's syntax) changed: the link
+// a bandwidth drop turns l into is l.With("rate=1200kbit").
+func (l Link) With(s string) (Link, error) {
 	for _, kv := range strings.Split(s, ",") {
 		kv = strings.TrimSpace(kv)
 		if kv == "" {
@@ -60,6 +70,11 @@ func ParseLink(s string) (Link, error) {
 			l.Rate, err = parseRate(v)
 		case "queue":
 			l.Queue, err = strconv.Atoi(v)
+		case "cc":
+			l.CC = v
+			if v == "" || strings.ContainsAny(v, "/ .") {
+				err = errors.New("want a congestion control's name")
+			}
 		default:
 			err = errors.New("unknown key")
 		}
@@ -94,6 +109,9 @@ func (l Link) String() string {
 	if l.Rate > 0 {
 		s += fmt.Sprintf(", rate %.1f Mbit/s", float64(l.Rate)/1e6)
 	}
+	if l.CC != "" {
+		s += ", TCP congestion control " + l.CC
+	}
 	return s
 }
 
@@ -102,7 +120,8 @@ func (l Link) String() string {
 type Emu struct {
 	NameA, NameB string
 	AddrA, AddrB string // IPv4 addresses inside the namespaces
-	link         Link
+	link         atomic.Pointer[Link]
+	queue        int // packets waiting at most, per direction (fixed at Start)
 	tunA, tunB   *os.File
 	nsA, nsB     *os.File
 	ctx          context.Context
@@ -124,7 +143,8 @@ func Start(link Link) (*Emu, error) {
 		link.Queue = 1000
 	}
 	id := fmt.Sprintf("%d-%04x", os.Getpid(), rand.IntN(1<<16))
-	e := &Emu{NameA: "qcA-" + id, NameB: "qcB-" + id, AddrA: "10.77.0.1", AddrB: "10.77.0.2", link: link}
+	e := &Emu{NameA: "qcA-" + id, NameB: "qcB-" + id, AddrA: "10.77.0.1", AddrB: "10.77.0.2", queue: link.Queue}
+	e.link.Store(&link)
 	fail := func(err error) (*Emu, error) { e.Close(); return nil, err }
 	for _, ns := range []string{e.NameA, e.NameB} {
 		if err := ip("netns", "add", ns); err != nil {
@@ -132,6 +152,11 @@ func Start(link Link) (*Emu, error) {
 		}
 		if err := ip("-n", ns, "link", "set", "lo", "up"); err != nil {
 			return fail(err)
+		}
+		if link.CC != "" {
+			if err := ip("netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_congestion_control="+link.CC); err != nil {
+				return fail(fmt.Errorf("%w (a namespace may use only net.ipv4.tcp_allowed_congestion_control's)", err))
+			}
 		}
 	}
 	var err error
@@ -269,10 +294,22 @@ type packet struct {
 	due time.Time
 }
 
+// SetLink changes delay, jitter, loss and rate from the next packet on
+// (a bandwidth drop, then its recovery); packets already queued keep the
+// times they were given. The queue's length and the TCP congestion control
+// stay the ones Start was given.
+func (e *Emu) SetLink(l Link) {
+	l.Queue, l.CC = e.queue, e.link.Load().CC
+	e.link.Store(&l)
+}
+
+// Link returns the link packets are sent through now.
+func (e *Emu) Link() Link { return *e.link.Load() }
+
 // forward moves packets from in to out through the link model.
 func (e *Emu) forward(in, out *os.File, dir int) {
 	defer e.wg.Done()
-	q := make(chan packet, e.link.Queue)
+	q := make(chan packet, e.queue)
 	done := make(chan struct{})
 	go func() { // the wire: releases packets at their due time, in order
 		defer close(done)
@@ -301,22 +338,23 @@ func (e *Emu) forward(in, out *os.File, dir int) {
 		if err != nil {
 			return
 		}
-		if e.link.Loss > 0 && rand.Float64() < e.link.Loss {
+		link := e.link.Load()
+		if link.Loss > 0 && rand.Float64() < link.Loss {
 			e.Dropped[dir].Add(1)
 			continue
 		}
 		now := time.Now()
 		sent := now
-		if e.link.Rate > 0 {
+		if link.Rate > 0 {
 			if free.Before(now) {
 				free = now
 			}
-			free = free.Add(time.Duration(float64(n*8) / float64(e.link.Rate) * float64(time.Second)))
+			free = free.Add(time.Duration(float64(n*8) / float64(link.Rate) * float64(time.Second)))
 			sent = free
 		}
-		due := sent.Add(e.link.Delay)
-		if e.link.Jitter > 0 {
-			due = due.Add(time.Duration((rand.Float64()*2 - 1) * float64(e.link.Jitter)))
+		due := sent.Add(link.Delay)
+		if link.Jitter > 0 {
+			due = due.Add(time.Duration((rand.Float64()*2 - 1) * float64(link.Jitter)))
 		}
 		if due.Before(last) {
 			due = last

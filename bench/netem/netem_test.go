@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func start(t *testing.T, l Link) *Emu {
@@ -156,5 +158,92 @@ func TestParseLink(t *testing.T) {
 		if _, err := ParseLink(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// A bandwidth drop and its recovery: SetLink changes the rate of a running
+// link, and changing it back restores the throughput.
+func TestSetLinkChangesTheRateAndBack(t *testing.T) {
+	e := start(t, Link{Rate: 40_000_000})
+	addr := echoInA(t, e)
+	c, err := e.DialB(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo := func(size int) time.Duration {
+		start := time.Now()
+		go c.Write(make([]byte, size))
+		if _, err := io.ReadFull(c, make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	const size = 250_000 // 2 Mbit: 50 ms at 40 Mbit/s, 0.5 s at 4 Mbit/s
+	fast := echo(size)
+	e.SetLink(e.Link().mustWith(t, "rate=4mbit"))
+	slow := echo(size)
+	e.SetLink(e.Link().mustWith(t, "rate=40mbit"))
+	again := echo(size)
+	t.Logf("250 kB echoed at 40 Mbit/s: %s; at 4 Mbit/s: %s; at 40 Mbit/s again: %s", fast, slow, again)
+	if slow < 450*time.Millisecond || slow < 3*fast {
+		t.Fatalf("at 4 Mbit/s %s (40 Mbit/s: %s): SetLink did not slow the link", slow, fast)
+	}
+	if again > slow/2 {
+		t.Fatalf("back at 40 Mbit/s %s (4 Mbit/s: %s): SetLink did not restore the rate", again, slow)
+	}
+}
+
+func (l Link) mustWith(t *testing.T, s string) Link {
+	t.Helper()
+	l2, err := l.With(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l2
+}
+
+func TestLinkWithChangesOnlyTheKeysGiven(t *testing.T) {
+	l, err := ParseLink("delay=20ms,loss=2%,rate=2mbit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.With("rate=1200kbit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Link{Delay: 20 * time.Millisecond, Loss: 0.02, Rate: 1_200_000}
+	if d != want {
+		t.Fatalf("got %+v, want %+v", d, want)
+	}
+}
+
+// cc= sets the TCP congestion control of connections in both namespaces.
+func TestCCSetsTheTCPCongestionControl(t *testing.T) {
+	e := start(t, Link{CC: "reno"})
+	addr := echoInA(t, e)
+	c, err := e.DialB(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc string
+	var gerr error
+	raw.Control(func(fd uintptr) { cc, gerr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	if cc != "reno" {
+		t.Fatalf("TCP congestion control %q in namespace B, want reno", cc)
+	}
+	if l, err := ParseLink("cc=cubic"); err != nil || l.CC != "cubic" {
+		t.Fatalf("cc=cubic parsed as %+v, %v", l, err)
+	}
+	if _, err := ParseLink("cc=../x"); err == nil {
+		t.Fatal("cc=../x accepted")
 	}
 }

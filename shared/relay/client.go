@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
 
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/wire"
@@ -68,6 +69,8 @@ func QUICConfig() *quic.Config {
 		MaxStreamReceiveWindow:         16 << 20,
 		InitialConnectionReceiveWindow: 4 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
+		// With QLOGDIR set, every relay connection writes a qlog there.
+		Tracer: qlog.DefaultConnectionTracer,
 	}
 }
 
