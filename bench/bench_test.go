@@ -165,3 +165,25 @@ func TestViewersLeaveNothingBehind(t *testing.T) {
 	}
 	testenv.WaitFor(t, 5*time.Second, "the viewers' goroutines to end", func() bool { return runtime.NumGoroutine() <= before+5 })
 }
+
+// TestWebTransportViewersPastAnEdgesCapacityAreCountedAsRefused runs more
+// WebTransport viewers than the edge's -wt-max-viewers: the admitted ones
+// play, and the rest, after retrying as each 503's Retry-After hints, are
+// reported as refused, not as failed.
+func TestWebTransportViewersPastAnEdgesCapacityAreCountedAsRefused(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Local: true, Binary: bin, Transport: "wt", Viewers: 8, Ramp: 100, Duration: 12 * time.Second, Settle: 500 * time.Millisecond,
+		EdgeFlags: "-wt-max-viewers 3", Logger: (&testenv.Logs{}).Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := rep.Steps[len(rep.Steps)-1]
+	if st.Refused != 5 || st.Failed != 0 || st.Active != 3 {
+		t.Fatalf("refused %d, failed %d, receiving %d; want 5 refused, 0 failed, 3 receiving", st.Refused, st.Failed, st.Active)
+	}
+	if st.Objects == 0 {
+		t.Fatal("the admitted viewers got nothing")
+	}
+}

@@ -37,7 +37,7 @@ type local struct {
 // startLocal starts the origin and n edges. wrap, when set, prefixes each
 // command (ip netns exec …, for the emulator); host is the address they
 // listen on.
-func startLocal(ctx context.Context, bin string, edges int, host string, wrap []string) (*local, error) {
+func startLocal(ctx context.Context, bin string, edges int, host string, wrap, edgeFlags []string) (*local, error) {
 	// The relay and /metrics may be on an emulator address other hosts
 	// could reach: the nodes and the bench authenticate with a token made
 	// for this run.
@@ -53,9 +53,9 @@ func startLocal(ctx context.Context, bin string, edges int, host string, wrap []
 		return nil, err
 	}
 	for i := range edges {
-		e, err := startNode(ctx, bin, fmt.Sprintf("edge-%d", i+1), "edge", wrap,
-			"-listen", host+":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000", "-pprof",
-			"-cluster-token", token, "-admin-token", token)
+		args := append([]string{"-listen", host + ":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000", "-pprof",
+			"-cluster-token", token, "-admin-token", token}, edgeFlags...)
+		e, err := startNode(ctx, bin, fmt.Sprintf("edge-%d", i+1), "edge", wrap, args...)
 		if err != nil {
 			l.stop()
 			return nil, err

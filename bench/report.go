@@ -66,13 +66,14 @@ type Step struct {
 	Skipped       int64      `json:"skipped_groups"`
 	Disconnects   int64      `json:"disconnects"`
 	Failed        int64      `json:"failed_viewers"`
+	Refused       int64      `json:"refused_viewers"`
 	DeliveredGbps float64    `json:"delivered_gbit_per_s"`
 	Nodes         []NodeCost `json:"nodes"`
 }
 
 // Held says whether a step met the p99 bound with nothing lost.
 func (s *Step) Held(maxP99 time.Duration) bool {
-	return s.Latency.P99 <= float64(maxP99)/1e6 && s.Missing == 0 && s.Skipped == 0 && s.Disconnects == 0 && s.Failed == 0 && s.Active == int64(s.Viewers)
+	return s.Latency.P99 <= float64(maxP99)/1e6 && s.Missing == 0 && s.Skipped == 0 && s.Disconnects == 0 && s.Failed == 0 && s.Refused == 0 && s.Active == int64(s.Viewers)
 }
 
 // Second is one point of the per-second series.
@@ -161,6 +162,7 @@ func (r *Report) addStep(st *Stats, at [5]int64, viewers int, before, steady, en
 		Viewers: viewers, Active: st.Active.Load(), Latency: st.Latency.Snapshot(false).Summary(),
 		Objects: now[0] - at[0], Missing: now[1] - at[1], Skipped: now[2] - at[2], Disconnects: now[3] - at[3],
 		Failed:        st.Failed.Load(),
+		Refused:       st.Refused.Load(),
 		DeliveredGbps: float64(now[4]-at[4]) * 8 / 1e9 / cfg.Duration.Seconds(),
 	}
 	keys := make([]string, 0, len(end))
@@ -211,7 +213,7 @@ func (r *Report) WriteText(w io.Writer) {
 		l := st.Latency
 		fmt.Fprintf(w, "%d viewers (%d receiving): latency p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms over %d objects; %.2f Gbit/s delivered\n",
 			st.Viewers, st.Active, l.P50, l.P90, l.P99, l.Max, l.Count, st.DeliveredGbps)
-		fmt.Fprintf(w, "  missing objects %d, skipped groups %d, disconnects %d, failed viewers %d\n", st.Missing, st.Skipped, st.Disconnects, st.Failed)
+		fmt.Fprintf(w, "  missing objects %d, skipped groups %d, disconnects %d, failed viewers %d, refused (edge full) %d\n", st.Missing, st.Skipped, st.Disconnects, st.Failed, st.Refused)
 		for _, n := range st.Nodes {
 			fmt.Fprintf(w, "  %-8s CPU %.2f s, sent %.3f Gbit, %.3f CPU-s/Gbit, RSS %.1f MiB", n.Name, n.CPUSeconds, n.SentGbit, n.CPUPerGbit, n.RSSAfter/(1<<20))
 			if n.BytesPerViewr != 0 {

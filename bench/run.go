@@ -33,6 +33,9 @@ type Config struct {
 	Local      bool
 	LocalEdges int
 	Binary     string
+	// EdgeFlags are added, space-separated, to each local edge's command
+	// line (e.g. "-wt-max-viewers 500").
+	EdgeFlags string
 
 	Broadcast string
 	// Broadcasts publishes this many broadcasts (Broadcast/1, /2, …);
@@ -94,6 +97,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.String(&c.Origin, "origin", "", "origin URL (http://host:port) the synthetic publisher sends to")
 	s.Bool(&c.Local, "local", false, "start an origin and -local-edges edges here (child processes) and measure them")
 	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
+	s.String(&c.EdgeFlags, "edge-flags", "", "with -local: more flags for each edge, space-separated, e.g. '-wt-max-viewers 500'")
 	s.String(&c.Broadcast, "broadcast", "", "broadcast name; default bench/<random>")
 	s.String(&c.Token, "token", "", "publish and play token")
 	s.GlobalString(&c.AdminToken, "admin-token", "", "the nodes' -admin-token, to read their /metrics (and profiles); set for you with -local")
@@ -249,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 		var err error
-		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap); err != nil {
+		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap, strings.Fields(cfg.EdgeFlags)); err != nil {
 			return nil, err
 		}
 		defer dep.stop()

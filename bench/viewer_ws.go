@@ -26,6 +26,7 @@ type Stats struct {
 	Skipped     atomic.Int64 // groups a viewer never got
 	Disconnects atomic.Int64 // connections that ended before the run did
 	Failed      atomic.Int64 // viewers that never connected
+	Refused     atomic.Int64 // viewers an edge turned away with 503 (full) after every retry it hinted
 	Active      atomic.Int64 // viewers receiving now
 	Drop        Hist         // latency of objects that arrived during a bandwidth drop
 

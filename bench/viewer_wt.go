@@ -5,8 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,6 +53,9 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 				pc.Close()
 				return nil, err
 			}
+			if qt != nil { // a retry: the last attempt's socket is done with
+				qt.Close()
+			}
 			qt = &quic.Transport{Conn: pc}
 			return qt.DialEarly(ctx, ua, tc, qc)
 		},
@@ -59,11 +65,13 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 	if token != "" {
 		target += "?token=" + url.QueryEscape(token)
 	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, sess, err := tr.Dial(dctx, target, nil)
-	cancel()
+	sess, err := dialWTRetrying(ctx, tr, target)
 	if err != nil {
-		st.Failed.Add(1)
+		if errors.Is(err, errEdgeFull) {
+			st.Refused.Add(1)
+		} else {
+			st.Failed.Add(1)
+		}
 		return
 	}
 	defer sess.CloseWithError(0, "")
@@ -198,4 +206,50 @@ func (w *wtViewer) group(s *webtransport.ReceiveStream) {
 		w.t.st.Objects.Add(1)
 		w.t.st.Bytes.Add(int64(fh.Length))
 	}
+}
+
+// errEdgeFull is an edge's 503 that outlasted every retry it hinted.
+var errEdgeFull = errors.New("edge full (503)")
+
+// dialWTRetrying dials as the player does when an edge sheds load: a 503
+// is retried after its Retry-After (at most 3 times), and a QUIC
+// CONNECTION_REFUSED (a join burst past the server's accept queue) after a
+// short, jittered pause.
+func dialWTRetrying(ctx context.Context, tr *webtransport.Transport, target string) (*webtransport.Session, error) {
+	const attempts = 4
+	var err error
+	for i := range attempts {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var rsp *http.Response
+		var sess *webtransport.Session
+		rsp, sess, err = tr.Dial(dctx, target, nil)
+		cancel()
+		if err == nil {
+			return sess, nil
+		}
+		wait := time.Duration(0)
+		var te *quic.TransportError
+		switch {
+		case rsp != nil && rsp.StatusCode == http.StatusServiceUnavailable:
+			secs, perr := strconv.Atoi(rsp.Header.Get("Retry-After"))
+			if perr != nil || secs < 0 || secs > 10 {
+				secs = 1
+			}
+			wait = time.Duration(secs) * time.Second
+			err = errEdgeFull
+		case errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused:
+			wait = time.Duration(100+rand.IntN(400)) * time.Millisecond
+		default:
+			return nil, err
+		}
+		if i == attempts-1 {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, err
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -134,6 +135,12 @@ type Config struct {
 	WSWriter string
 	// MaxViewers bounds concurrent viewers of this node.
 	MaxViewers int
+	// WTMaxViewers bounds concurrent WebTransport sessions, which cost
+	// 5-10x a WebSocket viewer's CPU (quic-go's packetisation and
+	// sendmsg). Past it a session is refused with 503 and Retry-After
+	// before the upgrade, so players retry or fall back to WebSocket
+	// instead of every viewer falling behind. 0: 250 per CPU.
+	WTMaxViewers int
 	// Linger keeps an upstream subscription this long after its last
 	// viewer left, so a reload does not resubscribe.
 	Linger time.Duration
@@ -171,6 +178,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
+	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 }
 
@@ -197,6 +205,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxViewers <= 0 {
 		c.MaxViewers = d.MaxViewers
+	}
+	if c.WTMaxViewers <= 0 {
+		c.WTMaxViewers = 250 * runtime.GOMAXPROCS(0)
 	}
 	if c.Linger <= 0 {
 		c.Linger = d.Linger

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -247,7 +249,31 @@ func codeStatus(c wire.Code) int {
 func (n *Node) refuseHTTP(w http.ResponseWriter, r *http.Request, name string, err error) {
 	n.log.Info("viewer refused", "transport", "wt", "broadcast", name, "remote", r.RemoteAddr, "err", err)
 	n.metrics.disconnect(err)
-	http.Error(w, wire.Reason(err), httpStatus(err))
+	status := httpStatus(err)
+	if status == http.StatusServiceUnavailable {
+		// 1-3 s, spread so that a refused join burst does not come back
+		// as one burst.
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(3)))
+	}
+	http.Error(w, wire.Reason(err), status)
+}
+
+// takeWTSlot reserves one of -wt-max-viewers WebTransport sessions; false
+// when none is left. releaseWTSlot gives it back.
+func (n *Node) takeWTSlot() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.wtViewers >= n.cfg.WTMaxViewers {
+		return false
+	}
+	n.wtViewers++
+	return true
+}
+
+func (n *Node) releaseWTSlot() {
+	n.mu.Lock()
+	n.wtViewers--
+	n.mu.Unlock()
 }
 
 // serveWT is CONNECT /wt/{name} over HTTP/3: one WebTransport viewer.
@@ -257,6 +283,14 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeForbidden, "page origin %q is not allowed (-allowed-origins)", r.Header.Get("Origin")))
 		return
 	}
+	// A WebTransport slot is taken before anything else costs the node:
+	// past -wt-max-viewers the session is refused before the upgrade, so
+	// the player retries after Retry-After or falls back to WebSocket.
+	if !n.takeWTSlot() {
+		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeOverCapacity, "WebTransport is full on this edge (%d sessions); retry later, use another edge or WebSocket", n.cfg.WTMaxViewers))
+		return
+	}
+	defer n.releaseWTSlot()
 	token := auth.TokenFromRequest(r)
 	req := auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: r.RemoteAddr, App: "wt", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
 	g, err := n.admit(r.Context(), req)
@@ -270,16 +304,8 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeBadRequest, "%v", err))
 		return
 	}
-	n.mu.Lock()
-	n.wtViewers++
-	n.mu.Unlock()
 	n.metrics.viewers.WithLabelValues("wt").Inc()
-	defer func() {
-		n.metrics.viewers.WithLabelValues("wt").Dec()
-		n.mu.Lock()
-		n.wtViewers--
-		n.mu.Unlock()
-	}()
+	defer n.metrics.viewers.WithLabelValues("wt").Dec()
 	// The node's end closes the session; its GOAWAY went out first (Close).
 	stop := context.AfterFunc(n.ctx, func() {
 		sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeGoingAway), "edge draining; reconnect to another edge")

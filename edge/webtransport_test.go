@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ import (
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/relay"
 	"github.com/quiccast/quiccast/shared/testenv"
+	"github.com/quiccast/quiccast/shared/viewer"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -67,7 +69,12 @@ func wtDialer(hashes []string) *webtransport.Transport {
 				return nil
 			},
 		},
-		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true, MaxIncomingUniStreams: 1000},
+		// Generous handshake and idle timeouts: on a busy machine (the
+		// suite beside a CPU hog, with -race) 200 handshakes can take
+		// longer than quic-go's 5 s default, which is not what these
+		// tests are about.
+		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true, MaxIncomingUniStreams: 1000,
+			HandshakeIdleTimeout: 30 * time.Second, MaxIdleTimeout: 60 * time.Second},
 	}
 }
 
@@ -324,8 +331,8 @@ func TestWebTransportRefusalsAreHTTPErrorsBeforeTheUpgrade(t *testing.T) {
 		}
 	}
 	// The edge is full (MaxViewers 1).
-	if _, rsp, err := dialWT(ctx, n, hashes, "here?token=tok", nil); err == nil || rsp == nil || rsp.StatusCode != 503 {
-		t.Fatalf("over the viewer limit: %v %v, want 503", rsp, err)
+	if _, rsp, err := dialWT(ctx, n, hashes, "here?token=tok", nil); err == nil || rsp == nil || rsp.StatusCode != 503 || rsp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the viewer limit: %v %v, want 503 with Retry-After", rsp, err)
 	}
 	c.Close()
 
@@ -597,4 +604,56 @@ func TestDevCertificateRotatesAndPagesConnectWithTheAnnouncedHash(t *testing.T) 
 	if got := testenv.Metric(t, n.Registry(), "quiccast_edge_cert_rotations_total"); got != 1 {
 		t.Fatalf("rotations metric %v", got)
 	}
+}
+
+// Issue 10: past -wt-max-viewers an edge sheds WebTransport sessions with
+// 503 and a Retry-After of 1-3 s before the upgrade, while WebSocket (the
+// player's fallback) is still admitted, and a freed slot is taken again.
+func TestWebTransportPastItsCapacityIsRefusedWith503AndRetryAfter(t *testing.T) {
+	src := newFakeSource()
+	src.add(t, "full").object(t, true, 10)
+	n, logs := startWTEdge(t, Config{Source: src, MaxViewers: 100, WTMaxViewers: 2})
+	hashes := certHashes(t, n).Hashes
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := watchWT(ctx, n, hashes, "full", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := watchWT(ctx, n, hashes, "full", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	for range 3 {
+		_, rsp, err := dialWT(ctx, n, hashes, "full", nil)
+		if err == nil || rsp == nil || rsp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("third WebTransport session: %v %v, want 503", rsp, err)
+		}
+		if s, err := strconv.Atoi(rsp.Header.Get("Retry-After")); err != nil || s < 1 || s > 3 {
+			t.Fatalf("Retry-After %q, want 1-3 seconds", rsp.Header.Get("Retry-After"))
+		}
+	}
+	if len(logs.Lines("viewer refused", "WebTransport is full on this edge (2 sessions)")) != 3 {
+		t.Fatalf("want a log line naming the limit per refusal:\n%s", strings.Join(logs.Lines("viewer refused"), "\n"))
+	}
+	if got := testenv.Metric(t, n.Registry(), "quiccast_edge_viewer_disconnects_total", "code", "4503"); got != 3 {
+		t.Fatalf("4503 refusals counted %v, want 3", got)
+	}
+	// WebSocket, the player's fallback, is not bound by it.
+	c, err := viewer.Dial(ctx, wsURL(n, "full"), "")
+	if err != nil {
+		t.Fatalf("WebSocket while WebTransport is full: %v", err)
+	}
+	c.Close()
+	// A session that leaves gives its slot back.
+	a.close()
+	testenv.WaitFor(t, 10*time.Second, "a freed WebTransport slot", func() bool {
+		v, err := watchWT(ctx, n, hashes, "full", "")
+		if err != nil {
+			return false
+		}
+		v.close()
+		return true
+	})
 }
