@@ -14,7 +14,8 @@ import (
 )
 
 // TestChromiumAsksForAFreshTokenWhenItExpires: the demo's edge takes JWT
-// play tokens that live 4 s. The player in Chromium, given one, plays;
+// play tokens that live 8 s (long enough for a busy machine to start
+// playing within one, or every fresh token would expire before it plays). The player in Chromium, given one, plays;
 // when the edge closes with 4401 it emits tokenexpired, the page fetches a
 // fresh token from ?tokenurl= and the player plays on with it, over
 // WebSocket and over WebTransport.
@@ -22,7 +23,7 @@ func TestChromiumAsksForAFreshTokenWhenItExpires(t *testing.T) {
 	requireBrowser(t)
 	secret := strings.Repeat("k", 32)
 	mint := func() string {
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(4 * time.Second).Unix(),
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(8 * time.Second).Unix(),
 			"quiccast_permissions": []map[string]string{{"action": "play", "path": "demo"}}}).SignedString([]byte(secret))
 		if err != nil {
 			t.Error(err)

@@ -119,21 +119,34 @@ func TestJWTWebTransportViewerIsClosedWhenItsTokenExpires(t *testing.T) {
 	if _, rsp, err := dialWT(ctx, n, hashes, "live/b?token="+mint(t, "play", "live/a", time.Now().Add(time.Hour)), nil); err == nil || rsp == nil || rsp.StatusCode != http.StatusForbidden {
 		t.Fatalf("a play-A token for B over WebTransport: %v %v, want 403", rsp, err)
 	}
+	closedExpired := func(sess *webtransport.Session, what string) {
+		t.Helper()
+		select {
+		case <-sess.Context().Done():
+		case <-ctx.Done():
+			t.Fatalf("%s: the session outlived its token", what)
+		}
+		_, err := sess.OpenStream()
+		var se *webtransport.SessionError
+		if !errors.As(err, &se) || wire.Code(se.ErrorCode) != wire.CodeTokenExpired || !strings.Contains(se.Message, "token expired") {
+			t.Fatalf("%s: session closed with %v, want 4401 token expired", what, err)
+		}
+	}
 	v, err := watchWT(ctx, n, hashes, "live/a", mint(t, "play", "live/a", time.Now().Add(4*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.close()
-	select {
-	case <-v.sess.Context().Done():
-	case <-ctx.Done():
-		t.Fatal("the session outlived its token")
+	closedExpired(v.sess, "a token that expires while watching")
+	// A token that had expired before the session: a browser sees no HTTP
+	// status of a refused WebTransport request, so the session is opened
+	// and closed with 4401, which the player turns into tokenexpired (a
+	// 401 left it retrying with the stale token).
+	sess, _, err := dialWT(ctx, n, hashes, "live/a?token="+mint(t, "play", "live/a", time.Now().Add(-time.Minute)), nil)
+	if err != nil {
+		t.Fatalf("an expired token: %v, want a session closed with 4401", err)
 	}
-	_, err = v.sess.OpenStream()
-	var se *webtransport.SessionError
-	if !errors.As(err, &se) || wire.Code(se.ErrorCode) != wire.CodeTokenExpired || !strings.Contains(se.Message, "token expired") {
-		t.Fatalf("session closed with %v, want 4401 token expired", err)
-	}
+	closedExpired(sess, "a token expired before the session")
 }
 
 // TestWebhookAddressRulesAndRateLimitsForViewers: on_play over the

@@ -258,6 +258,22 @@ func (n *Node) refuseHTTP(w http.ResponseWriter, r *http.Request, name string, e
 	http.Error(w, wire.Reason(err), status)
 }
 
+// closeExpired answers a session whose token has expired (its signature
+// held: the page holds a token it can renew) with an upgrade closed at once
+// with 4401: a browser sees no HTTP status of a refused WebTransport
+// request, only a session's close code, and without it the player would
+// retry with the stale token instead of asking the page for a fresh one.
+func (n *Node) closeExpired(w http.ResponseWriter, r *http.Request, name string, err error) {
+	n.log.Info("viewer refused", "transport", "wt", "broadcast", name, "remote", r.RemoteAddr, "err", err)
+	n.metrics.disconnect(err)
+	sess, uerr := n.wt.Upgrade(w, r)
+	if uerr != nil {
+		http.Error(w, wire.Reason(err), httpStatus(err))
+		return
+	}
+	sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeTokenExpired), wire.Reason(err))
+}
+
 // takeWTSlot reserves one of -wt-max-viewers WebTransport sessions; false
 // when none is left. releaseWTSlot gives it back.
 func (n *Node) takeWTSlot() bool {
@@ -294,6 +310,10 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 	token := auth.TokenFromRequest(r)
 	req := auth.Request{Action: auth.Play, Broadcast: name, Token: token, Remote: r.RemoteAddr, App: "wt", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
 	g, err := n.admit(r.Context(), req)
+	if wire.CodeOf(err) == wire.CodeTokenExpired {
+		n.closeExpired(w, r, name, err)
+		return
+	}
 	if err != nil {
 		n.refuseHTTP(w, r, name, err)
 		return

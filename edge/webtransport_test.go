@@ -106,7 +106,11 @@ func watchWT(ctx context.Context, n *Node, hashes []string, name, token string) 
 		return nil, err
 	}
 	v := &wtViewer{sess: sess, mirror: media.New(name, media.Limits{})}
-	v.c, err = relay.NewClient(ctx, relay.WebTransport(sess), relay.ClientConfig{Node: "test-viewer", Logger: viewerLogs.Logger()})
+	// Tests pause their publishers while they wait for every viewer (30 s
+	// at most on a busy machine): a group stream idle that long is the
+	// test's doing, not a stalled edge, so it is not abandoned after the
+	// default 10 s.
+	v.c, err = relay.NewClient(ctx, relay.WebTransport(sess), relay.ClientConfig{Node: "test-viewer", Logger: viewerLogs.Logger(), GroupIdle: 2 * time.Minute})
 	if err != nil {
 		sess.CloseWithError(0, "")
 		return nil, err
@@ -164,7 +168,10 @@ func TestTwoHundredWebTransportViewersGetByteExactGroups(t *testing.T) {
 	src := newFakeSource()
 	f := src.add(t, "live/wt")
 	f.object(t, true, size) // group 0 begins: every viewer starts there
-	n, _ := startWTEdge(t, Config{Source: src})
+	// A viewer whose stream accepts nothing for -write-timeout is reset: on
+	// a busy machine 200 sessions with the race detector can starve that
+	// long, which is not what this test is about.
+	n, _ := startWTEdge(t, Config{Source: src, WriteTimeout: time.Minute})
 	hashes := certHashes(t, n).Hashes
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -234,11 +241,10 @@ func TestTwoHundredWebTransportViewersGetByteExactGroups(t *testing.T) {
 	f.b.Finish(0, f.group, time.Now().UnixNano())
 	waitAll(groups - 2)
 	waitAll(groups - 1)
+	// Each group was compared byte for byte by waitAll as it completed (the
+	// source may have let the oldest go by now, on a slow machine).
 	if err := func() error {
 		for i, v := range vs {
-			if err := sameGroups(f.b, v.mirror, 0, groups); err != nil {
-				return fmt.Errorf("viewer %d: %w", i, err)
-			}
 			if c := v.sub.Cut.Load(); c != 0 {
 				return fmt.Errorf("viewer %d: %d groups cut", i, c)
 			}
