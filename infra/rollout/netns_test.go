@@ -318,8 +318,11 @@ func TestNetnsClusterDeployUpgradeRollback(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("deploy of a broken build, rolled back: %v", took.Round(100*time.Millisecond))
 	// The unit exits at once: the rollback does not wait out the 20 s
-	// ReadyTimeout.
-	if err == nil || !strings.Contains(err.Error(), "exited (systemctl is-active: inactive)") || took > 15*time.Second {
+	// ReadyTimeout; the readiness poll sees the exit ("exited … before
+	// answering"; a timeout says "did not answer … within"). The time it took is
+	// logged, not asserted: on a busy machine the SSH round trips alone
+	// can take seconds.
+	if err == nil || !strings.Contains(err.Error(), "exited (systemctl is-active: inactive) before answering") {
 		t.Errorf("broken build: %v after %v, want the exit seen before the ready timeout", err, took)
 	}
 	var re *rollout.Error
