@@ -35,11 +35,11 @@ type rtmpConn struct {
 	mrw *message.ReadWriter
 }
 
-func (c *rtmpConn) BytesReceived() uint64             { return c.bc.Reader.Count() }
-func (c *rtmpConn) BytesSent() uint64                 { return c.bc.Writer.Count() }
-func (c *rtmpConn) Read() (message.Message, error)    { return c.mrw.Read() }
-func (c *rtmpConn) Write(msg message.Message) error   { return c.mrw.Write(msg) }
-func (c *rtmpConn) close()                            { c.nc.Close() }
+func (c *rtmpConn) BytesReceived() uint64            { return c.bc.Reader.Count() }
+func (c *rtmpConn) BytesSent() uint64                { return c.bc.Writer.Count() }
+func (c *rtmpConn) Read() (message.Message, error)   { return c.mrw.Read() }
+func (c *rtmpConn) Write(msg message.Message) error  { return c.mrw.Write(msg) }
+func (c *rtmpConn) close()                           { c.nc.Close() }
 func (c *rtmpConn) setWriteDeadline(d time.Duration) { c.nc.SetWriteDeadline(time.Now().Add(d)) }
 
 // refusal is the server saying no, with its words.
