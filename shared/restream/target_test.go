@@ -12,7 +12,7 @@ import (
 func TestTargetHidesTheKey(t *testing.T) {
 	for _, ca := range []struct {
 		raw, redacted, app, key string
-		secrets             []string
+		secrets                 []string
 	}{
 		{"rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl-mnop", "rtmp://a.rtmp.youtube.com/live2/REDACTED", "/live2", "abcd-efgh-ijkl-mnop", []string{"abcd-efgh-ijkl-mnop"}},
 		{"rtmps://live-api-s.facebook.com:443/rtmp/FB-123?s_bl=1&a=SeCrEt99", "rtmps://live-api-s.facebook.com:443/rtmp/REDACTED", "/rtmp", "FB-123?s_bl=1&a=SeCrEt99", []string{"FB-123", "SeCrEt99"}},
@@ -83,7 +83,9 @@ func TestRulesTakeKeysFromTheEnvironmentAndFiles(t *testing.T) {
 }
 
 func TestAMFStatusFindsTheRefusal(t *testing.T) {
-	amf := func(k, v string) string { return "\x00" + string(rune(len(k))) + k + "\x02\x00" + string(rune(len(v))) + v }
+	amf := func(k, v string) string {
+		return "\x00" + string(rune(len(k))) + k + "\x02\x00" + string(rune(len(v))) + v
+	}
 	ok := amf("level", "status") + amf("code", "NetStream.Publish.Start") + amf("description", "go")
 	bad := amf("level", "error") + amf("code", "NetStream.Publish.BadName") + amf("description", "quiccast 4001: no")
 	if s := amfStatus([]byte("xx" + ok)); s != "" {
