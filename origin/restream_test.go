@@ -63,3 +63,44 @@ func TestRestreamPushesToAnotherOriginAndFollowsEvents(t *testing.T) {
 		}
 	}
 }
+
+// Over RTMPS the target's certificate is checked: with -restream-ca the
+// push goes live; without it the target is refused (a certificate does
+// not fix itself), with the verification error.
+func TestRestreamOverRTMPSChecksTheCertificate(t *testing.T) {
+	cert, key := writeTestCert(t, t.TempDir())
+	b, _ := startRTMPOrigin(t, Config{RTMPCert: cert, RTMPKey: key})
+	url := fmt.Sprintf("rtmps://%s/live/secure", b.RTMPAddr())
+	for _, ca := range []struct {
+		name, caFile, state, err string
+	}{
+		{"with the CA", cert, restream.StateLive, ""},
+		{"without it", "", restream.StateRefused, "certificate signed by unknown authority"},
+	} {
+		t.Run(ca.name, func(t *testing.T) {
+			a, _ := startOrigin(t, Config{Restream: restream.Config{CAFile: ca.caFile}})
+			name := "cams/" + strings.ReplaceAll(ca.name, " ", "-")
+			startControl(t, a, name)
+			testenv.WaitFor(t, 5*time.Second, "the broadcast", func() bool { _, ok := a.Lookup(name); return ok })
+			st, err := a.Restreamer().Add(name, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, 20*time.Second, "state "+ca.state, func() bool {
+				for _, s := range a.Restreamer().List() {
+					if s.ID == st.ID {
+						st = s
+					}
+				}
+				return st.State == ca.state
+			})
+			if !strings.Contains(st.LastError, ca.err) {
+				t.Errorf("last error %q, want %q", st.LastError, ca.err)
+			}
+		})
+	}
+	bc, ok := b.Lookup("secure")
+	if !ok || len(bc.Groups(0)) == 0 {
+		t.Error("nothing reached B over RTMPS")
+	}
+}

@@ -151,6 +151,12 @@ func dial(ctx context.Context, t *Target, tlsConf *tls.Config, tr *tracks, timeo
 		tc := tls.Client(nc, conf)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			nc.Close()
+			var cv *tls.CertificateVerificationError
+			if errors.As(err, &cv) {
+				// Not a network failure: the target stays wrong until
+				// the configuration changes (-restream-ca).
+				return nil, classify(errRefused, "TLS: %v", err)
+			}
 			return nil, classify(errNetwork, "TLS: %v", err)
 		}
 		nc = tc
