@@ -113,6 +113,7 @@ type session struct {
 	rebase  bool
 	offset  time.Duration
 	last    time.Duration
+	raw     []chunkSample
 	samples []sample
 }
 
@@ -235,33 +236,29 @@ type sample struct {
 
 // chunk writes one CMAF chunk's samples, in decode order.
 func (s *session) chunk(payload []byte) error {
-	var parts fmp4.Parts
-	if err := parts.Unmarshal(payload); err != nil {
+	var err error
+	s.raw, err = chunkSamples(s.raw[:0], payload)
+	if err != nil {
 		return classify(errMedia, "chunk: %v", err)
 	}
 	s.samples = s.samples[:0]
-	for _, p := range parts {
-		for _, pt := range p.Tracks {
-			var ts uint32
-			video := false
-			switch pt.ID {
-			case s.tr.videoID:
-				ts, video = s.tr.videoTS, true
-			case s.tr.audioID:
-				ts = s.tr.audioTS
-			default:
-				continue
-			}
-			dts := pt.BaseTime
-			for _, sm := range pt.Samples {
-				d := toDuration(dts, ts)
-				s.samples = append(s.samples, sample{
-					dts: d, pts: d + toDurationSigned(int64(sm.PTSOffset), ts),
-					video: video, key: !sm.IsNonSyncSample, data: sm.Payload,
-				})
-				dts += uint64(sm.Duration)
-			}
+	for _, cs := range s.raw {
+		var ts uint32
+		video := false
+		switch cs.track {
+		case uint32(s.tr.videoID):
+			ts, video = s.tr.videoTS, true
+		case uint32(s.tr.audioID):
+			ts = s.tr.audioTS
+		default:
+			continue
 		}
+		d := toDuration(cs.dts, ts)
+		key := cs.sync
+		if video && s.tr.h264 {
+			key = h264IDR(cs.data)
+		}
+		s.samples = append(s.samples, sample{dts: d, pts: d + toDurationSigned(cs.ptsOff, ts), video: video, key: key, data: cs.data})
 	}
 	if len(s.samples) == 0 {
 		return nil
@@ -305,6 +302,22 @@ func (s *session) chunk(payload []byte) error {
 		s.last = max(s.last, dts)
 	}
 	return nil
+}
+
+// h264IDR reports whether an AVCC access unit (4-byte lengths) holds an
+// IDR slice: RTMP's keyframe flag, whatever the CMAF sample flags say.
+func h264IDR(au []byte) bool {
+	for len(au) > 4 {
+		n := int(binary.BigEndian.Uint32(au))
+		if n <= 0 || n > len(au)-4 {
+			return false
+		}
+		if au[4]&0x1f == 5 {
+			return true
+		}
+		au = au[4+n:]
+	}
+	return false
 }
 
 // toDuration converts v units of 1/ts s without overflowing.
