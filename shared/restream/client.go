@@ -31,8 +31,41 @@ const maxSkipped = 64
 // from a broken connection. It is a gortmplib.Conn for gortmplib.Writer.
 type rtmpConn struct {
 	nc  net.Conn
+	bw  *batchWriter
 	bc  *bytecounter.ReadWriter
 	mrw *message.ReadWriter
+}
+
+// batchWriter passes writes to the connection, or, between batch and
+// flush, gathers them: the messages of one chunk (a video frame and its
+// audio) go out in one write.
+type batchWriter struct {
+	nc       net.Conn
+	buf      []byte
+	batching bool
+}
+
+func (w *batchWriter) Write(p []byte) (int, error) {
+	if !w.batching {
+		return w.nc.Write(p)
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *batchWriter) batch() { w.batching = true }
+
+// flush writes what was gathered and ends the batch. A buffer grown past
+// 1 MiB (a large keyframe) is let go.
+func (w *batchWriter) flush() error {
+	w.batching = false
+	_, err := w.nc.Write(w.buf)
+	if cap(w.buf) > 1<<20 {
+		w.buf = nil
+	} else {
+		w.buf = w.buf[:0]
+	}
+	return err
 }
 
 func (c *rtmpConn) BytesReceived() uint64            { return c.bc.Reader.Count() }
@@ -54,7 +87,11 @@ func (r *refusal) Error() string {
 func publish(nc net.Conn, t *Target, timeout time.Duration) (*rtmpConn, error) {
 	nc.SetDeadline(time.Now().Add(timeout))
 	defer nc.SetDeadline(time.Time{})
-	c := &rtmpConn{nc: nc, bc: bytecounter.NewReadWriter(nc)}
+	c := &rtmpConn{nc: nc, bw: &batchWriter{nc: nc}}
+	c.bc = bytecounter.NewReadWriter(struct {
+		io.Reader
+		io.Writer
+	}{nc, c.bw})
 	if _, _, err := handshake.DoClient(c.bc, false, false); err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}

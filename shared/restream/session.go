@@ -273,6 +273,7 @@ func (s *session) chunk(payload []byte) error {
 	}
 	s.rebase = false
 	s.c.setWriteDeadline(s.timeout)
+	s.c.bw.batch()
 	for _, sm := range s.samples {
 		dts, pts := sm.dts+s.offset, sm.pts+s.offset
 		if dts < 0 {
@@ -300,6 +301,9 @@ func (s *session) chunk(payload []byte) error {
 			return classify(errNetwork, "write: %v", err)
 		}
 		s.last = max(s.last, dts)
+	}
+	if err := s.c.bw.flush(); err != nil {
+		return classify(errNetwork, "write: %v", err)
 	}
 	return nil
 }
