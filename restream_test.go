@@ -123,8 +123,10 @@ func assertKeysHidden(t *testing.T, nodes []*proc, secrets ...string) {
 // TestRestreamToASecondOriginSurvivesItsRestart: origin A pushes cam/a,
 // by a -restream rule whose key comes from the environment, to origin B's
 // RTMP ingest as "mirror" (B wants the key); a viewer of mirror on an edge
-// gets frames. B is killed: the target goes reconnecting; B comes back on
-// the same address: the target goes live again and a viewer gets frames.
+// gets frames. A second target asked for on the edge reaches A through
+// the registry and is removed the same way. B is killed: the target goes
+// reconnecting; B comes back on the same address: the target goes live
+// again and a viewer gets frames.
 // No log line, API answer or metric of any node holds the key.
 func TestRestreamToASecondOriginSurvivesItsRestart(t *testing.T) {
 	testenv.RequireTool(t, "ffmpeg")
@@ -155,6 +157,24 @@ func TestRestreamToASecondOriginSurvivesItsRestart(t *testing.T) {
 	viewerURL := "ws://" + e.field("addr") + "/ws/mirror"
 	w1 := startWatcher(ctx, &wg, "mirror", viewerURL)
 	testenv.WaitFor(t, 30*time.Second, "3 keyframes of mirror on the edge", func() bool { return w1.keyframes() >= 3 })
+
+	// Asked on the edge, which holds nothing: the request travels to A as
+	// a registry event (202 with A's id and the target's), and back out.
+	var act struct{ Action, Broadcast, Node, ID string }
+	if code := apiCall(t, e, "POST", "/restreams/{name}", "cam/a", `{"url":"rtmp://`+bRTMP+`/live/mirror2?key=`+key+`"}`, &act); code != 202 || act.Node != "origin-a" || act.ID == "" {
+		t.Fatalf("POST on the edge: %d %+v", code, act)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the second target live on A", func() bool {
+		s, ok := restreamOf(t, a, "cam/a", act.ID)
+		return ok && s.State == restream.StateLive && s.Source == "api"
+	})
+	if code := apiCall(t, e, "DELETE", "/restreams/{name}", "cam/a?id="+act.ID, "", &act); code != 202 || act.Action != "restream-stop" {
+		t.Fatalf("DELETE on the edge: %d %+v", code, act)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the second target stopped on A", func() bool {
+		s, _ := restreamOf(t, a, "cam/a", act.ID)
+		return s.State == restream.StateStopped && !s.Active
+	})
 
 	b.cmd.Process.Kill()
 	b.cmd.Wait()
