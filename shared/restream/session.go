@@ -177,7 +177,7 @@ func dial(ctx context.Context, t *Target, tlsConf *tls.Config, tr *tracks, timeo
 			return nil, classify(errNetwork, "no answer within %s: %v", timeout, err)
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
 			return nil, classify(errRefused, "the server closed the connection before accepting the publish (%v)", err)
 		}
 		return nil, classify(errRefused, "%v", err)
