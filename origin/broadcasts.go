@@ -121,6 +121,7 @@ func (n *Node) publish(ctx context.Context, name, remote string) (*Session, erro
 		}
 		n.log.Info("broadcast started", "broadcast", name, "remote", remote, "epoch", e.epoch+1, "first_group", e.nextGroup)
 		n.rec.Live(e.b)
+		n.restream.Live(e.b)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -26,7 +26,7 @@ func (c *cluster) barred(ctx context.Context, name string) error {
 	return wire.Errorf(wire.CodeBarred, "broadcast %q is barred by an operator for another %s", name, left.Round(time.Second))
 }
 
-// follow carries out the drop and record events of broadcasts this origin
+// follow carries out the drop, record and restream events of broadcasts this origin
 // holds.
 func (c *cluster) follow(ctx context.Context) {
 	err := c.reg.Follow(ctx, func(ev registry.Event) {
@@ -35,6 +35,8 @@ func (c *cluster) follow(ctx context.Context) {
 			c.n.dropPublisher(ev.Broadcast, ev.Bar, ev.Node)
 		case registry.EventRecord, registry.EventRecordStop:
 			c.n.recordEvent(ev)
+		case registry.EventRestream, registry.EventRestreamStop:
+			c.n.restreamEvent(ev)
 		}
 	})
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, registry.ErrClosed) {

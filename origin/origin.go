@@ -26,6 +26,7 @@ import (
 	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/restream"
 	"github.com/quiccast/quiccast/shared/serve"
 )
 
@@ -103,6 +104,9 @@ type Config struct {
 
 	// Record configures recording (shared/record); off without a Dir.
 	Record record.Config
+	// Restream configures pushing broadcasts to RTMP(S) servers
+	// (shared/restream).
+	Restream restream.Config
 
 	Logger *slog.Logger
 }
@@ -118,6 +122,7 @@ func (c *Config) Flags(s *config.Set) {
 	c.Peer.Flags(s)
 	c.Admin.Flags(s)
 	c.Record.Flags(s)
+	c.Restream.Flags(s)
 	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.Int(&c.MaxMessage, "max-message", 1<<20, "largest WebSocket message a publisher may send, bytes")
 	s.Int64(&c.MaxRate, "max-rate", 6_250_000, "most bytes per second one publisher may send (6.25 MB/s = 50 Mbit/s)")
@@ -187,17 +192,18 @@ func (c *Config) withDefaults() {
 
 // Node is a running origin.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	budget  *budget.Budget
-	ln      net.Listener
-	srv     *http.Server
-	reg     *prometheus.Registry
-	metrics *originMetrics
-	cluster *cluster
-	rtmp    *rtmpServer // nil when RTMP is off
-	admin   *admin.Surface
-	rec     *record.Recorder // nil when recording is off
+	cfg      Config
+	log      *slog.Logger
+	budget   *budget.Budget
+	ln       net.Listener
+	srv      *http.Server
+	reg      *prometheus.Registry
+	metrics  *originMetrics
+	cluster  *cluster
+	rtmp     *rtmpServer // nil when RTMP is off
+	admin    *admin.Surface
+	rec      *record.Recorder // nil when recording is off
+	restream *restream.Manager
 	// authCtx bounds the authorisers' background work (JWKS refresh).
 	authCtx    context.Context
 	authCancel context.CancelFunc
@@ -257,6 +263,13 @@ func New(cfg Config) (*Node, error) {
 		n.cluster.close()
 		return nil, err
 	}
+	if err := n.startRestream(); err != nil {
+		ln.Close()
+		n.admin.Close()
+		n.cluster.close()
+		n.rtmp.close()
+		return nil, fmt.Errorf("origin: %w", err)
+	}
 	mux := http.NewServeMux()
 	if err := n.startRecording(mux); err != nil {
 		ln.Close()
@@ -273,6 +286,7 @@ func New(cfg Config) (*Node, error) {
 	if n.rec != nil {
 		ctl.SetRecorder(n.rec)
 	}
+	ctl.SetRestreamer(n.restream)
 	ctl.Routes(n.admin)
 	ctl.Pages(n.admin)
 	n.admin.Handle("GET /metrics", metrics.Handler(n.reg))
@@ -336,6 +350,7 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.rtmp.close()
 	n.rec.Close() // the broadcasts ended: each recording's last segment is written
+	n.restream.Close()
 	n.cluster.drain(held)
 	err := serve.Shutdown(n.srv, 2*time.Second) // hijacked WebSockets are not waited for
 	n.admin.Close()

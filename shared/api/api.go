@@ -51,6 +51,7 @@ type API struct {
 	reg *registry.Registry
 	log *slog.Logger
 	rec Recorder // nil: requests go to the holder through the registry
+	rs  Restreamer
 }
 
 // New returns the API on reg.
@@ -69,6 +70,7 @@ func (a *API) Routes(m Mux) {
 	m.HandleFunc("POST "+Prefix+"/drop/{name...}", a.drop)
 	m.HandleFunc("POST "+Prefix+"/kick/{name...}", a.kick)
 	a.recordingRoutes(m)
+	a.restreamRoutes(m)
 	m.HandleFunc("GET "+Prefix+"/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(OpenAPI)
@@ -120,6 +122,8 @@ type Action struct {
 	Broadcast string  `json:"broadcast"`
 	Bar       float64 `json:"barSeconds"`
 	Node      string  `json:"node"` // where the publisher is (drop)
+	// ID is the restream target's id (restream, restream-stop).
+	ID string `json:"id,omitempty"`
 }
 
 // DropRequest is the optional body of a drop.

@@ -71,7 +71,7 @@ func (a *API) startRecording(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.sendToHolder(w, r, name, registry.EventRecord, "record", "no live broadcast %q on this node")
+	a.sendToHolder(w, r, registry.Event{Type: registry.EventRecord, Broadcast: name}, "record", "no live broadcast %q on this node", a.rec != nil, "")
 }
 
 func (a *API) stopRecording(w http.ResponseWriter, r *http.Request) {
@@ -84,13 +84,16 @@ func (a *API) stopRecording(w http.ResponseWriter, r *http.Request) {
 		a.writeRecording(w, http.StatusOK, name, nil)
 		return
 	}
-	a.sendToHolder(w, r, name, registry.EventRecordStop, "record-stop", "not recording %q")
+	a.sendToHolder(w, r, registry.Event{Type: registry.EventRecordStop, Broadcast: name}, "record-stop", "not recording %q", a.rec != nil, "")
 }
 
-// sendToHolder carries a request about name's recording to the origin
-// that holds the broadcast. When this node is the holder its recorder has
-// already said no: notHere (a format with the name) is the answer.
-func (a *API) sendToHolder(w http.ResponseWriter, r *http.Request, name, event, action, notHere string) {
+// sendToHolder carries a request about a broadcast's recording or
+// restreams (ev) to the origin that holds the broadcast. When this node is
+// the holder and asked its own recorder or restreamer (local), that
+// already said no: notHere (a format with the name) is the answer. id is
+// the restream target's id for the answer.
+func (a *API) sendToHolder(w http.ResponseWriter, r *http.Request, ev registry.Event, action, notHere string, local bool, id string) {
+	name := ev.Broadcast
 	if a.reg == nil {
 		a.fail(w, http.StatusNotFound, fmt.Sprintf("no live broadcast %q on this node", name), nil)
 		return
@@ -104,16 +107,16 @@ func (a *API) sendToHolder(w http.ResponseWriter, r *http.Request, name, event, 
 		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
 		return
 	}
-	if a.rec != nil && b.Origin == a.reg.NodeID() {
+	if local && b.Origin == a.reg.NodeID() {
 		a.fail(w, http.StatusNotFound, fmt.Sprintf(notHere, name), nil)
 		return
 	}
-	if err := a.reg.PublishEvent(r.Context(), registry.Event{Type: event, Broadcast: name}); err != nil {
+	if err := a.reg.PublishEvent(r.Context(), ev); err != nil {
 		a.fail(w, http.StatusServiceUnavailable, "registry unavailable", err)
 		return
 	}
 	a.log.Info(action+" requested", "broadcast", name, "holder", b.Origin, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusAccepted, Action{Action: action, Broadcast: name, Node: b.Origin})
+	writeJSON(w, http.StatusAccepted, Action{Action: action, Broadcast: name, Node: b.Origin, ID: id})
 }
 
 // writeRecording answers with name's recording status on this node.

@@ -26,6 +26,12 @@ const (
 	// or stop recording it.
 	EventRecord     = "record"
 	EventRecordStop = "record-stop"
+	// EventRestream and EventRestreamStop ask the holder of Broadcast to
+	// push it to Target (an RTMP URL, stream key and all: qc:events is
+	// as private as the rest of Redis) or to stop pushing it to Target
+	// (a target id).
+	EventRestream     = "restream"
+	EventRestreamStop = "restream-stop"
 	// EventResync is synthetic, never stored: Follow emits it when Redis
 	// answers again after an error, and the events of the outage may be
 	// lost, so the follower re-checks the keys it depends on.
@@ -54,6 +60,9 @@ type Event struct {
 	Time time.Time
 	// Bar is how long the name is barred from publishing (drop).
 	Bar time.Duration
+	// Target is a restream target: its URL (restream) or id
+	// (restream-stop). Never log it.
+	Target string
 }
 
 // PublishEvent adds ev to qc:events (XADD MAXLEN ~ EventsMax); an empty
@@ -83,6 +92,7 @@ func (r *Registry) PublishEvent(ctx context.Context, ev Event) error {
 				"type", ev.Type, "broadcast", ev.Broadcast, "node", ev.Node,
 				"relay", ev.Relay, "epoch", ev.Epoch, "time", ev.Time.UnixMilli(),
 				"incarnation", ev.Incarnation, "bar", ev.Bar.Milliseconds(),
+				"target", ev.Target,
 			},
 		}).Err()
 	})
@@ -222,6 +232,7 @@ func parseEvent(m redis.XMessage) Event {
 		Epoch:       parseUint(s("epoch")),
 		Time:        fromUnixMs(s("time")),
 		Bar:         time.Duration(parseUint(s("bar"))) * time.Millisecond,
+		Target:      s("target"),
 	}
 }
 
