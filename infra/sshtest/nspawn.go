@@ -338,10 +338,6 @@ LogLevel ERROR
 			return nil, err
 		}
 	}
-	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o",
-		fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", tree, up, filepath.Join(s.Dir, "work")), root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("overlay on %s: %v: %s", tree, err, out)
-	}
 	roots, err := cgroupRoots()
 	if err != nil {
 		return nil, err
@@ -371,27 +367,22 @@ exec "$@"`
 	}
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The root: an overlay of the host's own over the tree.
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o",
+		fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", tree, up, filepath.Join(s.Dir, "work")), root).CombinedOutput(); err != nil {
+		console.Close()
+		return nil, fmt.Errorf("overlay on %s: %v: %s", tree, err, out)
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		console.Close()
+		exec.Command("umount", "-l", root).Run()
 		return nil, fmt.Errorf("systemd-nspawn: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	halt := func() {
-		cmd.Process.Signal(syscall.SIGTERM) // nspawn halts the container
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		console.Close()
-		exec.Command("umount", "-l", root).Run()
-		for _, cg := range cgs {
-			removeCgroup(cg)
-		}
-	}
+	var haltOnce sync.Once
+	halt := func() { haltOnce.Do(func() { haltContainer(cmd, exited, console, root, cgs) }) }
 	bootMu.Lock()
 	t.Cleanup(halt)
 	bootMu.Unlock()
@@ -405,17 +396,36 @@ exec "$@"`
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(console.Name())
+			halt()
 			return nil, fmt.Errorf("systemd-nspawn exited before sshd listened on %s: %s", s.Addr, tail(string(b), 25))
 		default:
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(console.Name())
+			halt() // before anything else uses the namespace's port 22
 			return nil, fmt.Errorf("sshd in the container did not listen on %s within 90s: %s", s.Addr, tail(string(b), 25))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	s.booted = time.Since(start)
 	return s, nil
+}
+
+// haltContainer stops a container (SIGTERM: nspawn halts it; SIGKILL
+// after 20 s) and removes its overlay mount and cgroups.
+func haltContainer(cmd *exec.Cmd, exited chan struct{}, console *os.File, root string, cgs []string) {
+	cmd.Process.Signal(syscall.SIGTERM) // nspawn halts the container
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	console.Close()
+	exec.Command("umount", "-l", root).Run()
+	for _, cg := range cgs {
+		removeCgroup(cg)
+	}
 }
 
 // removeCgroup removes cgroup dir and the ones under it, deepest first.
