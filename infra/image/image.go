@@ -5,7 +5,7 @@
 // config that runs quiccast as that user. It is the Dockerfile's image
 // without its base: this machine reaches no container registry, so the
 // distroless base cannot be pulled (see infra/README.md). Load it with
-// `skopeo copy oci:DIR:TAG docker-daemon:quiccast:TAG`, `podman load`,
+// `skopeo copy oci:DIR:TAG docker-daemon:quiccast:TAG`, `podman pull oci:DIR:TAG`,
 // or push it with `skopeo copy oci:DIR:TAG docker://REGISTRY/quiccast:TAG`.
 package image
 

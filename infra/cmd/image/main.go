@@ -42,8 +42,8 @@ func main() {
 		}
 		fmt.Printf("%s linux/%s %s\n", s.Version, arch, d.Digest)
 	}
-	fmt.Printf("OCI image layout in %s. Load: skopeo copy oci:%s:%s docker-daemon:quiccast:%s (or podman load); push: skopeo copy oci:%s:%s docker://REGISTRY/quiccast:%s\n",
-		*out, *out, s.Version, s.Version, *out, s.Version, s.Version)
+	fmt.Printf("OCI image layout in %s. Load: skopeo copy oci:%s:%s docker-daemon:quiccast:%s (or podman pull oci:%s:%s); push: skopeo copy oci:%s:%s docker://REGISTRY/quiccast:%s\n",
+		*out, *out, s.Version, s.Version, *out, s.Version, *out, s.Version, s.Version)
 }
 
 func fail(err error) {
