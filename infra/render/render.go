@@ -246,3 +246,26 @@ func UnitFile(inv *inventory.Inventory, role string) (string, error) {
 	}{role, NoFile(inv.Cluster.MaxViewers)})
 	return b.String(), err
 }
+
+// MaxExposure bounds systemd-analyze security's exposure score of the
+// units (0 is the most locked down, 10 the least; systemd calls under
+// 2.0 "OK"). The units score 1.9: what is left is what a network server
+// needs (Internet sockets, the host's network, CAP_NET_BIND_SERVICE).
+const MaxExposure = 2.0
+
+// Exposure finds "Overall exposure level for x.service: 1.9 OK" in
+// systemd-analyze security's output.
+func Exposure(out string) (float64, bool) {
+	for _, l := range strings.Split(out, "\n") {
+		_, rest, ok := strings.Cut(l, "Overall exposure level for ")
+		if !ok {
+			continue
+		}
+		_, rest, ok = strings.Cut(rest, ": ")
+		if f := strings.Fields(rest); ok && len(f) > 0 {
+			v, err := strconv.ParseFloat(f[0], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}

@@ -131,3 +131,29 @@ func TestEnvFilesHoldSecretsAndAreMode0600(t *testing.T) {
 		t.Errorf("redis conf:\n%s", r)
 	}
 }
+
+// systemd's own assessment of the sandboxing (systemd-analyze security
+// --offline=true reads the unit files; systemd 252 needs no running
+// systemd for it) stays under MaxExposure.
+func TestUnitsExposureScoreIsBounded(t *testing.T) {
+	sa := testenv.RequireTool(t, "systemd-analyze")
+	inv := example(t)
+	dir := t.TempDir()
+	for _, role := range []string{"origin", "edge"} {
+		u, _ := UnitFile(inv, role)
+		p := filepath.Join(dir, Unit(role))
+		os.WriteFile(p, []byte(u), 0o644)
+		out, err := exec.Command(sa, "security", "--offline=true", "--no-pager", p).CombinedOutput()
+		if err != nil {
+			t.Fatalf("systemd-analyze security --offline=true %s: %v\n%s", Unit(role), err, out)
+		}
+		score, ok := Exposure(string(out))
+		if !ok {
+			t.Fatalf("no overall exposure level in:\n%s", out)
+		}
+		t.Logf("%s: exposure %.1f (systemd-analyze security --offline=true)", Unit(role), score)
+		if score > MaxExposure {
+			t.Errorf("%s: exposure %.1f, want <= %.1f:\n%s", Unit(role), score, MaxExposure, out)
+		}
+	}
+}

@@ -484,12 +484,15 @@ func waitReady(ctx context.Context, o Options, t *target, role string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %s on %s did not answer %s within %v (last: %v)", ErrNotReady, role, t.h.Name, u, o.ReadyTimeout, last)
 		}
-		// A unit that has exited (failed, or inactive twice in a row:
-		// systemd shows a unit waiting to be restarted as activating)
-		// will not answer: no need to wait out the timeout.
-		if st, _ := t.conn.Run(ctx, "systemctl is-active "+render.Unit(role)+" || true", nil); isDown(st) {
+		// A unit that has exited (failed or inactive, or waiting to be
+		// restarted: systemd shows that as activating, sub-state
+		// auto-restart, and Restart=on-failure would retry a broken
+		// binary forever), twice in a row, will not answer: no need to
+		// wait out the timeout.
+		unit := render.Unit(role)
+		if st, _ := t.conn.Run(ctx, "systemctl is-active "+unit+" || true; systemctl show -p SubState --value "+unit+" 2>/dev/null || true", nil); isDown(st) {
 			if down++; down >= 2 {
-				return fmt.Errorf("%w: %s on %s exited (systemctl is-active: %s) before answering %s", ErrNotReady, role, t.h.Name, strings.TrimSpace(st), u)
+				return fmt.Errorf("%w: %s on %s exited (systemctl is-active: %s) before answering %s", ErrNotReady, role, t.h.Name, strings.Join(strings.Fields(st), ", "), u)
 			}
 		} else {
 			down = 0
@@ -502,11 +505,15 @@ func waitReady(ctx context.Context, o Options, t *target, role string) error {
 	}
 }
 
-// isDown is whether systemctl is-active printed a state of a unit that
-// is not running and not about to be.
+// isDown is whether systemctl is-active (and systemctl show -p
+// SubState, where systemctl has it) printed the state of a unit whose
+// process has exited: failed, inactive, or waiting to be restarted.
 func isDown(state string) bool {
-	st := strings.TrimSpace(state)
-	return st == "failed" || st == "inactive"
+	f := strings.Fields(state)
+	if len(f) == 0 {
+		return false
+	}
+	return f[0] == "failed" || f[0] == "inactive" || (f[0] == "activating" && len(f) > 1 && f[1] == "auto-restart")
 }
 
 func restartRedis(ctx context.Context, c *remote.Host, s inventory.Secrets, h *inventory.Host, restart bool, timeout time.Duration) error {

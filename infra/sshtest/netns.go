@@ -150,8 +150,9 @@ func removeStale(t testing.TB) {
 		}
 		return false
 	}, bridges...)
-	if len(stale)+len(bridges) > 0 {
-		t.Logf("sshtest: removed what an earlier run left: %v %v", stale, bridges)
+	containers := removeStaleContainers(dead)
+	if len(stale)+len(bridges)+len(containers) > 0 {
+		t.Logf("sshtest: removed what an earlier run left: %v %v %v", stale, bridges, containers)
 	}
 }
 

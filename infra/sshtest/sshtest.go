@@ -37,15 +37,21 @@ type Server struct {
 	HostKey ssh.PublicKey
 	// UserKey is the private key file authorized as root.
 	UserKey string
+	// Systemd is whether the host is a systemd-nspawn container with
+	// systemd as its PID 1 (Net.Hosts), rather than sshd with the
+	// stand-in systemctl.
+	Systemd bool
 	cmd     *exec.Cmd
+	root    string        // a container's root (its overlay)
+	booted  time.Duration // a container's boot, to sshd listening
 }
 
 // Upper returns the path under which a file the host wrote at path (in
-// /etc, /usr/local or /var) lands.
+// /etc, /usr/local or /var; anywhere in a container) lands.
 func (s *Server) Upper(path string) string { return filepath.Join(s.Dir, "upper", path) }
 
-// Systemd is the stand-in systemctl's directory (unit pid files and logs).
-func (s *Server) Systemd() string { return filepath.Join(s.Dir, "systemd") }
+// StandInDir is the stand-in systemctl's directory (unit pid files and logs).
+func (s *Server) StandInDir() string { return filepath.Join(s.Dir, "systemd") }
 
 // KnownHostsLine is the known_hosts line for this server.
 func (s *Server) KnownHostsLine() string {
@@ -115,7 +121,7 @@ UsePAM no
 AllowTcpForwarding yes
 LogLevel ERROR
 SetEnv PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin FAKE_SYSTEMD_DIR=%s
-`, port, ip, hk, ak, filepath.Join(dir, "fakebin"), s.Systemd())), 0o600)
+`, port, ip, hk, ak, filepath.Join(dir, "fakebin"), s.StandInDir())), 0o600)
 	var mounts strings.Builder
 	for _, m := range []string{"/etc", "/usr/local", "/var"} {
 		up, work := filepath.Join(dir, "upper", m), filepath.Join(dir, "work", m)
@@ -177,7 +183,7 @@ SetEnv PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin FAKE
 
 // stopUnits stops every process the stand-in systemctl started.
 func (s *Server) stopUnits() {
-	pids, _ := filepath.Glob(filepath.Join(s.Systemd(), "*.pid"))
+	pids, _ := filepath.Glob(filepath.Join(s.StandInDir(), "*.pid"))
 	var waits []int
 	for _, p := range pids {
 		b, err := os.ReadFile(p)
@@ -200,9 +206,12 @@ func (s *Server) stopUnits() {
 	}
 }
 
-// UnitLog returns what a unit wrote.
+// UnitLog returns what a unit wrote (in a container: its journal).
 func (s *Server) UnitLog(unit string) string {
-	b, _ := os.ReadFile(filepath.Join(s.Systemd(), unit+".log"))
+	if s.Systemd {
+		return s.journal(unit)
+	}
+	b, _ := os.ReadFile(filepath.Join(s.StandInDir(), unit+".log"))
 	return string(b)
 }
 
