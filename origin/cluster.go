@@ -55,7 +55,7 @@ func newCluster(n *Node) (*cluster, error) {
 	var err error
 	if c.reg = cfg.Registry; c.reg == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
-		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
+		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, TLS: cfg.RedisTLS, NodeID: cfg.Peer.ID(), Logger: n.log})
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("origin: %w", err) // err says "registry: …"
