@@ -270,6 +270,7 @@ func setClusterDefaults(o *redis.ClusterOptions) {
 	orDefault(&o.PoolTimeout, callTimeout)
 	orDefault(&o.MaxRetryBackoff, maxRetryBackoff)
 	orDefault(&o.DialerRetries, dialerRetries)
+	orDefault(&o.ClusterStateReloadInterval, 10*time.Second)
 	o.ContextTimeoutEnabled = true
 	o.DisableIdentity = true
 	if o.MaintNotificationsConfig == nil {
@@ -328,6 +329,12 @@ func (r *Registry) note(err error) error {
 	case errors.Is(err, context.Canceled):
 	default:
 		r.healthy.Store(false)
+		// go-redis reloads a cluster's slot map after MOVED, not after a
+		// master stopped answering: ask again, so the slots a replica
+		// took over are found within a reload (coalesced, 200 ms apart).
+		if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+			cc.ReloadState(context.Background())
+		}
 	}
 	return err
 }
@@ -369,8 +376,15 @@ func checkName(name string) error {
 	return nil
 }
 
-func keyBcast(name string) string  { return "qc:bcast:" + name }
-func keyGroups(name string) string { return "qc:groups:" + name }
+// A broadcast's keys carry its name as the hash tag {name}: one hash slot
+// on Redis Cluster, so a script may touch several of them.
+func keyBcast(name string) string  { return bcastPrefix + "{" + name + "}" }
+func keyGroups(name string) string { return "qc:groups:{" + name + "}" }
+
+// nameOfBcastKey is the broadcast of a qc:bcast:{name} key.
+func nameOfBcastKey(k string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(k, bcastPrefix), "{"), "}")
+}
 
 const keyEvents = "qc:events"
 

@@ -34,6 +34,7 @@ type Redis struct {
 	probe    *tls.Config // how answers dials a TLS server
 	master   *Redis      // RedisReplicaOf
 	extra    []string
+	cl       *redis.Client // client(), made once
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -324,10 +325,7 @@ func (r *Redis) ClientCert() (certFile, keyFile string) {
 
 // Info returns the server's INFO section.
 func (r *Redis) Info(ctx context.Context, section string) (string, error) {
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), Password: r.password, TLSConfig: r.probe,
-		DisableIdentity: true, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
-	defer c.Close()
-	return c.Info(ctx, section).Result()
+	return r.client().Info(ctx, section).Result()
 }
 
 // waitLinkUp waits until a replica has synced with its master.
