@@ -137,3 +137,44 @@ func TestSentinelRegistryFollowsTheMaster(t *testing.T) {
 		t.Errorf("the password leaked into the logs:\n%s", all)
 	}
 }
+
+// TestTLSSentinelAndCluster: rediss-sentinel:// (sentinels and servers
+// over TLS) and rediss-cluster:// (a 3-master cluster over TLS) with
+// -redis-ca-file reach the master; the wrong CA is refused.
+func TestTLSSentinelAndCluster(t *testing.T) {
+	t.Parallel()
+	ca := testenv.NewCA(t, "redis test CA")
+	other := testenv.NewCA(t, "another CA")
+	t.Run("sentinel", func(t *testing.T) {
+		t.Parallel()
+		master := testenv.StartRedis(t, testenv.RedisTLS(ca), testenv.RedisPassword("pw-tls-s"))
+		testenv.StartRedis(t, testenv.RedisReplicaOf(master))
+		s := testenv.StartSentinel(t, master, "qcmaster", 1)
+		url := "rediss-sentinel://:pw-tls-s@" + s.Addr() + "/qcmaster"
+		r := openT(t, Options{URL: url, NodeID: "a", TLS: TLSFiles{CA: ca.File}})
+		if _, err := r.Claim(t.Context(), Broadcast{Name: "tls/s"}, false); err != nil || r.Mode() != ModeSentinel {
+			t.Fatalf("Claim over rediss-sentinel:// = %v (mode %s)", err, r.Mode())
+		}
+		bad := openT(t, Options{URL: url, NodeID: "b", TLS: TLSFiles{CA: other.File}})
+		if _, err := bad.Lookup(t.Context(), "tls/s"); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("Lookup with the wrong CA = %v, want a certificate error", err)
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		cl := testenv.StartRedisCluster(t, 3, 0, testenv.RedisTLS(ca))
+		r := openT(t, Options{URL: cl.URL(), NodeID: "a", TLS: TLSFiles{CA: ca.File}})
+		for _, name := range []string{"tls/c1", "tls/c2", "tls/c3", "tls/c4"} {
+			if _, err := r.Claim(t.Context(), Broadcast{Name: name}, false); err != nil || r.Mode() != ModeCluster {
+				t.Fatalf("Claim %s over rediss-cluster:// = %v (mode %s)", name, err, r.Mode())
+			}
+		}
+		if l, err := r.List(t.Context()); err != nil || len(l) != 4 {
+			t.Errorf("List over rediss-cluster:// = %d broadcasts, %v; want 4", len(l), err)
+		}
+		bad := openT(t, Options{URL: cl.URL(), NodeID: "b", TLS: TLSFiles{CA: other.File}})
+		if _, err := bad.Lookup(t.Context(), "tls/c1"); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("Lookup with the wrong CA = %v, want a certificate error", err)
+		}
+	})
+}

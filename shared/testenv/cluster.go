@@ -20,6 +20,7 @@ type RedisCluster struct {
 	t     testing.TB
 	Nodes []*Redis
 	pw    string
+	tls   bool
 }
 
 // ClusterNodeTimeout is the cluster-node-timeout of StartRedisCluster: a
@@ -48,10 +49,14 @@ func StartRedisCluster(t testing.TB, masters, replicas int, opts ...RedisOption)
 			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),
 			"--cluster-require-full-coverage", "no", "--cluster-replica-validity-factor", "0")}, opts...)
 		r := StartRedis(t, o...)
-		c.Nodes, c.pw = append(c.Nodes, r), r.password
+		c.Nodes, c.pw, c.tls = append(c.Nodes, r), r.password, r.ca != nil
 		args = append(args, r.Addr())
 	}
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if probe.ca != nil {
+		cert, key := probe.ca.Issue(t, "redis-cli")
+		args = append(args, "--tls", "--cacert", probe.ca.File, "--cert", cert, "--key", key)
+	}
 	cmd := exec.Command(cli, args...)
 	if c.pw != "" {
 		cmd.Env = append(cmd.Environ(), "REDISCLI_AUTH="+c.pw)
@@ -86,6 +91,9 @@ func (c *RedisCluster) URL() string {
 		addrs = append(addrs, n.Addr())
 	}
 	u := "redis-cluster://"
+	if c.tls {
+		u = "rediss-cluster://"
+	}
 	if c.pw != "" {
 		u += ":" + c.pw + "@"
 	}

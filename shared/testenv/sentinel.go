@@ -2,12 +2,14 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ type Sentinel struct {
 	t      testing.TB
 	port   int
 	master string
+	probe  *tls.Config // TLS sentinels (a TLS master)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -62,11 +65,17 @@ sentinel down-after-milliseconds %s %d
 sentinel failover-timeout %s %d
 sentinel parallel-syncs %s 2
 `, port, dir, name, master.port, quorum, name, SentinelDownAfter.Milliseconds(), name, SentinelFailoverTimeout.Milliseconds(), name)
+		if master.ca != nil { // TLS only, to clients and to the servers
+			cert, key := master.ca.Issue(t, "127.0.0.1", "localhost")
+			cfg = strings.Replace(cfg, fmt.Sprintf("port %d\n", port), fmt.Sprintf("port 0\ntls-port %d\n", port), 1)
+			cfg += fmt.Sprintf("tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-replication yes\ntls-auth-clients no\n", cert, key, master.ca.File)
+			if master.auth {
+				cfg += fmt.Sprintf("tls-client-cert-file %s\ntls-client-key-file %s\n", cert, key)
+			}
+			s.probe = master.ca.ClientTLS()
+		}
 		if master.password != "" {
 			cfg += fmt.Sprintf("sentinel auth-pass %s %s\n", name, master.password)
-		}
-		if master.ca != nil {
-			return fatalf(t, "sentinel: TLS sets are not supported by StartSentinel")
 		}
 		if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -84,7 +93,7 @@ sentinel parallel-syncs %s 2
 		logf.Close()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			if lastErr = answers(s.Addr(), "", nil, cmd.Process.Pid); lastErr == nil {
+			if lastErr = answers(s.Addr(), "", s.probe, cmd.Process.Pid); lastErr == nil {
 				s.mu.Lock()
 				s.cmd = cmd
 				s.mu.Unlock()
@@ -123,14 +132,14 @@ func (s *Sentinel) Stop() {
 
 // Master is what the sentinel says about its master (SENTINEL MASTER).
 func (s *Sentinel) Master(ctx context.Context) (map[string]string, error) {
-	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), DisableIdentity: true, DialTimeout: time.Second, ReadTimeout: time.Second})
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.probe, DisableIdentity: true, DialTimeout: time.Second, ReadTimeout: time.Second})
 	defer c.Close()
 	return c.Master(ctx, s.master).Result()
 }
 
 // MasterAddr is the master's address as the sentinel sees it now.
 func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
-	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), DisableIdentity: true, DialTimeout: time.Second, ReadTimeout: time.Second})
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.probe, DisableIdentity: true, DialTimeout: time.Second, ReadTimeout: time.Second})
 	defer c.Close()
 	a, err := c.GetMasterAddrByName(ctx, s.master).Result()
 	if err != nil {
