@@ -160,7 +160,8 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 	clientLog.Store(r.log)
 	setClientLogger.Do(func() { redis.SetLogger(clientLogger{}) })
 
-	var addr any
+	var addr any = "embedded"
+	var tg *target
 	if o.URL == "" || mini != nil {
 		r.mini, r.mode = mini, ModeEmbedded
 		if mini == nil {
@@ -175,29 +176,24 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 			return r.mini.Dial()
 		}}
 		setDefaults(ropt)
-		r.rdb, addr = redis.NewClient(ropt), ropt.Addr
+		r.rdb = redis.NewClient(ropt)
 	} else {
-		t, err := parseURL(o.URL, o.TLS)
-		if err != nil {
+		var err error
+		if tg, err = parseURL(o.URL, o.TLS); err != nil {
 			return nil, fmt.Errorf("registry: bad Redis URL %q: %w", redactURL(o.URL), err)
 		}
-		r.mode, addr = t.mode, t.addrs
+		r.mode, addr = tg.mode, tg.addrs
 		switch {
-		case t.single != nil:
-			setDefaults(t.single)
-			r.rdb = redis.NewClient(t.single)
-		case t.failover != nil:
-			setFailoverDefaults(t.failover)
-			r.rdb = redis.NewFailoverClient(t.failover)
+		case tg.single != nil:
+			setDefaults(tg.single)
+			r.rdb = redis.NewClient(tg.single)
+		case tg.failover != nil:
+			setFailoverDefaults(tg.failover)
+			r.rdb = redis.NewFailoverClient(tg.failover)
 		default:
-			setClusterDefaults(t.cluster)
-			r.rdb = redis.NewClusterClient(t.cluster)
+			setClusterDefaults(tg.cluster)
+			r.rdb = redis.NewClusterClient(tg.cluster)
 		}
-		defer func() {
-			if r.Healthy() {
-				r.log.Info("redis connected", "mode", t.mode, "addrs", t.addrs, "db", t.db, "tls", t.tls)
-			}
-		}()
 	}
 
 	pctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -208,8 +204,10 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 	case err != nil:
 		r.log.Warn("redis unavailable at start; carrying on, calls fail until it answers",
 			"mode", r.mode, "addr", addr, "err", explain(err))
-	case r.mini != nil:
+	case tg == nil:
 		r.log.Info("embedded registry (no Redis URL)", "addr", addr)
+	default:
+		r.log.Info("redis connected", "mode", tg.mode, "addr", addr, "db", tg.db, "tls", tg.tls)
 	}
 	return r, nil
 }
