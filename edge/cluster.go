@@ -479,7 +479,7 @@ func (n *Node) startCluster() error {
 			dir = cfg.Registry
 		case cfg.RedisURL != "":
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			r, err := registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
+			r, err := registry.Open(ctx, registry.Options{URL: cfg.RedisURL, TLS: cfg.RedisTLS, NodeID: cfg.Peer.ID(), Logger: n.log})
 			cancel()
 			if err != nil {
 				return fmt.Errorf("edge: %w", err) // err says "registry: …"

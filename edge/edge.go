@@ -102,6 +102,8 @@ type Config struct {
 	Admin admin.Config
 	// RedisURL is the registry that says which origin has a broadcast.
 	RedisURL string
+	// RedisTLS are the CA and client certificate files of a TLS RedisURL.
+	RedisTLS registry.TLSFiles
 	// Registry, when set, is used instead of opening RedisURL.
 	Registry *registry.Registry
 	// Parent is the relay address (host:port, UDP) of the node to pull
@@ -171,7 +173,8 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int(&c.UnsentLimit, "unsent-limit", 128<<10, "bytes a viewer socket may hold unsent in the kernel (TCP_NOTSENT_LOWAT); 0 keeps the system default")
 	s.String(&c.Parent, "parent", "", "relay address (host:port) to pull broadcasts from when the registry has none: an origin or a mid-tier edge")
 	s.String(&c.RelayListen, "relay-listen", "", "UDP address to serve broadcasts to lower-tier edges over the relay; empty: off")
-	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss://; finds the origin of each broadcast")
+	s.GlobalString(&c.RedisURL, "redis-url", "", registry.URLUsage+"; finds the origin of each broadcast")
+	c.RedisTLS.Flags(s)
 	s.Int64(&c.MemoryBudget, "memory-budget", 1<<30, "bytes all mirrored broadcasts of the process may hold")
 	c.Peer.Flags(s)
 	c.Admin.Flags(s)

@@ -55,7 +55,7 @@ func newCluster(n *Node) (*cluster, error) {
 	var err error
 	if c.reg = cfg.Registry; c.reg == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
-		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, NodeID: cfg.Peer.ID(), Logger: n.log})
+		c.reg, err = registry.Open(ctx, registry.Options{URL: cfg.RedisURL, TLS: cfg.RedisTLS, NodeID: cfg.Peer.ID(), Logger: n.log})
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("origin: %w", err) // err says "registry: …"
@@ -256,20 +256,43 @@ func (c *cluster) logGroup(name string, g registry.Group) {
 	}
 }
 
+// logGroups writes queued groups to the registry in order. A write that
+// fails (Redis down, or a Sentinel or Cluster failover under way) is
+// retried with backoff, newer groups waiting in the queue, for up to
+// groupLogRetry: a failover's groups reach the log, so the next origin's
+// numbers continue from them.
 func (c *cluster) logGroups(ctx context.Context) {
 	for {
+		var lg loggedGroup
 		select {
 		case <-ctx.Done():
 			return
-		case lg := <-c.groups:
+		case lg = <-c.groups:
+		}
+		queued := time.Now()
+		backoff := 50 * time.Millisecond
+		for {
 			rctx, cancel := context.WithTimeout(ctx, registryTimeout)
-			if err := c.reg.LogGroup(rctx, lg.name, lg.g); err != nil {
-				c.n.metrics.groupLogDropped.Inc()
-			}
+			err := c.reg.LogGroup(rctx, lg.name, lg.g)
 			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || time.Since(queued) > groupLogRetry {
+				c.n.metrics.groupLogDropped.Inc()
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 500*time.Millisecond)
 		}
 	}
 }
+
+// groupLogRetry is how long a group's log entry is retried.
+const groupLogRetry = 30 * time.Second
 
 // heartbeat keeps this origin's registry keys alive (recreating them after
 // Redis lost them) and ends broadcasts another origin has taken over.

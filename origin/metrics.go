@@ -36,7 +36,7 @@ func newOriginMetrics(r prometheus.Registerer, n *Node) *originMetrics {
 			Buckets: metrics.DelayBuckets,
 		}),
 	}
-	m.groupLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_group_log_dropped_total", Help: "Finished groups not written to the registry's group log (queue full or Redis down)."})
+	m.groupLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_origin_group_log_dropped_total", Help: "Finished groups not written to the registry's group log (queue full, or Redis down for over 30 s)."})
 	rs := &n.cluster.srv.Stats
 	counter := func(name, help string, v func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })

@@ -56,6 +56,8 @@ type Config struct {
 	RelayAdvertise string
 	// RedisURL is the registry; empty runs an embedded one (single node).
 	RedisURL string
+	// RedisTLS are the CA and client certificate files of a TLS RedisURL.
+	RedisTLS registry.TLSFiles
 	// Registry, when set, is used instead of opening RedisURL.
 	Registry *registry.Registry
 
@@ -118,7 +120,8 @@ func (c *Config) Flags(s *config.Set) {
 	c.AuthFlags.Flags(s)
 	s.String(&c.RelayListen, "relay-listen", "127.0.0.1:7001", "UDP address of the QUIC relay edges pull broadcasts from; an address other hosts can reach needs -cluster-token or -relay-ca (or -relay-insecure)")
 	s.String(&c.RelayAdvertise, "relay-advertise", "", "relay address edges should dial, recorded in the registry; default: -relay-listen with this host's name")
-	s.GlobalString(&c.RedisURL, "redis-url", "", "registry: redis://[:password@]host:port/db or rediss:// for TLS; empty runs an embedded registry (single node)")
+	s.GlobalString(&c.RedisURL, "redis-url", "", registry.URLUsage+"; empty runs an embedded registry (single node)")
+	c.RedisTLS.Flags(s)
 	c.Peer.Flags(s)
 	c.Admin.Flags(s)
 	c.Record.Flags(s)

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,57 +54,52 @@ local function field(h, k)
 end
 `
 
-// claimScript: KEYS bcast, events; ARGV node, relay, epoch, started (0 =
-// now), publishing, catalog, ttl ms, fresh ms, force, events max, name,
-// incarnation.
-// Returns {"taken"|"started"|"moved", previous hash as a flat list}.
+// The scripts touch one broadcast's keys only, which share a hash slot
+// ({name}), so they run unchanged on Redis Cluster. The event a change
+// makes goes to qc:events (another slot) right after, outside the script:
+// best effort. If that write fails the change stands and the event is
+// lost; Follow's resync after a Redis error, the TTL of the keys and the
+// relay's own HELLO (incarnation) make followers find out anyway.
+
+// claimScript: KEYS bcast; ARGV node, relay, epoch, started (0 = now),
+// publishing, catalog, ttl ms, fresh ms, force, incarnation.
+// Returns {"taken"|"started"|"moved", previous hash as a flat list, now}.
 var claimScript = redis.NewScript(luaNow + `
 local prev = redis.call('HGETALL', KEYS[1])
 local holder = field(prev, 'origin')
 if holder and holder ~= ARGV[1] and ARGV[9] ~= '1' then
   local hb = tonumber(field(prev, 'heartbeat') or '0') or 0
   if field(prev, 'publishing') == '1' and now - hb < tonumber(ARGV[8]) then
-    return {'taken', prev}
+    return {'taken', prev, now_s}
   end
 end
 local started = ARGV[4]
 if started == '0' then started = now_s end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'origin', ARGV[1], 'relay', ARGV[2], 'epoch', ARGV[3],
-  'started', started, 'publishing', ARGV[5], 'heartbeat', now_s, 'catalog', ARGV[6], 'incarnation', ARGV[12])
+  'started', started, 'publishing', ARGV[5], 'heartbeat', now_s, 'catalog', ARGV[6], 'incarnation', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local typ = 'started'
 if holder and holder ~= ARGV[1] then typ = 'moved' end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'type', typ, 'broadcast', ARGV[11],
-  'node', ARGV[1], 'relay', ARGV[2], 'epoch', ARGV[3], 'time', now_s, 'incarnation', ARGV[12])
-return {typ, prev}
+return {typ, prev, now_s}
 `)
 
-// refreshScript: KEYS bcast..., events; ARGV node, ttl ms, events max, then
-// per key name, relay, epoch, started, publishing, catalog, incarnation.
-// Returns {lost names, recreated names}.
+// refreshScript: KEYS bcast; ARGV node, ttl ms, relay, epoch, started,
+// publishing, catalog, incarnation. Returns {"ok"|"lost"|"recreated", now}.
 var refreshScript = redis.NewScript(luaNow + `
-local lost, recreated = {}, {}
-for i = 1, #KEYS - 1 do
-  local a = 3 + (i - 1) * 7
-  local holder = redis.call('HGET', KEYS[i], 'origin')
-  if not holder then
-    redis.call('HSET', KEYS[i], 'origin', ARGV[1], 'relay', ARGV[a + 2], 'epoch', ARGV[a + 3],
-      'started', ARGV[a + 4], 'publishing', ARGV[a + 5], 'heartbeat', now_s, 'catalog', ARGV[a + 6],
-      'incarnation', ARGV[a + 7])
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[3], '*', 'type', 'started',
-      'broadcast', ARGV[a + 1], 'node', ARGV[1], 'relay', ARGV[a + 2], 'epoch', ARGV[a + 3], 'time', now_s,
-      'incarnation', ARGV[a + 7])
-    recreated[#recreated + 1] = ARGV[a + 1]
-  elseif holder == ARGV[1] then
-    redis.call('HSET', KEYS[i], 'heartbeat', now_s)
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  else
-    lost[#lost + 1] = ARGV[a + 1]
-  end
+local holder = redis.call('HGET', KEYS[1], 'origin')
+if not holder then
+  redis.call('HSET', KEYS[1], 'origin', ARGV[1], 'relay', ARGV[3], 'epoch', ARGV[4],
+    'started', ARGV[5], 'publishing', ARGV[6], 'heartbeat', now_s, 'catalog', ARGV[7],
+    'incarnation', ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'recreated', now_s}
+elseif holder == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'heartbeat', now_s)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'ok', now_s}
 end
-return {lost, recreated}
+return {'lost', now_s}
 `)
 
 // publishingScript: KEYS bcast; ARGV node, publishing, set catalog (1/0),
@@ -119,17 +114,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {'ok'}
 `)
 
-// releaseScript: KEYS bcast, groups, events; ARGV node, name, events max.
-// Returns {"ended"} | {"taken", hash}.
+// releaseScript: KEYS bcast, groups (one slot); ARGV node.
+// Returns {"ended", hash, now} | {"taken", hash}.
 var releaseScript = redis.NewScript(luaNow + `
 local h = redis.call('HGETALL', KEYS[1])
 local holder = field(h, 'origin')
 if holder and holder ~= ARGV[1] then return {'taken', h} end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'ended', 'broadcast', ARGV[2],
-  'node', ARGV[1], 'relay', field(h, 'relay') or '', 'epoch', field(h, 'epoch') or '0', 'time', now_s,
-  'incarnation', field(h, 'incarnation') or '')
-return {'ended'}
+return {'ended', h, now_s}
 `)
 
 // Claim makes this node (Options.NodeID) the holder of b.Name, atomically
@@ -149,9 +141,9 @@ func (r *Registry) Claim(ctx context.Context, b Broadcast, force bool) (prev *Br
 	var res []any
 	err = r.call(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = claimScript.Run(ctx, r.rdb, []string{keyBcast(b.Name), keyEvents},
+		res, err = claimScript.Run(ctx, r.rdb, []string{keyBcast(b.Name)},
 			r.o.NodeID, b.Relay, b.Epoch, unixMs(b.Started), flag(b.Publishing), string(b.Catalog),
-			r.o.TTL.Milliseconds(), (r.o.TTL / 2).Milliseconds(), flag(force), r.o.EventsMax, b.Name, b.Incarnation,
+			r.o.TTL.Milliseconds(), (r.o.TTL / 2).Milliseconds(), flag(force), b.Incarnation,
 		).Slice()
 		return err
 	})
@@ -166,12 +158,14 @@ func (r *Registry) Claim(ctx context.Context, b Broadcast, force bool) (prev *Br
 		p := parseBroadcast(b.Name, h)
 		prev = &p
 	}
-	switch typ {
-	case "taken":
+	if typ == "taken" {
 		return prev, &TakenError{Holder: *prev}
-	case EventMoved:
+	}
+	if typ == EventMoved {
 		r.log.Info("broadcast moved here", "broadcast", b.Name, "from", prev.Origin, "epoch", b.Epoch)
 	}
+	r.addEvent(ctx, Event{Type: typ, Broadcast: b.Name, Node: r.o.NodeID, Relay: b.Relay, Epoch: b.Epoch,
+		Incarnation: b.Incarnation, Time: scriptTime(res)})
 	return prev, nil
 }
 
@@ -179,41 +173,63 @@ func (r *Registry) Claim(ctx context.Context, b Broadcast, force bool) (prev *Br
 // heartbeat and the TTL again. A key that vanished (it expired, or Redis
 // restarted without persistence) is written again from held, with a
 // "started" event. A key another node now holds is left alone and its name
-// returned in lost. One round trip.
+// returned in lost. One pipeline (a round trip per Redis Cluster shard).
 func (r *Registry) Refresh(ctx context.Context, held []Broadcast) (lost []string, err error) {
 	if len(held) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 0, len(held)+1)
-	args := make([]any, 0, 3+7*len(held))
-	args = append(args, r.o.NodeID, r.o.TTL.Milliseconds(), r.o.EventsMax)
 	for _, b := range held {
 		if err := checkName(b.Name); err != nil {
 			return nil, err
 		}
-		keys = append(keys, keyBcast(b.Name))
-		started := b.Started
-		if started.IsZero() {
-			started = time.Now()
-		}
-		args = append(args, b.Name, b.Relay, b.Epoch, unixMs(started), flag(b.Publishing), string(b.Catalog), b.Incarnation)
 	}
-	keys = append(keys, keyEvents)
-	var res []any
+	now := time.Now()
+	cmds := make([]*redis.Cmd, len(held))
+	run := func(ctx context.Context) error {
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, b := range held {
+				started := b.Started
+				if started.IsZero() {
+					started = now
+				}
+				cmds[i] = refreshScript.EvalSha(ctx, p, []string{keyBcast(b.Name)}, r.o.NodeID, r.o.TTL.Milliseconds(),
+					b.Relay, b.Epoch, unixMs(started), flag(b.Publishing), string(b.Catalog), b.Incarnation)
+			}
+			return nil
+		})
+		return err
+	}
 	err = r.call(ctx, func(ctx context.Context) error {
-		var err error
-		res, err = refreshScript.Run(ctx, r.rdb, keys, args...).Slice()
+		err := run(ctx)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// One pipeline, one round trip per shard: load the script
+			// (on every shard) and go again.
+			if err = refreshScript.Load(ctx, r.rdb).Err(); err == nil {
+				err = run(ctx)
+			}
+		}
 		return err
 	})
 	if err != nil {
 		return nil, wrap("refresh", "", err)
 	}
-	if len(res) != 2 {
-		return nil, fmt.Errorf("registry: refresh: unexpected reply %v", res)
+	var recreated []string
+	for i, b := range held {
+		res, err := cmds[i].Slice()
+		if err != nil || len(res) == 0 {
+			return nil, fmt.Errorf("registry: refresh: unexpected reply %v (%v)", res, err)
+		}
+		switch res[0] {
+		case "lost":
+			lost = append(lost, b.Name)
+		case "recreated":
+			recreated = append(recreated, b.Name)
+			r.addEvent(ctx, Event{Type: EventStarted, Broadcast: b.Name, Node: r.o.NodeID, Relay: b.Relay,
+				Epoch: b.Epoch, Incarnation: b.Incarnation, Time: scriptTime(res)})
+		}
 	}
-	lost = strs(res[0])
-	if rec := strs(res[1]); len(rec) > 0 {
-		r.log.Warn("broadcast keys had vanished from Redis; written again", "broadcasts", rec)
+	if len(recreated) > 0 {
+		r.log.Warn("broadcast keys had vanished from Redis; written again", "broadcasts", recreated)
 	}
 	if len(lost) > 0 {
 		r.log.Warn("broadcasts now held by another node", "broadcasts", lost)
@@ -269,8 +285,7 @@ func (r *Registry) Release(ctx context.Context, name string) error {
 	var res []any
 	err := r.call(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = releaseScript.Run(ctx, r.rdb, []string{keyBcast(name), keyGroups(name), keyEvents},
-			r.o.NodeID, name, r.o.EventsMax).Slice()
+		res, err = releaseScript.Run(ctx, r.rdb, []string{keyBcast(name), keyGroups(name)}, r.o.NodeID).Slice()
 		return err
 	})
 	if err != nil {
@@ -280,9 +295,12 @@ func (r *Registry) Release(ctx context.Context, name string) error {
 	if err != nil {
 		return wrap("release", name, err)
 	}
+	hb := parseBroadcast(name, h)
 	if typ == "taken" {
-		return &TakenError{Holder: parseBroadcast(name, h)}
+		return &TakenError{Holder: hb}
 	}
+	r.addEvent(ctx, Event{Type: EventEnded, Broadcast: name, Node: r.o.NodeID, Relay: hb.Relay, Epoch: hb.Epoch,
+		Incarnation: hb.Incarnation, Time: scriptTime(res)})
 	return nil
 }
 
@@ -312,17 +330,9 @@ func (r *Registry) Lookup(ctx context.Context, name string) (*Broadcast, error) 
 func (r *Registry) List(ctx context.Context) ([]Broadcast, error) {
 	var keys []string
 	err := r.call(ctx, func(ctx context.Context) error {
-		var cursor uint64
-		for {
-			ks, next, err := r.rdb.Scan(ctx, cursor, bcastPrefix+"*", 500).Result()
-			if err != nil {
-				return err
-			}
-			keys = append(keys, ks...)
-			if cursor = next; cursor == 0 {
-				return nil
-			}
-		}
+		var err error
+		keys, err = r.scan(ctx, bcastPrefix+"{*}")
+		return err
 	})
 	if err != nil {
 		return nil, wrap("list", "", err)
@@ -346,7 +356,7 @@ func (r *Registry) List(ctx context.Context) ([]Broadcast, error) {
 	seen := make(map[string]bool, len(keys))
 	out := make([]Broadcast, 0, len(keys))
 	for i, k := range keys {
-		name := strings.TrimPrefix(k, bcastPrefix)
+		name := nameOfBcastKey(k)
 		if h := cmds[i].Val(); len(h) > 0 && !seen[name] { // expired meanwhile; SCAN may repeat keys
 			seen[name] = true
 			out = append(out, parseBroadcastMap(name, h))
@@ -354,6 +364,45 @@ func (r *Registry) List(ctx context.Context) ([]Broadcast, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// scan returns the keys matching pattern: on Redis Cluster, of every
+// master.
+func (r *Registry) scan(ctx context.Context, pattern string) ([]string, error) {
+	var mu sync.Mutex
+	var keys []string
+	one := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			ks, next, err := c.Scan(ctx, cursor, pattern, 500).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			keys = append(keys, ks...)
+			mu.Unlock()
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+	}
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return one(ctx, c) })
+		return keys, err
+	}
+	return keys, one(ctx, r.rdb)
+}
+
+// scriptTime is the Redis clock (Unix ms) a script returned last.
+func scriptTime(res []any) time.Time {
+	if len(res) == 0 {
+		return time.Now()
+	}
+	s, _ := res[len(res)-1].(string)
+	if t := fromUnixMs(s); !t.IsZero() {
+		return t
+	}
+	return time.Now()
 }
 
 // scriptReply splits a script's {type, flat hash} reply.

@@ -85,7 +85,20 @@ func (r *Registry) PublishEvent(ctx context.Context, ev Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	err := r.call(ctx, func(ctx context.Context) error {
+	return wrap("publish event "+ev.Type, ev.Broadcast, r.xaddEvent(ctx, ev))
+}
+
+// addEvent writes the event of a change a script made (best effort: the
+// change stands, and a lost event is logged; followers resync).
+func (r *Registry) addEvent(ctx context.Context, ev Event) {
+	if err := r.xaddEvent(ctx, ev); err != nil {
+		r.log.Warn("event not written; followers find out at their next resync", "type", ev.Type,
+			"broadcast", ev.Broadcast, "err", explain(err))
+	}
+}
+
+func (r *Registry) xaddEvent(ctx context.Context, ev Event) error {
+	return r.call(ctx, func(ctx context.Context) error {
 		return r.rdb.XAdd(ctx, &redis.XAddArgs{
 			Stream: keyEvents, MaxLen: r.o.EventsMax, Approx: true,
 			Values: []any{
@@ -96,7 +109,6 @@ func (r *Registry) PublishEvent(ctx context.Context, ev Event) error {
 			},
 		}).Err()
 	})
-	return wrap("publish event "+ev.Type, ev.Broadcast, err)
 }
 
 // Follow calls fn, on Follow's goroutine, for every event added to

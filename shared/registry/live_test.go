@@ -45,7 +45,7 @@ func TestReportNodesViewers(t *testing.T) {
 			t.Fatalf("details of nothing = %+v", n)
 		}
 		// One hash slot per broadcast: its keys share the tag {name}.
-		for _, k := range []string{keyViewerSet("show/x"), keyViewers("show/x", "edge-a"), keyPublisher("show/x"), keyBar("show/x")} {
+		for _, k := range []string{keyBcast("show/x"), keyGroups("show/x"), keyViewerSet("show/x"), keyViewers("show/x", "edge-a"), keyPublisher("show/x"), keyBar("show/x")} {
 			if tag := hashTag(k); tag != "show/x" {
 				t.Errorf("%s hashes on %q, not the broadcast name", k, tag)
 			}

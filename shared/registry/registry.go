@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,9 +65,15 @@ const (
 // its default.
 type Options struct {
 	// URL is redis://[user:password@]host:port/db, or rediss:// for TLS
-	// (go-redis ParseURL syntax, query options included). Empty runs an
-	// embedded, in-process miniredis: a single node needs no Redis.
+	// (go-redis ParseURL syntax, query options included); a Sentinel set,
+	// redis-sentinel://[:password@]s1:26379,s2:26379/MASTER[?db=N&sentinel_password=P]
+	// (rediss-sentinel:// for TLS); or a Redis Cluster,
+	// redis-cluster://[:password@]seed1:6379,seed2:6379 (rediss-cluster://).
+	// Empty runs an embedded, in-process miniredis: a single node needs no
+	// Redis.
 	URL string
+	// TLS are the CA and client certificate files of a TLS URL.
+	TLS TLSFiles
 	// NodeID is this node's id, written as the holder of the broadcasts it
 	// claims and as the node of its events. Required.
 	NodeID string
@@ -92,7 +97,8 @@ type Options struct {
 // a dead Redis never hangs a caller.
 type Registry struct {
 	o       Options
-	rdb     *redis.Client
+	mode    string // Mode…
+	rdb     redis.UniversalClient
 	mini    *miniredis.Miniredis // nil unless embedded
 	ownMini bool                 // Close closes mini
 	log     *slog.Logger
@@ -154,28 +160,41 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 	clientLog.Store(r.log)
 	setClientLogger.Do(func() { redis.SetLogger(clientLogger{}) })
 
-	var ropt *redis.Options
+	var addr any = "embedded"
+	var tg *target
 	if o.URL == "" || mini != nil {
-		r.mini = mini
+		r.mini, r.mode = mini, ModeEmbedded
 		if mini == nil {
 			r.mini, r.ownMini = miniredis.NewMiniRedis(), true
 			r.mini.ClockTTL(true) // TTLs run on the wall clock, as in Redis
 		}
 		// In-memory connections (net.Pipe): no listener, no port.
-		ropt = &redis.Options{Addr: "embedded", Dialer: func(context.Context, string, string) (net.Conn, error) {
+		ropt := &redis.Options{Addr: "embedded", Dialer: func(context.Context, string, string) (net.Conn, error) {
 			if r.isClosed() {
 				return nil, ErrClosed
 			}
 			return r.mini.Dial()
 		}}
+		setDefaults(ropt)
+		r.rdb = redis.NewClient(ropt)
 	} else {
 		var err error
-		if ropt, err = redis.ParseURL(o.URL); err != nil {
-			return nil, fmt.Errorf("registry: bad Redis URL %q: %w", redactURL(o.URL), redactErr(err))
+		if tg, err = parseURL(o.URL, o.TLS); err != nil {
+			return nil, fmt.Errorf("registry: bad Redis URL %q: %w", redactURL(o.URL), err)
+		}
+		r.mode, addr = tg.mode, tg.addrs
+		switch {
+		case tg.single != nil:
+			setDefaults(tg.single)
+			r.rdb = redis.NewClient(tg.single)
+		case tg.failover != nil:
+			setFailoverDefaults(tg.failover)
+			r.rdb = redis.NewFailoverClient(tg.failover)
+		default:
+			setClusterDefaults(tg.cluster)
+			r.rdb = redis.NewClusterClient(tg.cluster)
 		}
 	}
-	setDefaults(ropt)
-	r.rdb = redis.NewClient(ropt)
 
 	pctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -184,41 +203,74 @@ func open(ctx context.Context, o Options, mini *miniredis.Miniredis) (*Registry,
 	switch {
 	case err != nil:
 		r.log.Warn("redis unavailable at start; carrying on, calls fail until it answers",
-			"addr", ropt.Addr, "err", explain(err))
-	case r.mini != nil:
-		r.log.Info("embedded registry (no Redis URL)", "addr", ropt.Addr)
+			"mode", r.mode, "addr", addr, "err", explain(err))
+	case tg == nil:
+		r.log.Info("embedded registry (no Redis URL)", "addr", addr)
 	default:
-		r.log.Info("redis connected", "addr", ropt.Addr, "db", ropt.DB, "tls", ropt.TLSConfig != nil)
+		r.log.Info("redis connected", "mode", tg.mode, "addr", addr, "db", tg.db, "tls", tg.tls)
 	}
 	return r, nil
 }
 
-// setDefaults bounds every wait of the client (unless the URL set one):
-// commands also carry a context deadline, which the client honours.
+// The client's waits are bounded (unless the URL set them): commands also
+// carry a context deadline, which the client honours.
+const (
+	maxRetries      = 1 // a connection broken by a Redis restart is retried once
+	maxRetryBackoff = 100 * time.Millisecond
+	dialerRetries   = 1 // callers retry; no dial loop inside one call
+)
+
+func orDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// setDefaults bounds every wait of a single-server client.
 func setDefaults(o *redis.Options) {
-	if o.DialTimeout == 0 {
-		o.DialTimeout = callTimeout
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = callTimeout
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = callTimeout
-	}
-	if o.PoolTimeout == 0 {
-		o.PoolTimeout = callTimeout
-	}
-	if o.MaxRetries == 0 {
-		o.MaxRetries = 1 // a connection broken by a Redis restart is retried once
-	}
-	if o.MaxRetryBackoff == 0 {
-		o.MaxRetryBackoff = 100 * time.Millisecond
-	}
-	if o.DialerRetries == 0 {
-		o.DialerRetries = 1 // callers retry; no dial loop inside one call
-	}
+	orDefault(&o.DialTimeout, callTimeout)
+	orDefault(&o.ReadTimeout, callTimeout)
+	orDefault(&o.WriteTimeout, callTimeout)
+	orDefault(&o.PoolTimeout, callTimeout)
+	orDefault(&o.MaxRetries, maxRetries)
+	orDefault(&o.MaxRetryBackoff, maxRetryBackoff)
+	orDefault(&o.DialerRetries, dialerRetries)
 	o.ContextTimeoutEnabled = true
 	o.DisableIdentity = true // CLIENT SETINFO needs Redis 7.2
+	if o.MaintNotificationsConfig == nil {
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+}
+
+// setFailoverDefaults is setDefaults for a Sentinel client. A command that
+// meets a dead master is retried (after the client asked the sentinels
+// again) within the call's deadline.
+func setFailoverDefaults(o *redis.FailoverOptions) {
+	orDefault(&o.DialTimeout, callTimeout/2)
+	orDefault(&o.ReadTimeout, callTimeout)
+	orDefault(&o.WriteTimeout, callTimeout)
+	orDefault(&o.PoolTimeout, callTimeout)
+	orDefault(&o.MaxRetries, 2)
+	orDefault(&o.MaxRetryBackoff, maxRetryBackoff)
+	orDefault(&o.DialerRetries, dialerRetries)
+	o.ContextTimeoutEnabled = true
+	o.DisableIdentity = true
+}
+
+// setClusterDefaults is setDefaults for a Redis Cluster client: MOVED and
+// ASK are followed (MaxRedirects), and a dead master's slots are looked up
+// again until a replica took them over.
+func setClusterDefaults(o *redis.ClusterOptions) {
+	orDefault(&o.DialTimeout, callTimeout/2)
+	orDefault(&o.ReadTimeout, callTimeout)
+	orDefault(&o.WriteTimeout, callTimeout)
+	orDefault(&o.PoolTimeout, callTimeout)
+	orDefault(&o.MaxRetryBackoff, maxRetryBackoff)
+	orDefault(&o.DialerRetries, dialerRetries)
+	orDefault(&o.ClusterStateReloadInterval, 10*time.Second)
+	o.ContextTimeoutEnabled = true
+	o.DisableIdentity = true
 	if o.MaintNotificationsConfig == nil {
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	}
@@ -255,6 +307,10 @@ func (r *Registry) NodeID() string { return r.o.NodeID }
 // Embedded reports whether the registry runs on the in-process miniredis.
 func (r *Registry) Embedded() bool { return r.mini != nil }
 
+// Mode is how the registry reaches Redis: ModeEmbedded, ModeSingle,
+// ModeSentinel or ModeCluster.
+func (r *Registry) Mode() string { return r.mode }
+
 // Client returns the Redis client, for tests and tools.
 func (r *Registry) Client() redis.UniversalClient { return r.rdb }
 
@@ -271,6 +327,12 @@ func (r *Registry) note(err error) error {
 	case errors.Is(err, context.Canceled):
 	default:
 		r.healthy.Store(false)
+		// go-redis reloads a cluster's slot map after MOVED, not after a
+		// master stopped answering: ask again, so the slots a replica
+		// took over are found within a reload (coalesced, 200 ms apart).
+		if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+			cc.ReloadState(context.Background())
+		}
 	}
 	return err
 }
@@ -312,32 +374,15 @@ func checkName(name string) error {
 	return nil
 }
 
-// redactURL hides the password of a Redis URL, for messages.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		if i := strings.LastIndexByte(s, '@'); i >= 0 {
-			if j := strings.Index(s, "://"); j >= 0 && j < i {
-				return s[:j+3] + "xxxxx" + s[i:]
-			}
-			return "xxxxx" + s[i:]
-		}
-		return s
-	}
-	return u.Redacted()
-}
+// A broadcast's keys carry its name as the hash tag {name}: one hash slot
+// on Redis Cluster, so a script may touch several of them.
+func keyBcast(name string) string  { return bcastPrefix + "{" + name + "}" }
+func keyGroups(name string) string { return "qc:groups:{" + name + "}" }
 
-// redactErr drops the URL that url.Parse puts into its errors.
-func redactErr(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
+// nameOfBcastKey is the broadcast of a qc:bcast:{name} key.
+func nameOfBcastKey(k string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(k, bcastPrefix), "{"), "}")
 }
-
-func keyBcast(name string) string  { return "qc:bcast:" + name }
-func keyGroups(name string) string { return "qc:groups:" + name }
 
 const keyEvents = "qc:events"
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/testenv"
@@ -28,16 +29,20 @@ type backend struct {
 	first *Registry
 }
 
-// backends runs f against a real redis-server and the embedded miniredis.
+// backends runs f against a real redis-server, a Redis Cluster of three
+// masters (each test's keys spread over them) and the embedded miniredis.
 func backends(t *testing.T, f func(t *testing.T, be *backend)) {
 	t.Helper()
-	for _, name := range []string{"redis", "embedded"} {
+	for _, name := range []string{"redis", "cluster", "embedded"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			be := &backend{}
-			if name == "redis" {
+			switch name {
+			case "redis":
 				be.srv = testenv.StartRedis(t)
 				be.url = be.srv.URL()
+			case "cluster":
+				be.url = testenv.StartRedisCluster(t, 3, 0).URL()
 			}
 			f(t, be)
 		})
@@ -64,6 +69,14 @@ func (be *backend) wipe(t *testing.T) {
 	if be.srv != nil {
 		be.srv.Stop()
 		be.srv.Start()
+		return
+	}
+	if cc, ok := be.first.Client().(*redis.ClusterClient); ok {
+		if err := cc.ForEachMaster(t.Context(), func(ctx context.Context, c *redis.Client) error {
+			return c.FlushAll(ctx).Err()
+		}); err != nil {
+			t.Fatal(err)
+		}
 		return
 	}
 	if err := be.first.Client().FlushAll(t.Context()).Err(); err != nil {
@@ -161,13 +174,13 @@ func TestClaimLookupReleaseRoundTrip(t *testing.T) {
 		if age := time.Since(got.Heartbeat); age < -time.Second || age > 2*time.Second {
 			t.Errorf("heartbeat %v is %v old", got.Heartbeat, age)
 		}
-		if d := pttl(t, a, "qc:bcast:live/cam-1"); d <= 0 || d > DefaultTTL {
+		if d := pttl(t, a, keyBcast("live/cam-1")); d <= 0 || d > DefaultTTL {
 			t.Errorf("PTTL qc:bcast = %v, want in (0, %v]", d, DefaultTTL)
 		}
 		if err := a.LogGroup(ctx, b.Name, Group{Track: 1, Seq: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if !exists(t, a, "qc:groups:live/cam-1") {
+		if !exists(t, a, keyGroups("live/cam-1")) {
 			t.Fatal("no group log after LogGroup")
 		}
 
@@ -177,7 +190,7 @@ func TestClaimLookupReleaseRoundTrip(t *testing.T) {
 		if _, err := a.Lookup(ctx, b.Name); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Lookup after Release = %v, want ErrNotFound", err)
 		}
-		for _, k := range []string{"qc:bcast:live/cam-1", "qc:groups:live/cam-1"} {
+		for _, k := range []string{keyBcast("live/cam-1"), keyGroups("live/cam-1")} {
 			if exists(t, a, k) {
 				t.Errorf("%s still exists after Release", k)
 			}
@@ -291,16 +304,16 @@ func TestRefresh(t *testing.T) {
 
 		// Extends the TTL and the heartbeat.
 		c := a.Client()
-		if err := c.PExpire(ctx, "qc:bcast:x", 300*time.Millisecond).Err(); err != nil {
+		if err := c.PExpire(ctx, keyBcast("x"), 300*time.Millisecond).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.HSet(ctx, "qc:bcast:x", "heartbeat", 1).Err(); err != nil {
+		if err := c.HSet(ctx, keyBcast("x"), "heartbeat", 1).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if lost, err := a.Refresh(ctx, []Broadcast{x, y}); err != nil || len(lost) != 0 {
 			t.Fatalf("Refresh = %v, %v; want nothing lost", lost, err)
 		}
-		if d := pttl(t, a, "qc:bcast:x"); d < DefaultTTL-time.Second {
+		if d := pttl(t, a, keyBcast("x")); d < DefaultTTL-time.Second {
 			t.Errorf("PTTL after Refresh = %v, want about %v", d, DefaultTTL)
 		}
 		if got, _ := a.Lookup(ctx, "x"); got == nil || time.Since(got.Heartbeat) > 2*time.Second {
@@ -311,7 +324,7 @@ func TestRefresh(t *testing.T) {
 		if _, err := b.Claim(ctx, Broadcast{Name: "y", Relay: "127.0.0.1:2", Epoch: 2, Publishing: true}, true); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.HSet(ctx, "qc:bcast:y", "heartbeat", 42).Err(); err != nil {
+		if err := c.HSet(ctx, keyBcast("y"), "heartbeat", 42).Err(); err != nil {
 			t.Fatal(err)
 		}
 		lost, err := a.Refresh(ctx, []Broadcast{x, y})
@@ -332,7 +345,7 @@ func TestRefresh(t *testing.T) {
 			!got.Publishing || string(got.Catalog) != string(cat) {
 			t.Fatalf("x after restart and Refresh = %+v, %v; want %+v", got, err, x)
 		}
-		if d := pttl(t, a, "qc:bcast:x"); d <= 0 {
+		if d := pttl(t, a, keyBcast("x")); d <= 0 {
 			t.Errorf("recreated key PTTL = %v, want a TTL", d)
 		}
 		if evs := storedEvents(t, a, ""); len(evs) != 1 || evs[0].Type != EventStarted || evs[0].Broadcast != "x" || evs[0].Incarnation != "1nc" {
@@ -381,7 +394,7 @@ func TestSetPublishing(t *testing.T) {
 		if err := b.SetPublishing(ctx, "x", true, nil); !errors.As(err, &te) || te.Holder.Origin != "a" {
 			t.Errorf("SetPublishing by b = %v, want *TakenError naming a", err)
 		}
-		if err := b.Release(ctx, "x"); !errors.As(err, &te) || !exists(t, a, "qc:bcast:x") {
+		if err := b.Release(ctx, "x"); !errors.As(err, &te) || !exists(t, a, keyBcast("x")) {
 			t.Errorf("Release by b = %v, want *TakenError and a's key kept", err)
 		}
 		if err := a.SetPublishing(ctx, "nobody", true, nil); !errors.Is(err, ErrNotFound) {
@@ -461,7 +474,7 @@ func TestGroupLog(t *testing.T) {
 				}
 			}
 		}
-		if d := pttl(t, a, "qc:groups:x"); d <= 0 || d > time.Minute {
+		if d := pttl(t, a, keyGroups("x")); d <= 0 || d > time.Minute {
 			t.Errorf("PTTL qc:groups = %v, want in (0, 1m]", d)
 		}
 	})
@@ -476,7 +489,7 @@ func TestGroupLogIsTrimmed(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		n, err := a.Client().XLen(ctx, "qc:groups:x").Result()
+		n, err := a.Client().XLen(ctx, keyGroups("x")).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis is a real redis-server started for one test: loopback only, no
@@ -25,6 +29,12 @@ type Redis struct {
 	dir      string
 	port     int
 	password string
+	ca       *CA         // TLS only, on the port (RedisTLS)
+	auth     bool        // TLS clients must show a certificate (RedisTLSClientAuth)
+	probe    *tls.Config // how answers dials a TLS server
+	master   *Redis      // RedisReplicaOf
+	extra    []string
+	cl       *redis.Client // client(), made once
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -40,6 +50,32 @@ func RedisPassword(pw string) RedisOption {
 	return func(r *Redis) { r.password = pw }
 }
 
+// RedisTLS makes the server speak only TLS on its port, with a
+// certificate for 127.0.0.1 and localhost issued by ca (replication over
+// TLS too).
+func RedisTLS(ca *CA) RedisOption {
+	return func(r *Redis) { r.ca = ca }
+}
+
+// RedisTLSClientAuth (with RedisTLS) makes the server require a client
+// certificate issued by its CA (tls-auth-clients yes).
+func RedisTLSClientAuth() RedisOption {
+	return func(r *Redis) { r.auth = true }
+}
+
+// RedisReplicaOf makes the server a replica of master (with its password
+// and TLS, and the same password of its own, as a Sentinel set wants).
+func RedisReplicaOf(master *Redis) RedisOption {
+	return func(r *Redis) {
+		r.master, r.password, r.ca, r.auth = master, master.password, master.ca, master.auth
+	}
+}
+
+// RedisArgs adds command-line options to redis-server.
+func RedisArgs(args ...string) RedisOption {
+	return func(r *Redis) { r.extra = append(r.extra, args...) }
+}
+
 // StartRedis starts redis-server on a free loopback port and returns once
 // it answers. Without redis-server it fails or skips as RequireTool.
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
@@ -47,6 +83,22 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	r := &Redis{t: t, bin: RequireTool(t, "redis-server"), dir: t.TempDir()}
 	for _, o := range opts {
 		o(r)
+	}
+	if r.ca != nil {
+		cert, key := r.ca.Issue(t, "127.0.0.1", "localhost")
+		r.probe = r.ca.ClientTLS()
+		r.probe.Certificates = []tls.Certificate{mustKeyPair(t, cert, key)}
+		r.extra = append(r.extra, "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", r.ca.File,
+			"--tls-replication", "yes", "--tls-cluster", "yes", "--tls-auth-clients", map[bool]string{true: "yes", false: "no"}[r.auth])
+		if r.auth { // a replica shows a certificate to its master
+			r.extra = append(r.extra, "--tls-client-cert-file", cert, "--tls-client-key-file", key)
+		}
+	}
+	if r.master != nil {
+		r.extra = append(r.extra, "--replicaof", "127.0.0.1", strconv.Itoa(r.master.port))
+		if r.password != "" {
+			r.extra = append(r.extra, "--masterauth", r.password)
+		}
 	}
 	t.Cleanup(r.Stop)
 	var err error
@@ -56,6 +108,9 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 			t.Fatalf("redis: free port: %v", err)
 		}
 		if err = r.start(); err == nil {
+			if r.master != nil {
+				r.waitLinkUp()
+			}
 			return r
 		}
 	}
@@ -68,10 +123,26 @@ func (r *Redis) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 }
 
+// Port is the server's port.
+func (r *Redis) Port() int { return r.port }
+
+// Password is the password the server requires ("" for none).
+func (r *Redis) Password() string { return r.password }
+
+// Running reports whether the server runs (it was not stopped).
+func (r *Redis) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil
+}
+
 // URL is the go-redis URL of the server, database 0, with the password if
-// one is required.
+// one is required; rediss:// for a TLS server.
 func (r *Redis) URL() string {
 	u := url.URL{Scheme: "redis", Host: r.Addr(), Path: "/0"}
+	if r.ca != nil {
+		u.Scheme = "rediss"
+	}
 	if r.password != "" {
 		u.User = url.UserPassword("", r.password)
 	}
@@ -135,14 +206,17 @@ func (r *Redis) start() error {
 		return err
 	}
 	defer logf.Close()
-	args := []string{
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", data,
-		"--daemonize", "no", "--loglevel", "warning",
+	port := []string{"--port", strconv.Itoa(r.port)}
+	if r.ca != nil {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(r.port)}
 	}
+	args := append(port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", data,
+		"--daemonize", "no", "--loglevel", "warning")
 	if r.password != "" {
 		args = append(args, "--requirepass", r.password)
 	}
+	args = append(args, r.extra...)
 	cmd := exec.Command(r.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -150,7 +224,7 @@ func (r *Redis) start() error {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if err := answers(r.Addr(), r.password, cmd.Process.Pid); err == nil {
+		if err := answers(r.Addr(), r.password, r.probe, cmd.Process.Pid); err == nil {
 			r.cmd = cmd
 			return nil
 		} else if time.Now().After(deadline) || exited(cmd.Process.Pid) {
@@ -165,9 +239,16 @@ func (r *Redis) start() error {
 
 // answers checks that the redis-server with process id pid serves addr:
 // it asks INFO server (after AUTH if needed) for process_id, so that a
-// server of another test that took the port does not count.
-func answers(addr, password string, pid int) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// server of another test that took the port does not count. With tc it
+// speaks TLS.
+func answers(addr, password string, tc *tls.Config, pid int) error {
+	var c net.Conn
+	var err error
+	if tc != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, tc)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}
@@ -224,4 +305,36 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func mustKeyPair(t testing.TB, cert, key string) tls.Certificate {
+	t.Helper()
+	kp, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// ClientCert issues a client certificate from the server's CA (RedisTLS)
+// and returns its files.
+func (r *Redis) ClientCert() (certFile, keyFile string) {
+	r.t.Helper()
+	return r.ca.Issue(r.t, "quiccast-client")
+}
+
+// Info returns the server's INFO section.
+func (r *Redis) Info(ctx context.Context, section string) (string, error) {
+	return r.client().Info(ctx, section).Result()
+}
+
+// waitLinkUp waits until a replica has synced with its master.
+func (r *Redis) waitLinkUp() {
+	r.t.Helper()
+	WaitFor(r.t, 20*time.Second, "replica "+r.Addr()+" in sync with its master", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		info, err := r.Info(ctx, "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
 }
