@@ -151,6 +151,9 @@ func TestRestreamToASecondOriginSurvivesItsRestart(t *testing.T) {
 	if st.Source != "config" || st.URL != "rtmp://"+bRTMP+"/live/REDACTED" {
 		t.Errorf("status %+v", st)
 	}
+	// The API target added below stays listed (stopped) after its
+	// removal: follow the configured target by its id from here on.
+	cfgID := st.ID
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -179,7 +182,7 @@ func TestRestreamToASecondOriginSurvivesItsRestart(t *testing.T) {
 	b.cmd.Process.Kill()
 	b.cmd.Wait()
 	testenv.WaitFor(t, 20*time.Second, "the restream to notice B is gone", func() bool {
-		st, _ = restreamOf(t, a, "cam/a", "")
+		st, _ = restreamOf(t, a, "cam/a", cfgID)
 		return st.State == restream.StateReconnecting
 	})
 	t.Logf("B killed: %s (%s)", st.State, st.LastError)
@@ -187,7 +190,7 @@ func TestRestreamToASecondOriginSurvivesItsRestart(t *testing.T) {
 
 	b2 := node("origin", "origin-b", bArgs...)
 	testenv.WaitFor(t, 60*time.Second, "the restream live again", func() bool {
-		st, _ = restreamOf(t, a, "cam/a", "")
+		st, _ = restreamOf(t, a, "cam/a", cfgID)
 		return st.State == restream.StateLive && st.Sessions >= 2
 	})
 	t.Logf("after B's restart: %s after %d attempts, %d sessions, %d bytes", st.State, st.Attempts, st.Sessions, st.Bytes)
@@ -215,9 +218,13 @@ func TestRestreamBadKeyIsRefusedWithoutARetryStorm(t *testing.T) {
 	b := origin("origin-b", "-publish-tokens", good)
 	a := origin("origin-a", "-restream-refused-backoff", "1s", "-restream-max-refusals", "3")
 	publishRTMP(t, rtmpAddrOf(t, a), "cam/a", 60)
-	testenv.WaitFor(t, 20*time.Second, "cam/a on A", func() bool {
+	// Ready, not only claimed: the name is listed from the claim on, the
+	// restream manager learns of it a moment later; the catalog comes
+	// after both.
+	testenv.WaitFor(t, 20*time.Second, "cam/a ready on A", func() bool {
 		var list []map[string]any
-		return apiCall(t, a, "GET", "/restreams", "", "", &list) == 200 && strings.Contains(rawGet(t, "http://"+a.field("addr")+"/broadcasts"), `"cam/a"`)
+		body := rawGet(t, "http://"+a.field("addr")+"/broadcasts")
+		return apiCall(t, a, "GET", "/restreams", "", "", &list) == 200 && strings.Contains(body, `"cam/a"`) && strings.Contains(body, `"catalog"`)
 	})
 
 	target := "rtmp://" + rtmpAddrOf(t, b) + "/live/other?key=" + bad
