@@ -93,6 +93,8 @@ export class Player extends EventTarget {
     /** @type {Required<Pick<PlayerOptions, 'targetLatency'|'jumpThreshold'|'connectTimeout'|'transport'>> & PlayerOptions} */
     this.opts = { targetLatency: 0.5, jumpThreshold: 1.5, connectTimeout: 1500, transport: 'auto', overlay: false, broadcast: opts.broadcast };
     for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && !Number.isNaN(v)) /** @type {any} */ (this.opts)[k] = v;
+    /** Whether targetLatency was given (LL-HLS then uses it instead of the playlist's PART-HOLD-BACK). */
+    this.latencySet = typeof opts.targetLatency === 'number' && opts.targetLatency > 0;
     const list = this.opts.edges && this.opts.edges.length > 0 ? this.opts.edges : [this.opts.base || location.origin];
     /** @type {URL[]} */ this.edges = list.map((e) => new URL(e, location.href));
     this.edgeIndex = 0;
@@ -341,6 +343,7 @@ export class Player extends EventTarget {
         connectTimeout: name === 'webtransport' ? this.opts.connectTimeout : 10000,
         webtransportPort: this.opts.webtransportPort,
         start: this.opts.start,
+        targetLatency: this.latencySet ? this.opts.targetLatency : undefined,
         handler: this.handler(() => this.current === t || this.opening === t),
       });
       this.opening = t;
@@ -513,9 +516,7 @@ export class Player extends EventTarget {
       // group's length): start playing at the target, not behind it.
       if (Date.now() - this.connectedAt < 2000 && end - v.currentTime > target + 0.15) v.currentTime = end - target;
       const behind = end - v.currentTime;
-      const off = behind - target;
-      // Gentle: at most 10 % faster, 5 % slower; no change near the target.
-      const rate = Math.abs(off) < 0.1 ? 1 : Math.min(1.1, Math.max(0.95, 1 + off * 0.25));
+      const rate = liveRate(behind, target);
       if (Math.abs(v.playbackRate - rate) > 0.005) v.playbackRate = rate;
       if (v.paused) v.play().catch(() => {});
       this._stats.bufferMs = Math.round(behind * 1000);
@@ -550,4 +551,22 @@ export class Player extends EventTarget {
     }
     this.overlayEl = el;
   }
+}
+
+/**
+ * The playback rate that keeps behind (s of media buffered ahead of the
+ * playhead) at target: 1 within a dead band of a quarter of the target
+ * (10 to 100 ms); else proportional to the distance, at most 25 % faster
+ * (catching up a second in about 5 s) and 5 % slower. Small targets
+ * (?latency=0.1) need the narrow band: a 100 ms band around a 100 ms
+ * target would let the buffer run dry or double.
+ * @param {number} behind s
+ * @param {number} target s
+ * @returns {number}
+ */
+export function liveRate(behind, target) {
+  const off = behind - target;
+  const band = Math.min(0.1, Math.max(0.01, target / 4));
+  if (Math.abs(off) < band) return 1;
+  return Math.round(Math.min(1.25, Math.max(0.95, 1 + off * 0.5)) * 1000) / 1000;
 }
