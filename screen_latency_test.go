@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ import (
 type screenRun struct {
 	transport string
 	target    string // the page's ?latency= ("" for the default)
+	part      string // LL-HLS: the edge's -hls-part
 	rep       browserReport
 }
 
@@ -41,11 +43,11 @@ func (r screenRun) decoded() int { return r.rep.Last.Frames - r.rep.First.Frames
 // screenSource is a demo process and a publisher (quiccast publish:
 // ffmpeg testsrc2 at size, 30 fps, a keyframe a second, -write_prft) on a
 // broadcast of its own; it returns the broadcast's watch page.
-func screenSource(t *testing.T, size string) string {
+func screenSource(t *testing.T, size string, demoArgs ...string) string {
 	t.Helper()
 	testenv.RequireTool(t, "ffmpeg")
 	bin := buildBinary(t)
-	d := startDemoProcess(t, bin)
+	d := startDemoProcess(t, bin, demoArgs...)
 	if d.publish == "" {
 		t.Fatal("the demo did not print its publish URL")
 	}
@@ -65,7 +67,8 @@ func screenSource(t *testing.T, size string) string {
 	return strings.Replace(d.url, "/watch/demo", "/watch/screen", 1)
 }
 
-// measureScreen plays page with query q for seconds after warmup seconds.
+// measureScreen plays page at transport and target for seconds after
+// warmup seconds, and keeps the samples (QC_SCREEN_TRACE=1 logs them).
 func measureScreen(t *testing.T, page, transport, target string, seconds, warmup int) screenRun {
 	t.Helper()
 	q := "?transport=" + transport
@@ -76,7 +79,23 @@ func measureScreen(t *testing.T, page, transport, target string, seconds, warmup
 	if target != "" {
 		shot += "-" + target
 	}
-	rep := watchInChromium(t, page+q, shot, seconds, warmup)
+	w := startWatch(t, page+q, shot, seconds, warmup)
+	w.waitState("measuring")
+	var trace []string
+	end := time.Now().Add(time.Duration(seconds) * time.Second)
+	for time.Now().Before(end) {
+		s := w.sample()
+		l := fmt.Sprintf("%.1f: latency %v ms, buffer %v ms, rate-relevant state %s, stalls %d", s.CurrentTime, s.Stats.LatencyMs, s.Stats.BufferMs, s.Stats.State, s.Stats.Stalls)
+		if s.HLS != nil {
+			l += fmt.Sprintf(", hls.js latency %.3f target %.3f stalls %d", s.HLS.Latency, s.HLS.TargetLatency, s.HLS.Stalls)
+		}
+		trace = append(trace, l)
+		time.Sleep(500 * time.Millisecond) // sampling pace
+	}
+	rep := w.report()
+	if os.Getenv("QC_SCREEN_TRACE") == "1" {
+		t.Logf("samples:\n%s", strings.Join(trace, "\n"))
+	}
 	if got := rep.Last.Stats.Transport; got != transport {
 		t.Fatalf("played over %q, want %q (last error %q)", got, transport, rep.Last.Stats.LastError)
 	}
@@ -91,10 +110,10 @@ func measureScreen(t *testing.T, page, transport, target string, seconds, warmup
 
 // TestLLHLSOnScreenLatencyInChromium plays the watch page's LL-HLS choice
 // (hls.js in low-latency mode) of a live ffmpeg publisher (a keyframe a
-// second, one frame per part) and asserts it plays within 1.5 s of the
-// capture wall-clock at the median. On a quiet machine it measures about
-// 0.7 s (bench/RESULTS.md); QC_SCREEN_HLS_MAX_MS loosens the bound for a
-// machine too busy to hold it.
+// second, the edge's default parts of 200 ms, PART-HOLD-BACK 0.6 s) and
+// asserts it plays within 1.5 s of the capture wall-clock at the median.
+// It measures about 0.6 s (bench/RESULTS.md); QC_SCREEN_HLS_MAX_MS
+// loosens the bound for a machine too busy to hold it.
 func TestLLHLSOnScreenLatencyInChromium(t *testing.T) {
 	requireBrowser(t)
 	page := screenSource(t, "640x360")
@@ -165,15 +184,35 @@ func TestBenchScreenLatency(t *testing.T) {
 	page := screenSource(t, size)
 	var runs []screenRun
 	for _, tr := range transports {
-		ts := targets
 		if tr == "hls" {
-			ts = []string{""} // hls.js keeps to the playlist's PART-HOLD-BACK
-			if s, ok := os.LookupEnv("QC_SCREEN_HLS_TARGETS"); ok {
-				ts = strings.Split(s, ",")
-			}
+			continue
 		}
-		for _, target := range ts {
+		for _, target := range targets {
 			runs = append(runs, measureScreen(t, page, tr, target, seconds, 3))
+		}
+	}
+	if slices.Contains(transports, "hls") {
+		// hls.js keeps to the playlist's PART-HOLD-BACK (3 parts), one
+		// edge per part size: joined objects (the default) and one object
+		// (a frame) a part.
+		ts := []string{""}
+		if s, ok := os.LookupEnv("QC_SCREEN_HLS_TARGETS"); ok {
+			ts = strings.Split(s, ",")
+		}
+		parts := []string{"200ms", "1ns"}
+		if s := os.Getenv("QC_SCREEN_HLS_PARTS"); s != "" {
+			parts = strings.Split(s, ",")
+		}
+		for _, part := range parts {
+			hp := page
+			if part != "200ms" {
+				hp = screenSource(t, size, "-hls-part", part)
+			}
+			for _, target := range ts {
+				r := measureScreen(t, hp, "hls", target, seconds, 3)
+				r.part = part
+				runs = append(runs, r)
+			}
 		}
 	}
 	if os.Getenv("QC_SCREEN_WRITE") == "1" {
@@ -210,6 +249,19 @@ func writeScreenResults(t *testing.T, seconds int, size, load string, runs []scr
 			if r.transport == "hls" {
 				target = "PART-HOLD-BACK"
 			}
+		}
+		if r.transport == "hls" {
+			part := "parts of 200 ms"
+			if r.part == "1ns" {
+				part = "a part per frame"
+			} else if r.part != "200ms" {
+				part = "parts of " + r.part
+			}
+			pt := 0.0
+			if r.rep.Last.HLS != nil {
+				pt = r.rep.Last.HLS.PartHoldBack
+			}
+			target = fmt.Sprintf("%s %.3f s (%s)", target, pt, part)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.0f ms | %.0f ms | %.0f ms | %d | %d (%d) |\n", r.transport, target, r.rep.Latency.P50, r.rep.Latency.P95, r.rep.Latency.Max, r.stalls(), r.decoded(), r.dropped())
 	}

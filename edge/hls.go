@@ -99,7 +99,7 @@ func (h *hlsServer) state(b *media.Broadcast) *hlsState {
 				delete(h.states, ob)
 			}
 		}
-		st = newHLSState(b)
+		st = newHLSState(b, h.n.cfg.HLSPart)
 		h.states[b] = st
 	}
 	st.mu.Lock()
@@ -609,7 +609,7 @@ func bandwidth(v *hlsView) int {
 	var dur time.Duration
 	for _, g := range v.segs {
 		for _, p := range g.parts {
-			bytes += len(p.o.Payload())
+			bytes += p.size()
 		}
 		dur += g.dur
 	}
@@ -692,7 +692,7 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 	_ = v
 	size := 0
 	for _, p := range parts {
-		size += len(p.o.Payload())
+		size += p.size()
 	}
 	h.deadline(w)
 	hd := w.Header()
@@ -701,13 +701,16 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 	hd.Set("Content-Length", strconv.Itoa(size))
 	w.WriteHeader(http.StatusOK)
 	sent := 0
+write:
 	for _, p := range parts {
-		k, err := w.Write(p.o.Payload()) // the cached bytes, shared, not copied
-		sent += k
-		if err != nil {
-			break
+		for _, o := range p.objs {
+			k, err := w.Write(o.Payload()) // the cached bytes, shared, not copied
+			sent += k
+			if err != nil {
+				break write
+			}
+			observeObject(h.n.metrics.delayHLS, o)
 		}
-		observeObject(h.n.metrics.delayHLS, p.o)
 	}
 	h.n.metrics.sent.Add(float64(sent))
 	return nil

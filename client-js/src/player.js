@@ -63,6 +63,9 @@ registerTransport('recording', openRecording);
  */
 
 const G2G_WINDOW = 300;
+const STALL_MARGIN = 0.05; // s added to the target at each stall
+const MAX_MARGIN = 0.2;
+const MARGIN_DECAY = 0.005; // s a second
 const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
 
 /**
@@ -123,7 +126,15 @@ export class Player extends EventTarget {
     };
     /** @type {HTMLElement|null} */ this.overlayEl = null;
     /** @type {any} */ this.timer = null;
-    this.video.addEventListener('waiting', () => { if (this._stats.state === 'playing') this._stats.stalls++; });
+    // Each stall adds STALL_MARGIN to the target, up to MAX_MARGIN; it
+    // wears off at MARGIN_DECAY a second. A machine too busy to keep a
+    // 0.1 s buffer fed gets a little more instead of stalling again.
+    this.margin = 0;
+    this.video.addEventListener('waiting', () => {
+      if (this._stats.state !== 'playing') return;
+      this._stats.stalls++;
+      this.margin = Math.min(MAX_MARGIN, this.margin + STALL_MARGIN);
+    });
   }
 
   /** Connects and starts playing. */
@@ -489,7 +500,8 @@ export class Player extends EventTarget {
     }
     if (!own && b.length > 0) {
       const end = b.end(b.length - 1);
-      const target = this.opts.targetLatency;
+      this.margin = Math.max(0, this.margin - MARGIN_DECAY / 4);
+      const target = this.opts.targetLatency + this.margin;
       // Inside a hole (a skipped group, a reconnect, a new epoch), or at
       // the end of a range with more after it: go to the next range.
       let inRange = false;

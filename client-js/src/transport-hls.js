@@ -73,7 +73,7 @@ export function openHLS(ctx) {
     if (hls) catchTimer = setInterval(catchUp, 250);
   }
 
-  /** Sets the catch-up rate (catchUpRate); seeks back to the target when more than 2 s behind it. */
+  /** Sets the catch-up rate (catchUpRate); jumps to the target when more than 0.75 s behind it and it is buffered (at the start, after a long stall). */
   function catchUp() {
     if (!hls || video.paused) return;
     const latency = hls.latency;
@@ -82,7 +82,7 @@ export function openHLS(ctx) {
     const b = video.buffered;
     const ahead = b.length > 0 ? b.end(b.length - 1) - video.currentTime : 0;
     const sync = hls.liveSyncPosition;
-    if (latency - target > 2 && sync !== null && sync > video.currentTime && b.length > 0 && sync < b.end(b.length - 1)) {
+    if (latency - target > 0.75 && sync !== null && sync > video.currentTime && b.length > 0 && sync < b.end(b.length - 1)) {
       video.currentTime = sync;
       return;
     }
