@@ -65,7 +65,7 @@ registerTransport('recording', openRecording);
 const G2G_WINDOW = 300;
 const STALL_MARGIN = 0.05; // s added to the target at each stall
 const MAX_MARGIN = 0.2;
-const MARGIN_DECAY = 0.005; // s a second
+const MARGIN_DECAY = 0.02; // s a second
 const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
 
 /**
@@ -126,14 +126,15 @@ export class Player extends EventTarget {
     };
     /** @type {HTMLElement|null} */ this.overlayEl = null;
     /** @type {any} */ this.timer = null;
-    // Each stall adds STALL_MARGIN to the target, up to MAX_MARGIN; it
-    // wears off at MARGIN_DECAY a second. A machine too busy to keep a
-    // 0.1 s buffer fed gets a little more instead of stalling again.
+    // Each stall after the first seconds of a connection adds
+    // STALL_MARGIN to the target, up to MAX_MARGIN; it wears off at
+    // MARGIN_DECAY a second. A machine too busy to keep a 0.1 s buffer
+    // fed gets a little more instead of stalling again.
     this.margin = 0;
     this.video.addEventListener('waiting', () => {
       if (this._stats.state !== 'playing') return;
       this._stats.stalls++;
-      this.margin = Math.min(MAX_MARGIN, this.margin + STALL_MARGIN);
+      if (Date.now() - this.connectedAt > 3000) this.margin = Math.min(MAX_MARGIN, this.margin + STALL_MARGIN);
     });
   }
 
