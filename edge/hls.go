@@ -24,7 +24,7 @@ import (
 //	media-{track}.m3u8                 the media playlist of one track
 //	init-{inst}-{track}-{epoch}.mp4    init segment of an epoch
 //	seg-{inst}-{track}-{group}.m4s     segment = one group: its objects' payloads back to back
-//	part-{inst}-{track}-{group}-{i}.m4s part = one object's payload (a CMAF chunk)
+//	part-{inst}-{track}-{group}-{i}.m4s part = consecutive objects' payloads, at least Config.HLSPart long
 //
 // {inst} is the broadcast's start time (base 36), so a later broadcast of
 // the same name never reuses a URI: media URIs are immutable and may be
