@@ -30,7 +30,7 @@ registerTransport('recording', openRecording);
  * @property {() => Promise<string>} [refreshToken] called when the token expired (close 4401); the player reconnects with the token it returns (else the page answers the tokenexpired event with setToken)
  * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
  * @property {number} [targetLatency]    seconds behind the newest received frame to play at (the buffer kept), default 0.5
- * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 1.5
+ * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 4 × targetLatency within 0.5..1.5 (1.5 at the default target)
  * @property {number} [connectTimeout]   ms WebTransport may take to connect before falling back to WebSocket, default 1500
  * @property {number} [webtransportPort] UDP port to reach WebTransport at, instead of the one the edge advertises
  * @property {boolean} [overlay]         show live stats over the video
@@ -96,6 +96,11 @@ export class Player extends EventTarget {
     /** @type {Required<Pick<PlayerOptions, 'targetLatency'|'jumpThreshold'|'connectTimeout'|'transport'>> & PlayerOptions} */
     this.opts = { targetLatency: 0.5, jumpThreshold: 1.5, connectTimeout: 1500, transport: 'auto', overlay: false, broadcast: opts.broadcast };
     for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && !Number.isNaN(v)) /** @type {any} */ (this.opts)[k] = v;
+    // A small target is a choice of latency over smoothness: after a stall
+    // that piled up a second of media, jump rather than play fast for 5 s.
+    if (!(typeof opts.jumpThreshold === 'number' && opts.jumpThreshold > 0)) {
+      this.opts.jumpThreshold = Math.min(1.5, Math.max(0.5, 4 * this.opts.targetLatency));
+    }
     /** Whether targetLatency was given (LL-HLS then uses it instead of the playlist's PART-HOLD-BACK). */
     this.latencySet = typeof opts.targetLatency === 'number' && opts.targetLatency > 0;
     const list = this.opts.edges && this.opts.edges.length > 0 ? this.opts.edges : [this.opts.base || location.origin];
