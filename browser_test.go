@@ -54,6 +54,11 @@ type browserSample struct {
 	HLS *struct { // set when the page plays LL-HLS through hls.js
 		LowLatencyMode bool
 		Version        string
+		Latency        float64 // s, hls.js's estimate (its live edge − currentTime)
+		TargetLatency  float64 // s, what hls.js aims at
+		Stalls         int     // hls.js's stall reports
+		PartTarget     float64 // s, the playlist's PART-TARGET
+		PartHoldBack   float64 // s, its PART-HOLD-BACK
 	}
 }
 

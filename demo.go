@@ -32,6 +32,7 @@ type demoConfig struct {
 	PlayTokens   string            // edge's accepted play tokens; empty allows anyone
 	RecordDir    string            // record every broadcast here and serve the recordings on the edge; empty for none
 	PlayAuth     authconfig.Config // the edge's JWT, webhook and address rules (publishing in the demo stays open)
+	HLSPart      time.Duration     // the edge's LL-HLS part (edge.Config.HLSPart); 0: its default
 	Logger       *slog.Logger
 }
 
@@ -75,7 +76,7 @@ func newDemo(cfg demoConfig) (*demo, error) {
 		d.reg.Close()
 		return nil, err
 	}
-	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, AuthFlags: cfg.PlayAuth, RecordDir: cfg.RecordDir, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
+	if d.edge, err = edge.New(edge.Config{Listen: cfg.Listen, WTListen: cfg.WTListen, ACME: cfg.ACME, PlayTokens: cfg.PlayTokens, AuthFlags: cfg.PlayAuth, RecordDir: cfg.RecordDir, HLSPart: cfg.HLSPart, Source: originSource{d.origin}, Registry: d.reg, Logger: cfg.Logger}); err != nil {
 		d.origin.Close()
 		d.reg.Close()
 		return nil, err
@@ -154,6 +155,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.ACME.Flags(s)
 	s.String(&cfg.PlayTokens, "play-tokens", "", "comma-separated tokens a viewer must present (?token=); empty allows anyone")
 	s.String(&cfg.RecordDir, "record-dir", "", "record every broadcast into this directory (kept 24 h, 1 GiB left free) and let the player page watch them with ?start=")
+	s.Duration(&cfg.HLSPart, "hls-part", 200*time.Millisecond, "least duration of an LL-HLS part (consecutive objects joined; PART-HOLD-BACK is 3 parts); 1ns: one object a part")
 	cfg.PlayAuth.Flags(s) // for viewers: JWT (-jwt-secret, -jwt-jwks), -on-play, -allow-play… (see README, Authentication)
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {

@@ -146,6 +146,11 @@ type Config struct {
 	// Linger keeps an upstream subscription this long after its last
 	// viewer left, so a reload does not resubscribe.
 	Linger time.Duration
+	// HLSPart is the least duration of an LL-HLS part: a group's
+	// consecutive objects are joined into parts of at least this (the
+	// last of a group may be shorter; an object longer than it is a part
+	// of its own). Default 200 ms; 1ns: one object a part.
+	HLSPart time.Duration
 
 	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
 	Pprof bool
@@ -183,6 +188,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
+	s.Duration(&c.HLSPart, "hls-part", 200*time.Millisecond, "least duration of an LL-HLS part: a group's consecutive objects are joined into parts this long (PART-HOLD-BACK is 3 parts); 1ns: one object a part")
 }
 
 func (c *Config) withDefaults() {
@@ -214,6 +220,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
+	}
+	if c.HLSPart <= 0 {
+		c.HLSPart = d.HLSPart
 	}
 	if c.TLSCheck <= 0 {
 		c.TLSCheck = d.TLSCheck

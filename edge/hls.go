@@ -24,7 +24,7 @@ import (
 //	media-{track}.m3u8                 the media playlist of one track
 //	init-{inst}-{track}-{epoch}.mp4    init segment of an epoch
 //	seg-{inst}-{track}-{group}.m4s     segment = one group: its objects' payloads back to back
-//	part-{inst}-{track}-{group}-{i}.m4s part = one object's payload (a CMAF chunk)
+//	part-{inst}-{track}-{group}-{i}.m4s part = consecutive objects' payloads, at least Config.HLSPart long
 //
 // {inst} is the broadcast's start time (base 36), so a later broadcast of
 // the same name never reuses a URI: media URIs are immutable and may be
@@ -99,7 +99,7 @@ func (h *hlsServer) state(b *media.Broadcast) *hlsState {
 				delete(h.states, ob)
 			}
 		}
-		st = newHLSState(b)
+		st = newHLSState(b, h.n.cfg.HLSPart)
 		h.states[b] = st
 	}
 	st.mu.Lock()
@@ -609,7 +609,7 @@ func bandwidth(v *hlsView) int {
 	var dur time.Duration
 	for _, g := range v.segs {
 		for _, p := range g.parts {
-			bytes += len(p.o.Payload())
+			bytes += p.size()
 		}
 		dur += g.dur
 	}
@@ -692,7 +692,7 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 	_ = v
 	size := 0
 	for _, p := range parts {
-		size += len(p.o.Payload())
+		size += p.size()
 	}
 	h.deadline(w)
 	hd := w.Header()
@@ -701,13 +701,16 @@ func (h *hlsServer) serveMedia(w http.ResponseWriter, r *http.Request, st *hlsSt
 	hd.Set("Content-Length", strconv.Itoa(size))
 	w.WriteHeader(http.StatusOK)
 	sent := 0
+write:
 	for _, p := range parts {
-		k, err := w.Write(p.o.Payload()) // the cached bytes, shared, not copied
-		sent += k
-		if err != nil {
-			break
+		for _, o := range p.objs {
+			k, err := w.Write(o.Payload()) // the cached bytes, shared, not copied
+			sent += k
+			if err != nil {
+				break write
+			}
+			observeObject(h.n.metrics.delayHLS, o)
 		}
-		observeObject(h.n.metrics.delayHLS, p.o)
 	}
 	h.n.metrics.sent.Add(float64(sent))
 	return nil

@@ -16,7 +16,8 @@ import (
 // discontinuity number of each epoch, and the target durations, which
 // only grow. Its views are rebuilt only when the broadcast changed.
 type hlsState struct {
-	b *media.Broadcast
+	b       *media.Broadcast
+	partMin time.Duration // a part is objects of at least this duration (Config.HLSPart)
 
 	mu        sync.Mutex
 	used      time.Time
@@ -43,19 +44,32 @@ type playlistKey struct {
 	query string
 }
 
-// hlsGroup is one group (segment) and its parts (objects with a payload).
+// hlsGroup is one group (segment) and its parts: runs of consecutive
+// objects with a payload, each at least partMin long.
 type hlsGroup struct {
 	g       *media.Group
 	read    int // objects read from the broadcast, end marker included
 	parts   []hlsPart
+	filling hlsPart // objects of the next part, not yet partMin long
 	done    bool
-	dur     time.Duration
-	capture int64 // of its first object, µs
+	dur     time.Duration // of every object read, filling included
+	capture int64         // of its first object, µs
 }
 
+// hlsPart is one part: its objects, back to back, and their duration.
+// Once in hlsGroup.parts it never changes.
 type hlsPart struct {
-	o   *media.Object
-	dur time.Duration
+	objs []*media.Object
+	dur  time.Duration
+}
+
+// size is the part's byte count.
+func (p hlsPart) size() int {
+	n := 0
+	for _, o := range p.objs {
+		n += len(o.Payload())
+	}
+	return n
 }
 
 // hlsSeg is a group as a view saw it; it never changes.
@@ -111,9 +125,10 @@ func (v *hlsView) find(seq uint64) *hlsSeg {
 // forever.
 func instance(c *media.Catalog) string { return strconv.FormatInt(c.Started, 36) }
 
-func newHLSState(b *media.Broadcast) *hlsState {
+func newHLSState(b *media.Broadcast, partMin time.Duration) *hlsState {
 	return &hlsState{
 		b:         b,
+		partMin:   partMin,
 		groups:    map[*media.Group]*hlsGroup{},
 		inits:     map[*media.Catalog][]*cmaf.Init{},
 		dsn:       map[*media.Catalog]uint64{},
@@ -239,7 +254,7 @@ func (st *hlsState) update(hg *hlsGroup) {
 		if o.Flags&wire.FlagEndOfGroup != 0 || len(o.Payload()) == 0 {
 			continue
 		}
-		if len(hg.parts) == 0 {
+		if len(hg.parts) == 0 && len(hg.filling.objs) == 0 {
 			hg.capture = o.Capture
 		}
 		var next *media.Object
@@ -247,10 +262,26 @@ func (st *hlsState) update(hg *hlsGroup) {
 			next = objs[i+1]
 		}
 		d := st.duration(hg.g, o, next)
-		hg.parts = append(hg.parts, hlsPart{o: o, dur: d})
+		hg.filling.objs = append(hg.filling.objs, o)
+		hg.filling.dur += d
 		hg.dur += d
+		// A millisecond's slack: six frames at 30 fps are 199.99… ms.
+		if hg.filling.dur+time.Millisecond >= st.partMin {
+			hg.flush()
+		}
+	}
+	if done {
+		hg.flush() // the last part of a group may be shorter
 	}
 	hg.done = done
+}
+
+// flush makes the objects being gathered a part.
+func (hg *hlsGroup) flush() {
+	if len(hg.filling.objs) > 0 {
+		hg.parts = append(hg.parts, hg.filling)
+		hg.filling = hlsPart{}
+	}
 }
 
 // duration is an object's media duration: its primary track's samples (or,

@@ -21,6 +21,10 @@ import (
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
+// oneObjectParts makes every object a part of its own (Config.HLSPart),
+// which most tests here count on.
+const oneObjectParts = time.Nanosecond
+
 // clipFeed appends the demo clip's real CMAF chunks to a broadcast, one
 // object per call, a group per keyframe (32 frames, 1.07 s), as an origin
 // session would.
@@ -158,20 +162,21 @@ func TestHLSPlaylistListsGroupsAsSegmentsAndObjectsAsParts(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "live/hls")
 	f.groups(t, 3, 5) // groups 0..2 done, 5 objects of group 3
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 
 	r := get(t, nil, hlsURL(n, "live/hls", "index.m3u8"))
 	if r.status != 200 || r.header.Get("Content-Type") != "application/vnd.apple.mpegurl" || r.header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("playlist: %d %v\n%s", r.status, r.header, r.body)
 	}
 	m := parseMedia(t, r.body)
+	checkLLHLSRules(t, m, r.body)
 	if m.MediaSequence != 0 || len(m.Segments) != 3 || len(m.Parts) != 5 || m.TargetDuration != 1 {
 		t.Fatalf("sequence %d, %d segments, %d open parts, target %d\n%s", m.MediaSequence, len(m.Segments), len(m.Parts), m.TargetDuration, r.body)
 	}
 	if m.ServerControl == nil || !m.ServerControl.CanBlockReload || m.PartInf == nil || m.PartInf.PartTarget != 34*time.Millisecond {
 		t.Fatalf("server control %+v, part inf %+v", m.ServerControl, m.PartInf)
 	}
-	if *m.ServerControl.PartHoldBack < 2*m.PartInf.PartTarget || *m.ServerControl.CanSkipUntil < 6*time.Second {
+	if *m.ServerControl.PartHoldBack < 3*m.PartInf.PartTarget || *m.ServerControl.CanSkipUntil < 6*time.Second {
 		t.Fatalf("hold back %v, skip until %v", *m.ServerControl.PartHoldBack, *m.ServerControl.CanSkipUntil)
 	}
 	inst := instance(f.b.Catalog())
@@ -216,11 +221,103 @@ func TestHLSPlaylistListsGroupsAsSegmentsAndObjectsAsParts(t *testing.T) {
 	}
 }
 
+// checkLLHLSRules checks a live playlist against RFC 8216bis and Apple's
+// LL-HLS rules that players depend on.
+func checkLLHLSRules(t *testing.T, m *playlist.Media, body []byte) {
+	t.Helper()
+	sc, pi := m.ServerControl, m.PartInf
+	if sc == nil || !sc.CanBlockReload || pi == nil || sc.PartHoldBack == nil {
+		t.Fatalf("server control %+v, part inf %+v\n%s", sc, pi, body)
+	}
+	if *sc.PartHoldBack < 3*pi.PartTarget {
+		t.Fatalf("PART-HOLD-BACK %v under 3 × PART-TARGET %v", *sc.PartHoldBack, pi.PartTarget)
+	}
+	if m.PreloadHint == nil || m.Map == nil {
+		t.Fatalf("preload hint %+v, map %+v", m.PreloadHint, m.Map)
+	}
+	check := func(parts []*playlist.MediaPart, complete bool) {
+		for i, p := range parts {
+			if p.Duration > pi.PartTarget {
+				t.Fatalf("part %s of %v over PART-TARGET %v", p.URI, p.Duration, pi.PartTarget)
+			}
+			// Every part but a segment's last is at least 85 % of the target.
+			if (i < len(parts)-1 || !complete) && p.Duration*100 < pi.PartTarget*85 {
+				t.Fatalf("part %s of %v under 85 %% of PART-TARGET %v", p.URI, p.Duration, pi.PartTarget)
+			}
+		}
+	}
+	for _, s := range m.Segments {
+		if d := (s.Duration + time.Second/2).Truncate(time.Second); d > time.Duration(m.TargetDuration)*time.Second {
+			t.Fatalf("segment %s of %v over TARGETDURATION %d", s.URI, s.Duration, m.TargetDuration)
+		}
+		check(s.Parts, true)
+	}
+	check(m.Parts, false)
+}
+
+// TestHLSPartsJoinObjectsToThePartTarget: with the default part of
+// 200 ms, a group of 32 frames at 30 fps is six parts, five of six frames
+// and a last of two; a part being filled is not listed, and a request for
+// it is answered once its sixth frame came. PART-HOLD-BACK is three parts.
+func TestHLSPartsJoinObjectsToThePartTarget(t *testing.T) {
+	src := newFakeSource()
+	f := src.addClip(t, "joined")
+	f.groups(t, 2, 10) // groups 0 and 1 done; group 2: one part and 4 frames
+	n, _ := startEdge(t, Config{Source: src})
+	inst := instance(f.b.Catalog())
+
+	r := get(t, nil, hlsURL(n, "joined", "index.m3u8"))
+	m := parseMedia(t, r.body)
+	checkLLHLSRules(t, m, r.body)
+	if m.PartInf.PartTarget < 200*time.Millisecond || m.PartInf.PartTarget > 201*time.Millisecond || *m.ServerControl.PartHoldBack != 3*m.PartInf.PartTarget {
+		t.Fatalf("PART-TARGET %v, PART-HOLD-BACK %v\n%s", m.PartInf.PartTarget, *m.ServerControl.PartHoldBack, r.body)
+	}
+	if len(m.Segments) != 2 || len(m.Parts) != 1 || m.PreloadHint.URI != fmt.Sprintf("part-%s-0-2-1.m4s", inst) {
+		t.Fatalf("%d segments, %d open parts, hint %+v\n%s", len(m.Segments), len(m.Parts), m.PreloadHint, r.body)
+	}
+	for _, s := range m.Segments {
+		if len(s.Parts) != 6 || s.Parts[5].Duration > 67*time.Millisecond || !s.Parts[0].Independent || s.Parts[1].Independent {
+			t.Fatalf("segment %s: %d parts\n%s", s.URI, len(s.Parts), r.body)
+		}
+	}
+	// A part is its objects' payloads back to back; a segment all of them.
+	join := func(objs []*media.Object) []byte {
+		var b []byte
+		for _, o := range objs {
+			b = append(b, o.Payload()...)
+		}
+		return b
+	}
+	if p := get(t, nil, hlsURL(n, "joined", m.Segments[1].Parts[5].URI)); p.status != 200 || !bytes.Equal(p.body, join(f.sent[32+30:64])) {
+		t.Fatalf("part 1.5: %d, %d bytes", p.status, len(p.body))
+	}
+	if p := get(t, nil, hlsURL(n, "joined", m.Parts[0].URI)); p.status != 200 || !bytes.Equal(p.body, join(f.sent[64:70])) {
+		t.Fatalf("part 2.0: %d, %d bytes", p.status, len(p.body))
+	}
+	if s := get(t, nil, hlsURL(n, "joined", m.Segments[0].URI)); s.status != 200 || !bytes.Equal(s.body, join(f.sent[:32])) {
+		t.Fatalf("segment 0: %d, %d bytes", s.status, len(s.body))
+	}
+
+	// The hinted part comes with its sixth frame, not before.
+	hint := make(chan hlsResp, 1)
+	go func() { hint <- get(t, nil, hlsURL(n, "joined", m.PreloadHint.URI)) }()
+	f.step(t) // its fifth frame (four came with the groups above)
+	select {
+	case p := <-hint:
+		t.Fatalf("part 2.1 answered with five of its six frames: %d", p.status)
+	case <-time.After(200 * time.Millisecond):
+	}
+	f.step(t)
+	if p := <-hint; p.status != 200 || !bytes.Equal(p.body, join(f.sent[70:76])) {
+		t.Fatalf("part 2.1: %d, %d bytes", p.status, len(p.body))
+	}
+}
+
 func TestHLSBlockingReloadAnswersAsSoonAsThePartExists(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "block")
 	f.groups(t, 1, 3) // group 0 done, group 1 has parts 0..2
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	inst := instance(f.b.Catalog())
 
 	type result struct {
@@ -275,7 +372,7 @@ func TestHLSRequestErrors(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "errs")
 	f.groups(t, 2, 1)
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	for _, ca := range []struct {
 		file   string
 		status int
@@ -314,7 +411,7 @@ func TestHLSRequestErrors(t *testing.T) {
 func TestHLSTokenIsCheckedAndCarriedInURIs(t *testing.T) {
 	src := newFakeSource()
 	src.addClip(t, "tok").groups(t, 1, 2)
-	n, _ := startEdge(t, Config{Source: src, PlayTokens: "s3cret"})
+	n, _ := startEdge(t, Config{Source: src, PlayTokens: "s3cret", HLSPart: oneObjectParts})
 	if r := get(t, nil, hlsURL(n, "tok", "index.m3u8")); r.status != 401 {
 		t.Fatalf("no token: %d", r.status)
 	}
@@ -338,7 +435,7 @@ func TestHLSTokenIsCheckedAndCarriedInURIs(t *testing.T) {
 	// Without tokens media stays public and immutable, for CDNs.
 	open := newFakeSource()
 	open.addClip(t, "open").groups(t, 1, 2)
-	n2, _ := startEdge(t, Config{Source: open})
+	n2, _ := startEdge(t, Config{Source: open, HLSPart: oneObjectParts})
 	m2 := parseMedia(t, get(t, nil, hlsURL(n2, "open", "index.m3u8")).body)
 	if cc := get(t, nil, hlsURL(n2, "open", m2.Segments[0].URI)).header.Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
 		t.Errorf("segment without tokens: Cache-Control %q", cc)
@@ -349,7 +446,7 @@ func TestHLSDeltaUpdateSkipsOldSegments(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "delta")
 	f.groups(t, 9, 2) // the cache keeps 8 groups: 2..9
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	full := parseMedia(t, get(t, nil, hlsURL(n, "delta", "index.m3u8")).body)
 	r := get(t, nil, hlsURL(n, "delta", "index.m3u8?_HLS_skip=YES"))
 	d := parseMedia(t, r.body)
@@ -375,7 +472,7 @@ func TestHLSNewEpochIsADiscontinuityWithItsInitAndTheSequenceGoesOn(t *testing.T
 	f.groups(t, 2, 10)
 	f.newEpoch(t) // the publisher reconnected: group 2 ends early
 	f.groups(t, 2, 3)
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	r := get(t, nil, hlsURL(n, "epochs", "index.m3u8"))
 	m := parseMedia(t, r.body)
 	if m.MediaSequence != 0 || len(m.Segments) != 5 {
@@ -412,7 +509,7 @@ func TestHLSOverHTTP2(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "h2")
 	f.groups(t, 1, 1)
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	ts := httptest.NewUnstartedServer(n.srv.Handler)
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
@@ -447,7 +544,7 @@ func TestHLSOverHTTP2(t *testing.T) {
 func TestHLSPollingKeepsOneUpstreamAndReleasesItAfterwards(t *testing.T) {
 	src := newFakeSource()
 	src.addClip(t, "poll").groups(t, 1, 1)
-	n, _ := startEdge(t, Config{Source: src, Linger: 300 * time.Millisecond})
+	n, _ := startEdge(t, Config{Source: src, Linger: 300 * time.Millisecond, HLSPart: oneObjectParts})
 	for i := 0; i < 8; i++ {
 		if r := get(t, nil, hlsURL(n, "poll", "index.m3u8")); r.status != 200 {
 			t.Fatal(r.status)
@@ -478,7 +575,7 @@ func TestHLSMultivariantForSeveralTracks(t *testing.T) {
 	src.mu.Lock()
 	src.bcasts["multi"] = b
 	src.mu.Unlock()
-	n, _ := startEdge(t, Config{Source: src})
+	n, _ := startEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	r := get(t, nil, hlsURL(n, "multi", "index.m3u8?token=x"))
 	var mv playlist.Multivariant
 	if err := mv.Unmarshal(r.body); err != nil {
@@ -496,7 +593,7 @@ func TestHLSOverHTTP3(t *testing.T) {
 	src := newFakeSource()
 	f := src.addClip(t, "h3")
 	f.groups(t, 1, 1)
-	n, _ := startWTEdge(t, Config{Source: src})
+	n, _ := startWTEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	h := certHashes(t, n)
 	tr := &http3.Transport{TLSClientConfig: wtDialer(h.Hashes[:1]).TLSClientConfig}
 	defer tr.Close()

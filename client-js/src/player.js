@@ -30,7 +30,7 @@ registerTransport('recording', openRecording);
  * @property {() => Promise<string>} [refreshToken] called when the token expired (close 4401); the player reconnects with the token it returns (else the page answers the tokenexpired event with setToken)
  * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
  * @property {number} [targetLatency]    seconds behind the newest received frame to play at (the buffer kept), default 0.5
- * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 1.5
+ * @property {number} [jumpThreshold]    seconds beyond targetLatency after which playback jumps instead of speeding up, default 4 × targetLatency within 0.5..1.5 (1.5 at the default target)
  * @property {number} [connectTimeout]   ms WebTransport may take to connect before falling back to WebSocket, default 1500
  * @property {number} [webtransportPort] UDP port to reach WebTransport at, instead of the one the edge advertises
  * @property {boolean} [overlay]         show live stats over the video
@@ -63,6 +63,9 @@ registerTransport('recording', openRecording);
  */
 
 const G2G_WINDOW = 300;
+const STALL_MARGIN = 0.05; // s added to the target at each stall
+const MAX_MARGIN = 0.2;
+const MARGIN_DECAY = 0.02; // s a second
 const FALLBACK_MEMORY_MS = 5 * 60 * 1000;
 
 /**
@@ -93,6 +96,13 @@ export class Player extends EventTarget {
     /** @type {Required<Pick<PlayerOptions, 'targetLatency'|'jumpThreshold'|'connectTimeout'|'transport'>> & PlayerOptions} */
     this.opts = { targetLatency: 0.5, jumpThreshold: 1.5, connectTimeout: 1500, transport: 'auto', overlay: false, broadcast: opts.broadcast };
     for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && !Number.isNaN(v)) /** @type {any} */ (this.opts)[k] = v;
+    // A small target is a choice of latency over smoothness: after a stall
+    // that piled up a second of media, jump rather than play fast for 5 s.
+    if (!(typeof opts.jumpThreshold === 'number' && opts.jumpThreshold > 0)) {
+      this.opts.jumpThreshold = Math.min(1.5, Math.max(0.5, 4 * this.opts.targetLatency));
+    }
+    /** Whether targetLatency was given (LL-HLS then uses it instead of the playlist's PART-HOLD-BACK). */
+    this.latencySet = typeof opts.targetLatency === 'number' && opts.targetLatency > 0;
     const list = this.opts.edges && this.opts.edges.length > 0 ? this.opts.edges : [this.opts.base || location.origin];
     /** @type {URL[]} */ this.edges = list.map((e) => new URL(e, location.href));
     this.edgeIndex = 0;
@@ -121,7 +131,16 @@ export class Player extends EventTarget {
     };
     /** @type {HTMLElement|null} */ this.overlayEl = null;
     /** @type {any} */ this.timer = null;
-    this.video.addEventListener('waiting', () => { if (this._stats.state === 'playing') this._stats.stalls++; });
+    // Each stall after the first seconds of a connection adds
+    // STALL_MARGIN to the target, up to MAX_MARGIN; it wears off at
+    // MARGIN_DECAY a second. A machine too busy to keep a 0.1 s buffer
+    // fed gets a little more instead of stalling again.
+    this.margin = 0;
+    this.video.addEventListener('waiting', () => {
+      if (this._stats.state !== 'playing') return;
+      this._stats.stalls++;
+      if (Date.now() - this.connectedAt > 3000) this.margin = Math.min(MAX_MARGIN, this.margin + STALL_MARGIN);
+    });
   }
 
   /** Connects and starts playing. */
@@ -341,6 +360,7 @@ export class Player extends EventTarget {
         connectTimeout: name === 'webtransport' ? this.opts.connectTimeout : 10000,
         webtransportPort: this.opts.webtransportPort,
         start: this.opts.start,
+        targetLatency: this.latencySet ? this.opts.targetLatency : undefined,
         handler: this.handler(() => this.current === t || this.opening === t),
       });
       this.opening = t;
@@ -486,7 +506,8 @@ export class Player extends EventTarget {
     }
     if (!own && b.length > 0) {
       const end = b.end(b.length - 1);
-      const target = this.opts.targetLatency;
+      this.margin = Math.max(0, this.margin - MARGIN_DECAY / 4);
+      const target = this.opts.targetLatency + this.margin;
       // Inside a hole (a skipped group, a reconnect, a new epoch), or at
       // the end of a range with more after it: go to the next range.
       let inRange = false;
@@ -513,9 +534,7 @@ export class Player extends EventTarget {
       // group's length): start playing at the target, not behind it.
       if (Date.now() - this.connectedAt < 2000 && end - v.currentTime > target + 0.15) v.currentTime = end - target;
       const behind = end - v.currentTime;
-      const off = behind - target;
-      // Gentle: at most 10 % faster, 5 % slower; no change near the target.
-      const rate = Math.abs(off) < 0.1 ? 1 : Math.min(1.1, Math.max(0.95, 1 + off * 0.25));
+      const rate = liveRate(behind, target);
       if (Math.abs(v.playbackRate - rate) > 0.005) v.playbackRate = rate;
       if (v.paused) v.play().catch(() => {});
       this._stats.bufferMs = Math.round(behind * 1000);
@@ -550,4 +569,22 @@ export class Player extends EventTarget {
     }
     this.overlayEl = el;
   }
+}
+
+/**
+ * The playback rate that keeps behind (s of media buffered ahead of the
+ * playhead) at target: 1 within a dead band of a quarter of the target
+ * (10 to 100 ms); else proportional to the distance, at most 25 % faster
+ * (catching up a second in about 5 s) and 5 % slower. Small targets
+ * (?latency=0.1) need the narrow band: a 100 ms band around a 100 ms
+ * target would let the buffer run dry or double.
+ * @param {number} behind s
+ * @param {number} target s
+ * @returns {number}
+ */
+export function liveRate(behind, target) {
+  const off = behind - target;
+  const band = Math.min(0.1, Math.max(0.01, target / 4));
+  if (Math.abs(off) < band) return 1;
+  return Math.round(Math.min(1.25, Math.max(0.95, 1 + off * 0.5)) * 1000) / 1000;
 }
