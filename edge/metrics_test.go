@@ -23,7 +23,7 @@ func TestObjectDelayIsMeasuredPerTransport(t *testing.T) {
 	f := src.addClip(t, "live/delay")
 	f.lag = lag
 	f.groups(t, 1, 1) // group 0 done, group 1 begun: viewers start there
-	n, _ := startWTEdge(t, Config{Source: src})
+	n, _ := startWTEdge(t, Config{Source: src, HLSPart: oneObjectParts})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
