@@ -39,8 +39,11 @@ func TestAttacksOnTheBinary(t *testing.T) {
 		// Before: no refusal at any budget; RSS 1.3 GB. The budget is
 		// lowered here to keep the test small: refusals must come
 		// before the process outgrows it by more than the runtime's
-		// slack.
-		{name: "big-boxes", extra: []string{"-memory-budget", "134217728"}, maxPeak: 640 * mib, maxCPU: 30, want: "closed 4503"},
+		// slack. 64 MiB, not 128: on a busy machine the attackers send
+		// slowly enough that the first are closed as idle (4408, their
+		// bytes released) before the rest add up to 128 MiB (a run
+		// beside two CPU hogs peaked at 110 MiB held, no 4503).
+		{name: "big-boxes", extra: []string{"-memory-budget", "67108864"}, maxPeak: 640 * mib, maxCPU: 30, want: "closed 4503"},
 		// Before: 174 MiB for 200 headers.
 		{name: "box-headers", maxPeak: 128 * mib, maxCPU: 10, want: "closed 4408"},
 		// Before: 523 MiB, connections held 10 s.
