@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/Eyevinn/mp4ff/mp4"
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
 
+	"github.com/quiccast/quiccast/shared/api"
 	"github.com/quiccast/quiccast/shared/testenv"
 	"github.com/quiccast/quiccast/shared/viewer"
 	"github.com/quiccast/quiccast/shared/wire"
@@ -471,12 +473,25 @@ func TestFFmpegReadsLLHLSWithNoWarningButItsOwnInitReRead(t *testing.T) {
 
 // TestLLHLSPlaysInChromiumWithHlsJS plays the watch page's LL-HLS choice
 // (?transport=hls) in headless Chromium: hls.js in low-latency mode must
-// decode frames and stay within 3 s of the capture wall-clock.
+// decode frames and stay within 3 s of the capture wall-clock, and the
+// edge counts it as one viewer on its landing list (hls.js keeps the
+// session id it was redirected to).
 func TestLLHLSPlaysInChromiumWithHlsJS(t *testing.T) {
 	requireBrowser(t)
 	d, _ := startRTMPDemo(t, "demo")
 	url := fmt.Sprintf("http://%s/watch/demo?transport=hls", d.edge.Addr())
-	rep := watchInChromium(t, url, "llhls-chromium", 6, 0)
+	w := startWatch(t, url, "llhls-chromium", 6, 0)
+	w.waitState("measuring")
+	testenv.WaitFor(t, 20*time.Second, "the LL-HLS viewer counted on the landing list", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://%s/broadcasts.json", d.edge.Addr()))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var l struct{ Broadcasts []api.Listing }
+		return json.NewDecoder(resp.Body).Decode(&l) == nil && len(l.Broadcasts) == 1 && l.Broadcasts[0].Viewers == 1
+	})
+	rep := w.report()
 	wall := float64(rep.Last.At-rep.First.At) / 1000
 	if rep.Last.CurrentTime-rep.First.CurrentTime < wall*2/3 || float64(rep.Last.Frames-rep.First.Frames) < wall*15 {
 		t.Fatalf("playback did not advance in %.1f s: %+v", wall, rep)

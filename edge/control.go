@@ -19,11 +19,12 @@ type watchers struct {
 	kick chan struct{}  // closed (and replaced) by a kick
 }
 
-// Transports counted per broadcast. LL-HLS viewers are plain HTTP
-// requests, not connections: they are not counted.
+// Transports counted per broadcast. LL-HLS viewers are sessions
+// (hls_session.go).
 const (
-	transportWS = "ws"
-	transportWT = "wt"
+	transportWS  = "ws"
+	transportWT  = "wt"
+	transportHLS = "hls"
 )
 
 // errRemoved ends the viewers of a kicked broadcast.
@@ -84,6 +85,7 @@ func (n *Node) kickViewers(name string) {
 			s.kick() // its viewers see the closed channel at once
 		}
 	}
+	n.hls.sessions.kick(name)
 	n.log.Warn("viewers kicked by an operator", "broadcast", name, "viewers", viewers)
 }
 

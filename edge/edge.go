@@ -152,6 +152,11 @@ type Config struct {
 	// of its own). Default 200 ms; 1ns: one object a part.
 	HLSPart time.Duration
 
+	// PublicList is who sees the list of live broadcasts at / and
+	// /broadcasts.json: "auto" (everyone, unless viewers need a grant to
+	// play), "on" (everyone) or "off" (no one).
+	PublicList string
+
 	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP listener.
 	Pprof bool
 
@@ -188,6 +193,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
+	s.String(&c.PublicList, "public-list", "auto", "who sees the live broadcasts listed at / and /broadcasts.json: auto (everyone, unless play needs a token or other grant), on (everyone) or off")
 	s.Duration(&c.HLSPart, "hls-part", 200*time.Millisecond, "least duration of an LL-HLS part: a group's consecutive objects are joined into parts this long (PART-HOLD-BACK is 3 parts); 1ns: one object a part")
 }
 
@@ -221,6 +227,9 @@ func (c *Config) withDefaults() {
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
 	}
+	if c.PublicList == "" {
+		c.PublicList = d.PublicList
+	}
 	if c.HLSPart <= 0 {
 		c.HLSPart = d.HLSPart
 	}
@@ -252,6 +261,7 @@ type Node struct {
 	relay   *relay.Server      // serving lower tiers, when RelayListen is set
 	relayLn *quic.Listener
 	hls     *hlsServer
+	list    listing // the landing page's
 
 	// HTTP/3 and WebTransport (webtransport.go), when WTListen is on.
 	certs   certSource
@@ -284,6 +294,9 @@ type Node struct {
 // New validates cfg and binds the listener, so Addr works at once.
 func New(cfg Config) (*Node, error) {
 	cfg.withDefaults()
+	if err := checkPublicList(cfg.PublicList); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:    cfg,
@@ -295,6 +308,7 @@ func New(cfg Config) (*Node, error) {
 		cancel: cancel,
 		budget: budget.New(cfg.MemoryBudget),
 	}
+	n.list.n = n
 	budget.LimitProcess(n.budget)
 	n.cfg.Peer.ID()
 	if n.cfg.Auth == nil {

@@ -53,6 +53,8 @@ type hlsServer struct {
 	drain     chan struct{}
 	drainOnce sync.Once
 
+	sessions *hlsSessions
+
 	requests *prometheus.CounterVec
 	blocked  prometheus.Gauge
 }
@@ -72,6 +74,9 @@ func newHLSServer(n *Node) *hlsServer {
 		}),
 	}
 	n.reg.MustRegister(h.requests, h.blocked)
+	h.sessions = newHLSSessions(n)
+	n.bg.Add(1)
+	go func() { defer n.bg.Done(); h.sessions.run() }()
 	return h
 }
 
@@ -275,6 +280,14 @@ func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {
 		fail(wire.Errorf(wire.CodeGoingAway, "edge is draining; try another edge"))
 		return
 	}
+	sid := r.URL.Query().Get(hlsSessionParam)
+	playlist := f.kind == "index" || f.kind == "media"
+	if f.kind == "index" && sid == "" && !r.URL.Query().Has("_HLS_msn") && r.URL.Query().Get("preview") != "1" {
+		kind = "redirect"
+		status = http.StatusFound
+		h.sessions.redirect(w, r)
+		return
+	}
 	u, err := h.n.attach(r.Context(), name)
 	if err != nil {
 		fail(err)
@@ -282,6 +295,12 @@ func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.n.detach(u)
 	st := h.state(u.b)
+	if playlist && validSessionID(sid) {
+		if err := h.sessions.touch(sid, name, time.Duration(st.view(f.track).segTgt)*time.Second); err != nil {
+			fail(err)
+			return
+		}
+	}
 	switch f.kind {
 	case "index", "media":
 		err = h.servePlaylist(w, r, st, f)
@@ -366,6 +385,8 @@ func hlsQuery(r *http.Request) string {
 	q.Del("_HLS_msn")
 	q.Del("_HLS_part")
 	q.Del("_HLS_skip")
+	q.Del(hlsSessionParam) // the multivariant playlist adds it to its URIs
+	q.Del("preview")       // a preview's segments are everyone's
 	if len(q) == 0 {
 		return ""
 	}
@@ -554,7 +575,15 @@ func buildPlaylist(v *hlsView, skip bool, query string) []byte {
 // serveMultivariant lists one variant per video (or muxed) track, with
 // the audio tracks as renditions.
 func (h *hlsServer) serveMultivariant(w http.ResponseWriter, r *http.Request, st *hlsState, f hlsFile, cat *media.Catalog) error {
+	// The media playlists carry the player's session on.
 	q := hlsQuery(r)
+	if sid := r.URL.Query().Get(hlsSessionParam); validSessionID(sid) {
+		if q == "" {
+			q = "?" + hlsSessionParam + "=" + sid
+		} else {
+			q += "&" + hlsSessionParam + "=" + sid
+		}
+	}
 	mv := playlist.Multivariant{Version: hlsVersion, IndependentSegments: true}
 	var audioCodec string
 	for _, t := range cat.Tracks {

@@ -11,9 +11,10 @@ import (
 	"github.com/quiccast/quiccast/shared/media"
 )
 
-// pageRoutes serves the player: the watch page at / and /watch/{name}, and
-// its ES modules (client-js/src/*.js) at /{module}.js, /player.js first,
-// and the vendored hls.js for LL-HLS.
+// pageRoutes serves the landing page at / (landing.go), the player's
+// watch page at /watch/{name} (and /?b={name}), its ES modules
+// (client-js/src/*.js) at /{module}.js, /player.js first, and the
+// vendored hls.js for LL-HLS.
 func (n *Node) pageRoutes(mux *http.ServeMux) {
 	page, err := fs.ReadFile(clientjs.Files, "index.html")
 	if err != nil {
@@ -24,7 +25,8 @@ func (n *Node) pageRoutes(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(page)
 	}
-	mux.HandleFunc("GET /{$}", servePage)
+	mux.HandleFunc("GET /{$}", n.serveLanding(servePage))
+	mux.HandleFunc("GET /broadcasts.json", n.serveListJSON)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /watch/{name...}", func(w http.ResponseWriter, r *http.Request) {
 		if media.ValidName(r.PathValue("name")) != nil {

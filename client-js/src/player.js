@@ -35,6 +35,7 @@ registerTransport('recording', openRecording);
  * @property {number} [webtransportPort] UDP port to reach WebTransport at, instead of the one the edge advertises
  * @property {boolean} [overlay]         show live stats over the video
  * @property {number} [start]            play the broadcast's recording from this wall-clock time (ms since the Unix epoch) instead of live; goLive() returns to live
+ * @property {boolean} [preview]         an operator's preview (the dashboard's): over LL-HLS the edge does not count it as a viewer
  */
 
 /**
@@ -360,6 +361,7 @@ export class Player extends EventTarget {
         connectTimeout: name === 'webtransport' ? this.opts.connectTimeout : 10000,
         webtransportPort: this.opts.webtransportPort,
         start: this.opts.start,
+        preview: this.opts.preview,
         targetLatency: this.latencySet ? this.opts.targetLatency : undefined,
         handler: this.handler(() => this.current === t || this.opening === t),
       });

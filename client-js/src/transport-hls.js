@@ -11,6 +11,8 @@ import { TransportError, edgeURL, withTimeout } from './transport.js';
 export function openHLS(ctx) {
   const video = ctx.video;
   const url = edgeURL(ctx.edge, ctx.edge.protocol, '/hls/' + ctx.broadcast + '/index.m3u8', ctx.token);
+  // The edge counts LL-HLS players as viewers, but not previews.
+  if (ctx.preview) url.searchParams.set('preview', '1');
   /** @type {any} */ let hls = null;
   let native = false;
   let closed = false;
@@ -45,7 +47,10 @@ export function openHLS(ctx) {
             hls.recoverMediaError();
             return;
           }
-          const code = d.response && d.response.code === 404 ? 4004 : 0;
+          // 404: no such broadcast; 410: an operator removed this
+          // broadcast's viewers (the close codes of the other transports).
+          const status = d.response ? d.response.code : 0;
+          const code = status === 404 ? 4004 : status === 410 ? 4410 : 0;
           if (!opened) {
             // 404: no such broadcast (yet); anything else: unreachable.
             reject(new TransportError(`LL-HLS: ${d.details}`, { code, unreachable: code === 0 }));

@@ -31,6 +31,7 @@
  * @property {HTMLVideoElement} video for transports that play by themselves
  * @property {number} [webtransportPort] overrides the UDP port the edge advertises
  * @property {number} [start]    for the recording transport: the wall-clock (ms since the Unix epoch) to play from
+ * @property {boolean} [preview] for LL-HLS: ask the edge not to count this player as a viewer (the dashboard's previews)
  * @property {number} [targetLatency] s behind the live edge, when the page asked for one (?latency=); transports that play by themselves (LL-HLS) use it, else their own default
  */
 
