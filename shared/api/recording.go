@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/record"
@@ -50,7 +52,11 @@ func (a *API) startRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.rec != nil {
-		err := a.rec.Start(name)
+		var err error
+		a.settle(r.Context(), name, func() bool {
+			err = a.rec.Start(name)
+			return !errors.Is(err, record.ErrNotLive)
+		})
 		status := http.StatusCreated
 		switch {
 		case err == nil:
@@ -85,6 +91,41 @@ func (a *API) stopRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.sendToHolder(w, r, registry.Event{Type: registry.EventRecordStop, Broadcast: name}, "record-stop", "not recording %q", a.rec != nil, "")
+}
+
+// settleFor bounds how long a request waits for this node's recorder or
+// restreamer to learn of a broadcast the registry says this node holds.
+const settleFor = 2 * time.Second
+
+// settle runs try, and again every 50 ms for up to settleFor while it
+// says the broadcast is not live here (false) although the registry says
+// this node holds it: an origin claims a broadcast in the registry a
+// moment before its recorder and restreamer learn of it, and a request in
+// that moment must not get 404. It returns try's last answer.
+func (a *API) settle(ctx context.Context, name string, try func() bool) bool {
+	if try() || a.reg == nil {
+		return true
+	}
+	b, err := a.reg.Lookup(ctx, name)
+	if err != nil || b.Origin != a.reg.NodeID() {
+		return false
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(settleFor)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if try() {
+				return true
+			}
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // sendToHolder carries a request about a broadcast's recording or

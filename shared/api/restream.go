@@ -80,7 +80,11 @@ func (a *API) addRestream(w http.ResponseWriter, r *http.Request) {
 	}
 	id := restream.TargetID(name, t)
 	if a.rs != nil {
-		st, err := a.rs.Add(name, req.URL)
+		var st restream.Status
+		a.settle(r.Context(), name, func() bool {
+			st, err = a.rs.Add(name, req.URL)
+			return !errors.Is(err, restream.ErrNotLive)
+		})
 		status := http.StatusCreated
 		switch {
 		case err == nil:
