@@ -143,6 +143,12 @@ type Config struct {
 	// before the upgrade, so players retry or fall back to WebSocket
 	// instead of every viewer falling behind. 0: 250 per CPU.
 	WTMaxViewers int
+	// WTMaxLag: a WebTransport viewer's group still being sent when a
+	// newer group exists and its next object arrived here more than this
+	// ago is reset, so the newest group goes first (webtransport-go's
+	// streams have no priorities: without it old and new groups share
+	// the connection while the viewer falls further behind).
+	WTMaxLag time.Duration
 	// Linger keeps an upstream subscription this long after its last
 	// viewer left, so a reload does not resubscribe.
 	Linger time.Duration
@@ -192,6 +198,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
+	s.Duration(&c.WTMaxLag, "wt-max-lag", 500*time.Millisecond, "a WebTransport viewer this far behind with a newer group waiting has its old group reset, so the newest goes first (the player's default target is 0.5 s)")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 	s.String(&c.PublicList, "public-list", "auto", "who sees the live broadcasts listed at / and /broadcasts.json: auto (everyone, unless play needs a token or other grant), on (everyone) or off")
 	s.Duration(&c.HLSPart, "hls-part", 200*time.Millisecond, "least duration of an LL-HLS part: a group's consecutive objects are joined into parts this long (PART-HOLD-BACK is 3 parts); 1ns: one object a part")
@@ -223,6 +230,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.WTMaxViewers <= 0 {
 		c.WTMaxViewers = 250 * runtime.GOMAXPROCS(0)
+	}
+	if c.WTMaxLag <= 0 {
+		c.WTMaxLag = d.WTMaxLag
 	}
 	if c.Linger <= 0 {
 		c.Linger = d.Linger

@@ -133,6 +133,7 @@ func (n *Node) startWT(mux *http.ServeMux) error {
 		Lookup:           n.wtLookup,
 		WriteTimeout:     cfg.WriteTimeout,
 		HelloTimeout:     5 * time.Second,
+		MaxLag:           cfg.WTMaxLag,
 		MaxSubscriptions: 4,
 		OnePerBroadcast:  true,
 		Sent:             func(o *media.Object) { observeObject(n.metrics.delayWT, o) },
@@ -158,6 +159,8 @@ func (n *Node) startWT(mux *http.ServeMux) error {
 			func() float64 { return float64(rs.Bytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_webtransport_group_resets_total", Help: "Group streams to WebTransport viewers reset because they fell behind."},
 			func() float64 { return float64(rs.Resets.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_webtransport_lag_resets_total", Help: "Of those, reset because a newer group waited while the viewer was -wt-max-lag behind."},
+			func() float64 { return float64(rs.LagResets.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "quiccast_edge_webtransport_groups_total", Help: "Group streams opened to WebTransport viewers."},
 			func() float64 { return float64(rs.Groups.Load()) }),
 	)

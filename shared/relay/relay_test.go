@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -560,5 +561,73 @@ func TestServeReturnsWhenStoppedWithPeersConnected(t *testing.T) {
 	case <-sub.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the subscription outlived the server")
+	}
+}
+
+// With MaxLag (the WebTransport viewers' setting, whose streams have no
+// priorities), a group still being sent is reset as soon as a newer group
+// exists and the subscriber is MaxLag behind, long before MaxGroupsBehind,
+// and the newer group is delivered; without it the old group is kept.
+func TestLaggingGroupIsResetWhenANewerOneWaits(t *testing.T) {
+	for _, lag := range []time.Duration{100 * time.Millisecond, 0} {
+		t.Run(fmt.Sprint("max-lag=", lag), func(t *testing.T) {
+			ts := startServer(t, ServerConfig{MaxGroupsBehind: 8, MaxLag: lag}, TLSFiles{})
+			src := newSource(t, "lag", 1)
+			ts.add(src)
+			tc, _ := ClientTLS(TLSFiles{})
+			qc := QUICConfig()
+			qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
+			conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.CloseWithError(0, "")
+			st, _ := conn.OpenStreamSync(context.Background())
+			src.object(t, true, 10)
+			st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
+			st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "lag"}))
+			go func() {
+				for {
+					if _, err := readMsg(st); err != nil {
+						return
+					}
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			g0, err := conn.AcceptUniStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Group 0 outgrows the 64 KB window the test never reads;
+			// it is then older than MaxLag when group 1 begins.
+			for range 4 {
+				src.object(t, false, 100_000)
+			}
+			time.Sleep(2 * max(lag, 50*time.Millisecond))
+			src.object(t, true, 1000)
+			g1, err := conn.AcceptUniStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var h [GroupHeaderLen]byte
+			if _, err := io.ReadFull(g1, h[:]); err != nil {
+				t.Fatalf("group 1: %v", err)
+			}
+			if lag == 0 {
+				// Kept: still open, a reader finds more of it.
+				time.Sleep(200 * time.Millisecond)
+				if r := ts.srv.Stats.Resets.Load(); r != 0 {
+					t.Fatalf("%d resets without MaxLag", r)
+				}
+				return
+			}
+			testenv.WaitFor(t, 5*time.Second, "group 0 reset", func() bool { return ts.srv.Stats.LagResets.Load() == 1 })
+			_, err = io.Copy(io.Discard, g0)
+			var se *quic.StreamError
+			if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(wire.CodeTooSlow) {
+				t.Fatalf("group 0 ended with %v, want a reset with %d", err, wire.CodeTooSlow)
+			}
+		})
 	}
 }

@@ -38,6 +38,14 @@ type ServerConfig struct {
 	// MaxGroupsBehind: a group still being sent when this many newer
 	// groups exist is reset instead of queued. Default 2.
 	MaxGroupsBehind int
+	// MaxLag, when set, resets a group still being sent as soon as a
+	// newer group exists and its next object arrived here more than
+	// MaxLag ago: the subscriber is behind, and the newest group goes
+	// first. It is how a connection whose streams have no priorities
+	// (WebTransport: webtransport-go has no SetPriority) sheds old groups
+	// instead of letting them compete with the newest; 0: off (relay
+	// peers, whose streams have priorities).
+	MaxLag time.Duration
 	// WriteTimeout bounds control-stream writes and how long a group
 	// stream may accept nothing before it is reset. Default 10 s.
 	WriteTimeout time.Duration
@@ -89,6 +97,7 @@ type Stats struct {
 	Subscribes    atomic.Int64 // subscriptions ever started
 	Groups        atomic.Int64 // group streams opened
 	Resets        atomic.Int64 // group streams reset because they fell behind
+	LagResets     atomic.Int64 // of those, reset by MaxLag with a newer group waiting
 	Bytes         atomic.Int64 // frame bytes written to group streams
 	Refused       atomic.Int64 // connections or subscriptions refused
 }
@@ -518,7 +527,7 @@ func (s *sender) retire(ti uint16, gs *groupStream) {
 func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte) {
 	srv := s.c.s
 	str := gs.s
-	if err := s.write(ctx, g, str, header); err != nil {
+	if err := s.write(ctx, g, str, header, g.Created); err != nil {
 		return
 	}
 	var objs []*media.Object
@@ -534,7 +543,7 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 				// the group's end would wait behind it.
 				str.SetPriority(1)
 			}
-			if err := s.write(ctx, g, str, o.Frame()); err != nil {
+			if err := s.write(ctx, g, str, o.Frame(), o.Arrival); err != nil {
 				return
 			}
 			srv.Stats.Bytes.Add(int64(len(o.Frame())))
@@ -560,16 +569,26 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 	}
 }
 
-// write writes p, checking between short deadlines whether the group has
-// fallen too far behind to be worth finishing.
-func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte) error {
+// write writes p (what arrived here at arrival, Unix ns), checking between
+// short deadlines whether the group has fallen too far behind to be worth
+// finishing.
+func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64) error {
 	srv := s.c.s
 	stalled := time.Now()
+	slice := 250 * time.Millisecond
+	if srv.cfg.MaxLag > 0 {
+		slice = min(slice, max(srv.cfg.MaxLag/4, 10*time.Millisecond))
+	}
 	for len(p) > 0 {
 		if l := s.b.Latest(g.Track); l != nil && l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind) {
 			srv.Stats.Resets.Add(1)
 			str.CancelWrite(wire.CodeTooSlow)
 			return fmt.Errorf("group %d reset: %d groups behind", g.Seq, l.Seq-g.Seq)
+		} else if l != nil && l.Seq > g.Seq && srv.cfg.MaxLag > 0 && time.Now().UnixNano()-arrival > int64(srv.cfg.MaxLag) {
+			srv.Stats.Resets.Add(1)
+			srv.Stats.LagResets.Add(1)
+			str.CancelWrite(wire.CodeTooSlow)
+			return fmt.Errorf("group %d reset: %s behind with group %d waiting", g.Seq, time.Duration(time.Now().UnixNano()-arrival), l.Seq)
 		}
 		if time.Since(stalled) > srv.cfg.WriteTimeout {
 			srv.Stats.Resets.Add(1)
@@ -580,7 +599,7 @@ func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []
 			str.CancelWrite(wire.CodeGoingAway)
 			return ctx.Err()
 		}
-		str.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+		str.SetWriteDeadline(time.Now().Add(slice))
 		n, err := str.Write(p)
 		p = p[n:]
 		if n > 0 {
