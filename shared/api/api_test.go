@@ -68,17 +68,23 @@ func (c client) do(method, path, name, body string) (int, []byte) {
 
 // The API answers from what nodes report to a real Redis, in the
 // documented shapes; drop bars the name and sends the event, kick too.
-func TestAPIOnRealRedis(t *testing.T) {
+// openRegistries returns an opener of registries on one real Redis, one
+// node id each.
+func openRegistries(t *testing.T) func(id string) *registry.Registry {
 	rds := testenv.StartRedis(t)
-	ctx := t.Context()
-	open := func(id string) *registry.Registry {
-		r, err := registry.Open(ctx, registry.Options{URL: rds.URL(), NodeID: id, Logger: (&testenv.Logs{}).Logger()})
+	return func(id string) *registry.Registry {
+		r, err := registry.Open(t.Context(), registry.Options{URL: rds.URL(), NodeID: id, Logger: (&testenv.Logs{}).Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
 		return r
 	}
+}
+
+func TestAPIOnRealRedis(t *testing.T) {
+	ctx := t.Context()
+	open := openRegistries(t)
 	origin, edge, self := open("origin-a"), open("edge-1"), open("api")
 	srv := httptest.NewServer(func() http.Handler {
 		mux := http.NewServeMux()

@@ -11,7 +11,6 @@ import (
 	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/restream"
-	"github.com/quiccast/quiccast/shared/testenv"
 )
 
 // lateNode is a recorder and restreamer that learn of a broadcast only
@@ -55,16 +54,8 @@ func (l lateRestreamer) Add(name, _ string) (restream.Status, error) {
 // broadcast is carried out here (201), not refused with 404; a broadcast
 // another node holds goes to it at once (202).
 func TestRequestsInABroadcastsFirstMomentWaitForTheHolder(t *testing.T) {
-	rds := testenv.StartRedis(t)
 	ctx := t.Context()
-	open := func(id string) *registry.Registry {
-		r, err := registry.Open(ctx, registry.Options{URL: rds.URL(), NodeID: id, Logger: (&testenv.Logs{}).Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
+	open := openRegistries(t)
 	reg, other := open("origin-1"), open("origin-2")
 	a := api.New(reg, nil)
 	late := &lateNode{}

@@ -335,11 +335,10 @@ func TestGoAwayEndsSubscriptions(t *testing.T) {
 // TestGroupFallingBehindIsReset uses a subscriber that never reads its
 // group streams: the server resets old groups instead of queueing them,
 // and keeps opening streams for new ones.
-func TestGroupFallingBehindIsReset(t *testing.T) {
-	ts := startServer(t, ServerConfig{MaxGroupsBehind: 2}, TLSFiles{})
-	src := newSource(t, "slow", 1)
-	ts.add(src)
-	src.object(t, true, 10)
+// slowSubscriber subscribes to name over a connection whose streams take
+// 64 KB before their reader, which reads only control messages.
+func slowSubscriber(t *testing.T, ts *testServer, name string) *quic.Conn {
+	t.Helper()
 	tc, _ := ClientTLS(TLSFiles{})
 	qc := QUICConfig()
 	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
@@ -347,17 +346,26 @@ func TestGroupFallingBehindIsReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.CloseWithError(0, "")
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	st, _ := conn.OpenStreamSync(context.Background())
 	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
-	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "slow"}))
-	go func() { // read control messages, accept streams, read nothing
+	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: name}))
+	go func() {
 		for {
 			if _, err := readMsg(st); err != nil {
 				return
 			}
 		}
 	}()
+	return conn
+}
+
+func TestGroupFallingBehindIsReset(t *testing.T) {
+	ts := startServer(t, ServerConfig{MaxGroupsBehind: 2}, TLSFiles{})
+	src := newSource(t, "slow", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	conn := slowSubscriber(t, ts, "slow")
 	streams := make(chan *quic.ReceiveStream, 100)
 	go func() {
 		for {
@@ -574,25 +582,8 @@ func TestLaggingGroupIsResetWhenANewerOneWaits(t *testing.T) {
 			ts := startServer(t, ServerConfig{MaxGroupsBehind: 8, MaxLag: lag}, TLSFiles{})
 			src := newSource(t, "lag", 1)
 			ts.add(src)
-			tc, _ := ClientTLS(TLSFiles{})
-			qc := QUICConfig()
-			qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
-			conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.CloseWithError(0, "")
-			st, _ := conn.OpenStreamSync(context.Background())
 			src.object(t, true, 10)
-			st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
-			st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "lag"}))
-			go func() {
-				for {
-					if _, err := readMsg(st); err != nil {
-						return
-					}
-				}
-			}()
+			conn := slowSubscriber(t, ts, "lag")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			g0, err := conn.AcceptUniStream(ctx)
