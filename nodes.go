@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/quiccast/quiccast/bench"
@@ -67,10 +69,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
-	var standard, lossSet bool
-	var results, only string
+	var standard, lossSet, shedSet bool
+	var results, only, shedCounts string
+	var shedRuns int
 	s.Bool(&standard, "standard", false, "run the standard set (bench/RESULTS.md's scenarios) and write each report under -out (default bench/results)")
 	s.Bool(&lossSet, "loss-set", false, "run the loss set (2 % and 5 % loss, a bandwidth drop; each over ws, then wt) behind the emulator (root) and print the side-by-side table; reports under -out (default bench/results/loss-set)")
+	s.Bool(&shedSet, "shed-set", false, "run the shed set: -runs runs of WebTransport viewers at each of -viewers-list, every viewer dialling within one second, on one -local edge; prints the table; reports under -out (default bench/results/shed-set)")
+	s.Int(&shedRuns, "runs", 8, "with -shed-set: runs at each viewer count")
+	s.String(&shedCounts, "viewers-list", "500,1000", "with -shed-set: the viewer counts, comma-separated")
 	s.String(&results, "results", "", "with -standard or -loss-set: the results file whose section is rewritten")
 	s.String(&only, "only", "", "with -standard or -loss-set: comma-separated scenario names to run")
 	log, err := parse(s, &lf, args, stderr)
@@ -78,6 +84,27 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	if shedSet {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if out == "" {
+			out = "bench/results/shed-set"
+		}
+		var counts []int
+		for _, f := range strings.Split(shedCounts, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("bench: -viewers-list %q: want positive numbers, comma-separated", shedCounts)
+			}
+			counts = append(counts, n)
+		}
+		if shedRuns <= 0 || shedRuns > 100 {
+			return fmt.Errorf("bench: -runs %d: want 1 to 100", shedRuns)
+		}
+		return bench.RunShedSet(ctx, cfg, bin, out, counts, shedRuns, stdout, log)
+	}
 	if lossSet {
 		bin, err := os.Executable()
 		if err != nil {
