@@ -62,7 +62,7 @@ func TestChromiumUnderLoss(t *testing.T) {
 	host := emu.AddrA + ":0"
 	_, url, lines := launchDemo(t, inA, "-listen", host, "-origin-listen", host, "-rtmp-listen", host)
 	var publish string
-	if lines.Scan() {
+	for publish == "" && lines.Scan() {
 		publish, _ = strings.CutPrefix(lines.Text(), "publish more: quiccast publish -url ")
 	}
 	go func() {

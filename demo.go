@@ -170,11 +170,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Name != "" {
 		fmt.Fprintf(stdout, "watch: %s\n", d.watchURL())
 	}
-	fmt.Fprintf(stdout, "live now: %s/\n", strings.TrimSuffix(d.watchURL(), "/watch/"+cfg.Name))
 	fmt.Fprintf(stdout, "publish more: quiccast publish -url ws://%s/publish/{name}\n", browsable(d.origin.Addr()))
 	if a := d.origin.RTMPAddr(); a != nil {
 		fmt.Fprintf(stdout, "or over RTMP: ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://%s/live/{name}\n", browsable(a))
 	}
 	fmt.Fprintf(stdout, "LL-HLS: http://%s/hls/{name}/index.m3u8\n", browsable(d.edge.Addr()))
+	fmt.Fprintf(stdout, "live now: %s/\n", strings.TrimSuffix(d.watchURL(), "/watch/"+cfg.Name))
 	return d.run(ctx)
 }

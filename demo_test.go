@@ -99,7 +99,7 @@ func startDemoProcess(t *testing.T, bin string, args ...string) *demoProc {
 	start := time.Now()
 	cmd, url, lines := launchDemo(t, bin, append([]string{"-listen", "127.0.0.1:0", "-origin-listen", "127.0.0.1:0", "-rtmp-listen", "127.0.0.1:0"}, args...)...)
 	d := &demoProc{url: url, cmd: cmd}
-	if lines.Scan() {
+	for d.publish == "" && lines.Scan() {
 		d.publish, _ = strings.CutPrefix(lines.Text(), "publish more: quiccast publish -url ")
 	}
 	go func() {

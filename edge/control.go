@@ -112,8 +112,11 @@ func (n *Node) report(url string) registry.Report {
 		Node:    registry.NodeInfo{ID: n.cfg.Peer.ID(), Role: "edge", URL: url, Relay: n.RelayAddr()},
 		Viewers: map[string]map[string]int{},
 	}
+	rep.Node.Region, rep.Node.MaxViewers, rep.Node.MaxEgressBps = n.cfg.Region, n.cfg.MaxViewers, n.cfg.MaxEgress
+	rep.Node.EgressBps = n.egress.rate(n.sentBytes())
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	rep.Node.Draining = n.closed || n.draining
 	rep.Node.Viewers = n.viewers
 	rep.Node.Broadcasts = len(n.watch)
 	for name, w := range n.watch {

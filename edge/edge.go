@@ -33,6 +33,7 @@ import (
 	"github.com/quiccast/quiccast/shared/playback"
 	"github.com/quiccast/quiccast/shared/registry"
 	"github.com/quiccast/quiccast/shared/relay"
+	"github.com/quiccast/quiccast/shared/route"
 	"github.com/quiccast/quiccast/shared/serve"
 )
 
@@ -137,6 +138,12 @@ type Config struct {
 	WSWriter string
 	// MaxViewers bounds concurrent viewers of this node.
 	MaxViewers int
+	// MaxEgress is a routing ceiling in bit/s (0: none): past it the
+	// router (shared/route) sends new viewers to other edges first. The
+	// edge itself refuses no viewer for it.
+	MaxEgress int64
+	// Region is this edge's region for the router (e.g. "eu-west").
+	Region string
 	// WTMaxViewers bounds concurrent WebTransport sessions, which cost
 	// 5-10x a WebSocket viewer's CPU (quic-go's packetisation and
 	// sendmsg). Past it a session is refused with 503 and Retry-After
@@ -197,6 +204,8 @@ func (c *Config) Flags(s *config.Set) {
 	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
+	s.Int64(&c.MaxEgress, "max-egress", 0, "routing ceiling in bit/s to viewers and lower tiers: past it the router (GET /edge) sends new viewers to other edges first; 0: none")
+	s.String(&c.Region, "region", "", "this edge's region, reported for the router (GET /edge?region=, or the X-Quiccast-Region header)")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
 	s.Duration(&c.WTMaxLag, "wt-max-lag", 500*time.Millisecond, "a WebTransport viewer this far behind with a newer group waiting has its old group reset, so the newest goes first (the player's default target is 0.5 s)")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
@@ -293,7 +302,10 @@ type Node struct {
 	admin     *admin.Surface
 	reporter  *api.Reporter
 
+	egress egressMeter // for the router's reports
+
 	mu        sync.Mutex
+	draining  bool // POST /admin/drain: no new viewers, reported as draining
 	ups       map[string]*upstream
 	watch     map[string]*watchers // viewers per broadcast, for the API
 	viewers   int
@@ -383,8 +395,10 @@ func New(cfg Config) (*Node, error) {
 		metrics.Profiling(n.admin)
 	}
 	n.apiRoutes()
+	n.drainRoutes()
 	n.admin.Mount(mux)
 	mux.HandleFunc("GET /cert-hash", n.serveCertHash)
+	mux.Handle("GET "+route.Path, route.New(n.registry(), n.log))
 	n.pageRoutes(mux)
 	n.hls.routes(mux)
 	if cfg.RecordDir != "" {
@@ -460,6 +474,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.mu.Unlock()
+	n.reporter.Now() // the router stops sending viewers here at once
 	if n.relay != nil {
 		n.relay.GoAway("")
 	}
@@ -490,7 +505,7 @@ func (n *Node) Close() error {
 
 func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
 	n.mu.Lock()
-	closed := n.closed
+	closed := n.closed || n.draining
 	n.mu.Unlock()
 	if closed {
 		http.Error(w, "draining", http.StatusServiceUnavailable)

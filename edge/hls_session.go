@@ -120,7 +120,7 @@ func (s *hlsSessions) touch(id, name string, target time.Duration) error {
 	n := s.n
 	n.mu.Lock()
 	switch {
-	case n.closed:
+	case n.closed || n.draining:
 		n.mu.Unlock()
 		return wire.Errorf(wire.CodeGoingAway, "edge is draining; try another edge")
 	case n.viewers >= n.cfg.MaxViewers:

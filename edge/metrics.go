@@ -13,7 +13,7 @@ import (
 
 type edgeMetrics struct {
 	viewers     *prometheus.GaugeVec
-	sent        prometheus.Counter
+	sent        *byteCounter
 	skips       prometheus.Counter
 	subscribes  prometheus.Counter
 	disconnects *prometheus.CounterVec
@@ -25,7 +25,7 @@ type edgeMetrics struct {
 func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 	m := &edgeMetrics{
 		viewers:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quiccast_edge_viewers", Help: "Viewers connected now, by transport."}, []string{"transport"}),
-		sent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_sent_bytes_total", Help: "Bytes written to viewers, framing included."}),
+		sent:       &byteCounter{Counter: prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_sent_bytes_total", Help: "Bytes written to viewers, framing included."})},
 		skips:      prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_skipped_groups_total", Help: "Times a viewer fell behind and skipped to the newest group."}),
 		subscribes: prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_upstream_subscribes_total", Help: "Upstream subscriptions made (one per broadcast while it has viewers)."}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -83,7 +83,7 @@ func (n *Node) admit(ctx context.Context, r auth.Request) (auth.Grant, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed {
+	if n.closed || n.draining {
 		auth.Done(n.cfg.Auth, r)
 		return auth.Grant{}, wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
+	"github.com/quiccast/quiccast/shared/route"
 	"github.com/quiccast/quiccast/shared/relay"
 	"github.com/quiccast/quiccast/shared/restream"
 	"github.com/quiccast/quiccast/shared/serve"
@@ -284,6 +285,7 @@ func New(cfg Config) (*Node, error) {
 	mux.HandleFunc("GET /publish/{name...}", n.servePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.Handle("GET "+route.Path, route.New(n.cluster.reg, n.log))
 	n.admin.HandleFunc("GET /broadcasts", n.serveBroadcasts)
 	ctl := api.New(n.cluster.reg, n.log)
 	if n.rec != nil {

@@ -8,7 +8,7 @@
 // plugged in.
 import { GroupOrderer } from './order.js';
 import { MseSink } from './mse.js';
-import { registerTransport, transportFactory, TransportError } from './transport.js';
+import { registerTransport, transportFactory, TransportError, withTimeout } from './transport.js';
 import { openWebTransport } from './transport-wt.js';
 import { openWebSocket } from './transport-ws.js';
 import { openHLS } from './transport-hls.js';
@@ -26,6 +26,7 @@ registerTransport('recording', openRecording);
  * @property {string} broadcast          broadcast name
  * @property {string} [base]             edge base URL, default the page's origin
  * @property {string[]} [edges]          edge base URLs to fail over across, in order (default [base])
+ * @property {string} [router]           a router URL (any node's /edge): the edges come from it, best first, asked again when the player has tried them all
  * @property {string} [token]            play token, sent as ?token= (and in the relay HELLO)
  * @property {() => Promise<string>} [refreshToken] called when the token expired (close 4401); the player reconnects with the token it returns (else the page answers the tokenexpired event with setToken)
  * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
@@ -255,9 +256,39 @@ export class Player extends EventTarget {
     await fresh;
   }
 
+  /**
+   * Asks the router (opts.router) for the edges to use, best first; on
+   * failure keeps the edges it has.
+   */
+  async route() {
+    if (!this.opts.router) return;
+    const u = new URL(this.opts.router, location.href);
+    u.searchParams.set('broadcast', this.opts.broadcast);
+    try {
+      const r = await withTimeout(fetch(u, { cache: 'no-store' }), 5000, () => new Error('no answer in 5 s'));
+      const body = await r.json();
+      if (!r.ok) throw new Error(`${r.status}: ${body.error || ''}`);
+      /** @type {{url: string}[]} */ const edges = body.edges || [];
+      if (edges.length === 0) throw new Error('no edges');
+      this.edges = edges.map((e) => new URL(e.url, u));
+      this.edgeIndex = 0;
+      this.emit('routed', { edges: this.edges.map((e) => e.href) });
+    } catch (e) {
+      this.fail(`router ${u.origin}${u.pathname}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+
   async run() {
     let backoff = 250;
+    let routed = false;
     while (!this.stopped) {
+      // With a router: ask it first, and again once every edge it gave
+      // was tried.
+      if (this.opts.router && (!routed || this.edgeIndex >= this.edges.length)) {
+        routed = true;
+        await this.route();
+        if (this.stopped) return;
+      }
       const edge = /** @type {URL} */ (this.edges[this.edgeIndex % this.edges.length]);
       const began = Date.now();
       const end = await this.session(edge);

@@ -3,9 +3,11 @@ package api
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quiccast/quiccast/shared/registry"
@@ -24,6 +26,7 @@ const (
 type Reporter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	now    chan struct{}
 }
 
 // StartReporter calls collect every ReportEvery and writes what it returns
@@ -31,18 +34,20 @@ type Reporter struct {
 // Stop. A Redis error is retried at the next tick.
 func StartReporter(reg *registry.Registry, collect func() registry.Report) *Reporter {
 	ctx, cancel := context.WithCancel(context.Background())
-	rp := &Reporter{cancel: cancel}
+	rp := &Reporter{cancel: cancel, now: make(chan struct{}, 1)}
 	started := time.Now()
 	rp.wg.Add(1)
 	go func() {
 		defer rp.wg.Done()
 		t := time.NewTicker(ReportEvery)
 		defer t.Stop()
+		var cpu cpuMeter
 		for {
 			rep := collect()
 			rep.Node.Version = version.Get().Version
 			rep.Node.Load = Load()
 			rep.Node.Started = started
+			rep.Node.CPU = cpu.fraction()
 			rctx, cancel := context.WithTimeout(ctx, ReportEvery)
 			_ = reg.Report(rctx, rep, ReportTTL)
 			cancel()
@@ -50,10 +55,49 @@ func StartReporter(reg *registry.Registry, collect func() registry.Report) *Repo
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-rp.now:
 			}
 		}
 	}()
 	return rp
+}
+
+// Now reports at once (an edge that starts draining says so before the
+// next tick).
+func (rp *Reporter) Now() {
+	if rp == nil {
+		return
+	}
+	select {
+	case rp.now <- struct{}{}:
+	default:
+	}
+}
+
+// cpuMeter measures the process's CPU time between calls.
+type cpuMeter struct {
+	at  time.Time
+	cpu time.Duration
+}
+
+// fraction returns the CPU time since the last call as a fraction of all
+// cores' time (0 on the first call, or where getrusage fails).
+func (m *cpuMeter) fraction() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	now := time.Now()
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	defer func() { m.at, m.cpu = now, cpu }()
+	if m.at.IsZero() {
+		return 0
+	}
+	wall := now.Sub(m.at)
+	if wall <= 0 {
+		return 0
+	}
+	return min(1, float64(cpu-m.cpu)/float64(wall)/float64(runtime.NumCPU()))
 }
 
 // Stop ends the reports (the keys expire by themselves).

@@ -50,6 +50,18 @@ type NodeInfo struct {
 	Viewers    int       `json:"viewers"`
 	Broadcasts int       `json:"broadcasts"`
 	Reported   time.Time `json:"reported"`
+	// CPU is the node's process CPU time over the last report interval,
+	// as a fraction of all its host's cores (0..1).
+	CPU float64 `json:"cpu"`
+	// What the router (shared/route) reads of an edge: its region, whether
+	// it is draining (taking no new viewers), its egress to viewers and
+	// lower tiers over the last interval (bit/s), and its ceilings (0:
+	// none).
+	Region       string `json:"region,omitempty"`
+	Draining     bool   `json:"draining,omitempty"`
+	EgressBps    int64  `json:"egressBps,omitempty"`
+	MaxViewers   int    `json:"maxViewers,omitempty"`
+	MaxEgressBps int64  `json:"maxEgressBps,omitempty"`
 }
 
 // PublisherInfo is what the holder of a broadcast says about its
