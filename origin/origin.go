@@ -25,9 +25,9 @@ import (
 	"github.com/quiccast/quiccast/shared/metrics"
 	"github.com/quiccast/quiccast/shared/record"
 	"github.com/quiccast/quiccast/shared/registry"
-	"github.com/quiccast/quiccast/shared/route"
 	"github.com/quiccast/quiccast/shared/relay"
 	"github.com/quiccast/quiccast/shared/restream"
+	"github.com/quiccast/quiccast/shared/route"
 	"github.com/quiccast/quiccast/shared/serve"
 )
 
