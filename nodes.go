@@ -69,12 +69,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
-	var standard, lossSet, shedSet bool
+	var standard, lossSet, shedSet, cluster bool
+	var clusterSteps string
+	cc := bench.ClusterConfig{}
 	var results, only, shedCounts string
 	var shedRuns int
 	s.Bool(&standard, "standard", false, "run the standard set (bench/RESULTS.md's scenarios) and write each report under -out (default bench/results)")
 	s.Bool(&lossSet, "loss-set", false, "run the loss set (2 % and 5 % loss, a bandwidth drop; each over ws, then wt) behind the emulator (root) and print the side-by-side table; reports under -out (default bench/results/loss-set)")
 	s.Bool(&shedSet, "shed-set", false, "run the shed set: -runs runs of WebTransport viewers at each of -viewers-list, every viewer dialling within one second, on one -local edge; prints the table; reports under -out (default bench/results/shed-set)")
+	s.Bool(&cluster, "cluster", false, "start a cluster here (a Redis Cluster, origins, mid-tier edges, edges; each a process) and run -cluster-steps on it with routed viewers; prints the table")
+	s.String(&clusterSteps, "cluster-steps", "100x3000", "with -cluster: loads to run in turn, BROADCASTSxVIEWERS, comma-separated")
+	s.Int(&cc.RedisMasters, "cluster-redis", 3, "with -cluster: Redis Cluster masters")
+	s.Int(&cc.Origins, "cluster-origins", 2, "with -cluster: origins")
+	s.Int(&cc.Mids, "cluster-mids", 2, "with -cluster: mid-tier edges")
+	s.Int(&cc.Edges, "cluster-edges", 6, "with -cluster: edges viewers use")
+	s.Int(&cc.MidEdges, "cluster-mid-edges", 4, "with -cluster: how many of the edges pull through a mid-tier (the rest pull from the origins)")
 	s.Int(&shedRuns, "runs", 8, "with -shed-set: runs at each viewer count")
 	s.String(&shedCounts, "viewers-list", "500,1000", "with -shed-set: the viewer counts, comma-separated")
 	s.String(&results, "results", "", "with -standard or -loss-set: the results file whose section is rewritten")
@@ -84,6 +93,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	if cluster {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if cc.Steps, err = bench.ParseSteps(clusterSteps); err != nil {
+			return err
+		}
+		if cc.RedisMasters < 3 || cc.Origins < 1 || cc.Edges < 1 || cc.Mids < 0 || cc.Origins+cc.Mids+cc.Edges > 64 {
+			return fmt.Errorf("bench: -cluster: want at least 3 Redis masters, 1 origin, 1 edge, at most 64 nodes")
+		}
+		cc.Bitrate, cc.Duration, cc.Transport, cc.EdgeFlags = cfg.Bitrate, cfg.Duration, cfg.Transport, cfg.EdgeFlags
+		_, err = bench.RunCluster(ctx, cc, bin, stdout, log)
+		return err
+	}
 	if shedSet {
 		bin, err := os.Executable()
 		if err != nil {

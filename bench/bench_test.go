@@ -207,3 +207,55 @@ func TestShedSetSmoke(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestClusterSmoke runs the cluster run small: a Redis Cluster, 2
+// origins, a mid-tier and 2 edges (one under the mid-tier), 3 broadcasts
+// watched by 15 and then 30 routed viewers. Every viewer receives, Redis
+// was used, and the origins' relay egress stays within one copy of each
+// broadcast per node pulling from them, whatever the viewers.
+func TestClusterSmoke(t *testing.T) {
+	testenv.RequireTool(t, "redis-server")
+	testenv.RequireTool(t, "redis-cli")
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var b bytes.Buffer
+	res, err := RunCluster(ctx, ClusterConfig{RedisMasters: 3, Origins: 2, Mids: 1, Edges: 2, MidEdges: 1,
+		Steps: []ClusterStep{{3, 15}, {3, 30}}, Bitrate: 300_000, Duration: 3 * time.Second, Transport: "mix"},
+		bin, &b, (&testenv.Logs{}).Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(b.String())
+	if len(res) != 2 {
+		t.Fatalf("%d results", len(res))
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("step %d: %v", i, r.Err)
+		}
+		st := r.Report.Steps[len(r.Report.Steps)-1]
+		if st.Active != int64(r.Step.Viewers) || st.Failed != 0 {
+			t.Errorf("step %d: %d of %d receiving, %d failed", i, st.Active, r.Step.Viewers, st.Failed)
+		}
+		if r.RedisOps <= 0 || len(r.Nodes) != 5 {
+			t.Errorf("step %d: redis ops %v, %d nodes measured", i, r.RedisOps, len(r.Nodes))
+		}
+		// The origins send each broadcast at most once to each node that
+		// pulls from them (the mid-tier and the edge straight under
+		// them), whatever the viewers: 2 × 3 × 0.3 Mbit/s, plus framing.
+		var origin, viewers float64
+		for _, n := range r.Nodes {
+			if n.Tier == "origin" {
+				origin += n.RelayMbps
+			}
+			viewers += n.ViewerMbps
+		}
+		if bound := 2 * 3 * 0.3 * 1.5; origin <= 0 || origin > bound || viewers < float64(r.Step.Viewers)*0.3*0.8 {
+			t.Errorf("step %d: origins sent %.2f Mbit/s (bound %.2f), edges %.2f Mbit/s to %d viewers", i, origin, bound, viewers, r.Step.Viewers)
+		}
+	}
+	if !strings.Contains(b.String(), "| 3 × 30 |") {
+		t.Errorf("table:\n%s", b.String())
+	}
+}

@@ -21,6 +21,7 @@ type node struct {
 	cmd   *exec.Cmd
 	http  string // base URL
 	relay string // relay address
+	tier  string // in a cluster run (cluster.go)
 	done  chan struct{}
 	mu    sync.Mutex
 	tail  []string

@@ -31,6 +31,9 @@ type Report struct {
 	Notes   []string `json:"notes,omitempty"`
 	// Drop is what a bandwidth drop (-drop) did.
 	Drop *DropResult `json:"drop,omitempty"`
+	// Tiers is the latency over the measured window per tier
+	// (Config.Tiers).
+	Tiers map[string]Summary `json:"tiers,omitempty"`
 }
 
 // Machine says where the run happened.

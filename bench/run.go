@@ -6,11 +6,14 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -28,6 +31,20 @@ type Config struct {
 	Edges []string
 	// Origin is the origin base URL the publisher sends to.
 	Origin string
+	// PublishTo, when set, are the origins the broadcasts are published
+	// to, in turn (broadcast i to PublishTo[i % len]); Origin is then only
+	// scraped.
+	PublishTo []string
+	// Router, when set, is a routing URL (a node's /edge): each viewer asks
+	// it for its broadcast and watches on the first edge it names,
+	// instead of the viewers going round Edges.
+	Router string
+	// Tiers names the tier of some edges (base URL → tier): the report
+	// gives latency per tier.
+	Tiers map[string]string
+	// Window, when set, is called as the measured window begins (true)
+	// and ends (false), for figures read outside the run (cluster.go).
+	Window func(begin bool)
 	// Local starts an origin and LocalEdges edges on this machine, as
 	// child processes of Binary, instead of using Edges and Origin.
 	Local      bool
@@ -52,7 +69,7 @@ type Config struct {
 	GroupLength time.Duration
 
 	Viewers   int
-	Transport string  // viewer transport: ws
+	Transport string  // viewer transport: ws, wt, hls, or mix (each in turn)
 	Ramp      float64 // viewers started per second
 	Duration  time.Duration
 	// Settle is waited after the ramp before measuring.
@@ -107,7 +124,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
 	s.Duration(&c.GroupLength, "group", time.Second, "group (GOP) length")
 	s.Int(&c.Viewers, "viewers", 100, "viewers")
-	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket), wt (WebTransport) or hls (LL-HLS with blocking reloads)")
+	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket), wt (WebTransport), hls (LL-HLS with blocking reloads) or mix (each in turn)")
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
@@ -190,11 +207,49 @@ func (c *Config) defaults() {
 	}
 }
 
+// viewerFunc watches name on edge until ctx ends, recording into st.
+type viewerFunc func(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network)
+
 // viewerFuncs are the viewer transports by name.
-var viewerFuncs = map[string]func(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network){
+var viewerFuncs = map[string]viewerFunc{
 	"ws":  runWSViewer,
 	"wt":  runWTViewer,
 	"hls": runHLSViewer,
+}
+
+// mixTransports are the transports of -transport mix, viewer by viewer.
+var mixTransports = []string{"ws", "wt", "hls"}
+
+// routeViewer asks cfg.Router where to watch name and returns the first
+// edge, trying a few times while the router has none (503).
+func routeViewer(ctx context.Context, cfg *Config, name string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	if cfg.dialNodes != nil {
+		c.Transport = &http.Transport{DialContext: cfg.dialNodes}
+	}
+	var last error
+	for range 5 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", cfg.Router+"?broadcast="+url.QueryEscape(name), nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			var a struct{ Edges []struct{ URL string } }
+			err = json.NewDecoder(resp.Body).Decode(&a)
+			resp.Body.Close()
+			if err == nil && len(a.Edges) > 0 {
+				return a.Edges[0].URL, nil
+			}
+			if err == nil {
+				err = fmt.Errorf("router: %s, no edges", resp.Status)
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return "", last
 }
 
 // network is how viewers reach the edges: TCP dials and UDP sockets (in
@@ -207,8 +262,10 @@ type network struct {
 // Run runs one benchmark and reports it.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.defaults()
-	view, ok := viewerFuncs[cfg.Transport]
-	if !ok {
+	viewOf := func(int) viewerFunc { return viewerFuncs[cfg.Transport] }
+	if cfg.Transport == "mix" {
+		viewOf = func(id int) viewerFunc { return viewerFuncs[mixTransports[id%len(mixTransports)]] }
+	} else if _, ok := viewerFuncs[cfg.Transport]; !ok {
 		return nil, fmt.Errorf("bench: unknown transport %q", cfg.Transport)
 	}
 	limit := cfg.Duration + time.Duration(float64(cfg.Viewers)/cfg.Ramp*float64(time.Second)) + cfg.Settle + time.Minute
@@ -275,6 +332,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	nw := &network{dial: cfg.Dial, packet: cfg.Packet}
 	st := &Stats{}
+	if len(cfg.Tiers) > 0 {
+		st.tiers = map[string]*Hist{}
+		for _, tier := range cfg.Tiers {
+			if st.tiers[tier] == nil {
+				st.tiers[tier] = &Hist{}
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	vctx, stopViewers := context.WithCancel(ctx)
 	defer func() { stopViewers(); wg.Wait() }()
@@ -287,7 +352,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			id := started
 			edge := cfg.Edges[id%len(cfg.Edges)]
 			wg.Add(1)
-			go func() { defer wg.Done(); view(vctx, id, edge, cfg.name(id), cfg.Token, st, nw) }()
+			go func() {
+				defer wg.Done()
+				if cfg.Router != "" {
+					var err error
+					if edge, err = routeViewer(vctx, &cfg, cfg.name(id)); err != nil {
+						st.Failed.Add(1)
+						return
+					}
+				}
+				if h := st.tiers[cfg.Tiers[edge]]; h != nil {
+					st.tierOf.Store(id, h)
+				}
+				viewOf(id)(vctx, id, edge, cfg.name(id), cfg.Token, st, nw)
+			}()
 			started++
 			<-t.C
 		}
@@ -303,7 +381,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		start(load - started)
 		sleep(ctx, cfg.Settle)
 		st.Latency.Snapshot(true)
+		for _, h := range st.tiers {
+			h.Snapshot(true)
+		}
 		steady := scrapeAll(ctx, &cfg, dep)
+		if cfg.Window != nil {
+			cfg.Window(true)
+		}
 		counts := st.counts()
 		profiled := profileNodes(ctx, &cfg, dep)
 		window := time.Now()
@@ -327,6 +411,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			rep.Drop = dropResult(st, down, back, time.Now(), &cfg)
 		}
+		if cfg.Window != nil {
+			cfg.Window(false)
+		}
 		end := scrapeAll(ctx, &cfg, dep)
 		step := rep.addStep(st, counts, started, before, steady, end, &cfg)
 		if ctx.Err() != nil {
@@ -342,6 +429,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		load += cfg.Step
 	}
 	rep.finish(series, st)
+	for tier, h := range st.tiers {
+		if rep.Tiers == nil {
+			rep.Tiers = map[string]Summary{}
+		}
+		rep.Tiers[tier] = h.Snapshot(false).Summary()
+	}
 	select {
 	case err := <-pubErr:
 		if err != nil {
@@ -369,7 +462,11 @@ func (c *Config) name(i int) string {
 
 func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
 	for i := range cfg.Broadcasts {
-		ws := "ws" + strings.TrimPrefix(strings.TrimSuffix(cfg.Origin, "/"), "http") + "/publish/" + cfg.name(i)
+		origin := cfg.Origin
+		if len(cfg.PublishTo) > 0 {
+			origin = cfg.PublishTo[i%len(cfg.PublishTo)]
+		}
+		ws := "ws" + strings.TrimPrefix(strings.TrimSuffix(origin, "/"), "http") + "/publish/" + cfg.name(i)
 		switch cfg.Publisher {
 		case "none":
 			return nil
@@ -416,7 +513,11 @@ func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr 
 			}
 			cancel()
 		}()
-		viewerFuncs[cfg.Transport](pctx, 0, cfg.Edges[0], name, cfg.Token, st, nw)
+		tr := cfg.Transport
+		if tr == "mix" {
+			tr = "ws"
+		}
+		viewerFuncs[tr](pctx, 0, cfg.Edges[0], name, cfg.Token, st, nw)
 		cancel()
 		if st.Objects.Load() > 0 {
 			return nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,9 @@ type Stats struct {
 
 	dropping atomic.Bool // a bandwidth drop is on (-drop)
 	tl       timeline    // largest latency per 50 ms, for the recovery time (-drop)
+
+	tiers  map[string]*Hist // latency per tier (Config.Tiers), fixed before the viewers start
+	tierOf sync.Map         // viewer id → its tier's *Hist
 }
 
 // record counts the latency of one object that arrived at now.
@@ -42,6 +46,11 @@ func (st *Stats) record(shard int, lat time.Duration, now time.Time) {
 		st.Drop.Record(shard, lat)
 	}
 	st.tl.record(now, lat)
+	if st.tiers != nil {
+		if h, ok := st.tierOf.Load(shard); ok {
+			h.(*Hist).Record(shard, lat)
+		}
+	}
 }
 
 // tracker checks one viewer's object sequence.

@@ -34,6 +34,10 @@ type ClusterConfig struct {
 	// directory or it does not know the broadcast.
 	Directory Directory
 	Parent    string
+	// ParentFirst pulls from Parent even when the Directory knows the
+	// broadcast's origin: a lower-tier edge that reports to the registry
+	// (for the API and the router) but pulls through a mid-tier edge.
+	ParentFirst bool
 	Client    relay.ClientConfig
 	// Limits bound the mirrors' caches.
 	Limits media.Limits
@@ -175,6 +179,9 @@ func (s *RelaySource) dropStale(addr, inc string) {
 // resolve returns the relay address to subscribe to name at, and the
 // incarnation the directory says runs there ("" if unknown).
 func (s *RelaySource) resolve(ctx context.Context, name string) (addr, inc string, err error) {
+	if s.cfg.ParentFirst && s.cfg.Parent != "" {
+		return s.cfg.Parent, "", nil
+	}
 	if s.cfg.Directory != nil {
 		b, err := s.cfg.Directory.Lookup(ctx, name)
 		switch {
@@ -493,7 +500,7 @@ func (n *Node) startCluster() error {
 			return err
 		}
 		n.cluster = NewRelaySource(ClusterConfig{
-			Directory: dir, Parent: cfg.Parent, Logger: n.log, OnEvent: n.event,
+			Directory: dir, Parent: cfg.Parent, ParentFirst: cfg.ParentFirst, Logger: n.log, OnEvent: n.event,
 			Client: relay.ClientConfig{Node: cfg.Peer.ID(), Token: cfg.Peer.Token, TLS: tc},
 			Limits: media.Limits{Budget: n.budget},
 		})

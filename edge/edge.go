@@ -111,6 +111,10 @@ type Config struct {
 	// from when the registry does not know a broadcast, or when there is
 	// no registry: an origin, or a mid-tier edge.
 	Parent string
+	// ParentFirst pulls from Parent even when the registry knows the
+	// broadcast's origin (a lower tier that still reports to the registry
+	// for the API and the router).
+	ParentFirst bool
 	// RelayListen, when set, serves this edge's broadcasts over the relay
 	// to lower-tier edges (whose Parent it is).
 	RelayListen string
@@ -195,6 +199,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Duration(&c.SkipWindow, "skip-window", 30*time.Second, "window for -max-skips")
 	s.Int(&c.UnsentLimit, "unsent-limit", 128<<10, "bytes a viewer socket may hold unsent in the kernel (TCP_NOTSENT_LOWAT); 0 keeps the system default")
 	s.String(&c.Parent, "parent", "", "relay address (host:port) to pull broadcasts from when the registry has none: an origin or a mid-tier edge")
+	s.Bool(&c.ParentFirst, "parent-first", false, "with -redis-url and -parent: pull from -parent even when the registry knows the origin (a lower tier that reports to the registry for the API and the router)")
 	s.String(&c.RelayListen, "relay-listen", "", "UDP address to serve broadcasts to lower-tier edges over the relay; empty: off")
 	s.GlobalString(&c.RedisURL, "redis-url", "", registry.URLUsage+"; finds the origin of each broadcast")
 	c.RedisTLS.Flags(s)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +42,11 @@ type Router struct {
 	nodesAt time.Time
 	nodes   []registry.NodeInfo
 	pulls   map[string]pulled
+	// sent counts the viewers this router sent to each edge since the
+	// reports it holds, so that a join burst within one report interval
+	// spreads instead of going all to the edge that was least loaded a
+	// second ago; a broadcast's viewers sent somewhere count as pulling.
+	sent map[string]int
 }
 
 type pulled struct {
@@ -54,7 +60,7 @@ func New(reg *registry.Registry, log *slog.Logger) *Router {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Router{reg: reg, log: log.With("component", "route"), pulls: map[string]pulled{}}
+	return &Router{reg: reg, log: log.With("component", "route"), pulls: map[string]pulled{}, sent: map[string]int{}}
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -86,13 +92,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "this node has no registry to route from (-redis-url)")
 		return
 	}
-	nodes, pulling, err := rt.read(r.Context(), name)
+	edges, err := rt.rank(r.Context(), name, region)
 	if err != nil {
 		rt.log.Warn("router: registry unavailable", "err", err)
 		fail(http.StatusServiceUnavailable, "registry unavailable; retry shortly")
 		return
 	}
-	edges := Rank(nodes, pulling, region, MaxEdges)
 	if len(edges) == 0 {
 		fail(http.StatusServiceUnavailable, "no edge is taking viewers now; retry shortly")
 		return
@@ -100,9 +105,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(Answer{Broadcast: name, Edges: edges})
 }
 
-// read returns the live nodes and the edges with viewers of name, from
-// memory when they are fresh.
-func (rt *Router) read(ctx context.Context, name string) ([]registry.NodeInfo, map[string]bool, error) {
+// rank reads the live nodes and the edges with viewers of name (from
+// memory when they are fresh), ranks them with the viewers sent since
+// counted in, and counts the viewer it sends to the first.
+func (rt *Router) rank(ctx context.Context, name, region string) ([]Edge, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -111,15 +117,16 @@ func (rt *Router) read(ctx context.Context, name string) ([]registry.NodeInfo, m
 	if now.Sub(rt.nodesAt) >= fresh {
 		nodes, err := rt.reg.Nodes(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		rt.nodes, rt.nodesAt = nodes, now
+		clear(rt.sent)
 	}
 	p, ok := rt.pulls[name]
 	if !ok || now.Sub(p.at) >= fresh {
 		live, err := rt.reg.Details(ctx, []string{name})
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		p = pulled{at: now, nodes: map[string]bool{}}
 		for node := range live[name].Viewers {
@@ -130,5 +137,17 @@ func (rt *Router) read(ctx context.Context, name string) ([]registry.NodeInfo, m
 		}
 		rt.pulls[name] = p
 	}
-	return rt.nodes, p.nodes, nil
+	nodes := rt.nodes
+	if len(rt.sent) > 0 {
+		nodes = slices.Clone(nodes)
+		for i := range nodes {
+			nodes[i].Viewers += rt.sent[nodes[i].ID]
+		}
+	}
+	edges := Rank(nodes, p.nodes, region, MaxEdges)
+	if len(edges) > 0 && len(rt.sent) < maxCached {
+		rt.sent[edges[0].ID]++
+		p.nodes[edges[0].ID] = true // its next viewers follow it there
+	}
+	return edges, nil
 }
