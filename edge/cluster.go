@@ -38,7 +38,7 @@ type ClusterConfig struct {
 	// broadcast's origin: a lower-tier edge that reports to the registry
 	// (for the API and the router) but pulls through a mid-tier edge.
 	ParentFirst bool
-	Client    relay.ClientConfig
+	Client      relay.ClientConfig
 	// Limits bound the mirrors' caches.
 	Limits media.Limits
 	// Gone is how long a link waits for a broadcast that ended, or whose
