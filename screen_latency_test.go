@@ -40,14 +40,17 @@ func (r screenRun) dropped() int { return r.rep.Last.Dropped - r.rep.First.Dropp
 // decoded is the frames decoded over the measurement.
 func (r screenRun) decoded() int { return r.rep.Last.Frames - r.rep.First.Frames }
 
-// starved tells whether the browser could not even show the 30 fps
-// stream in real time during the measurement (under 90 % of the frames
-// decoded and not dropped): then the machine, not the delivery, sets the
-// latency, and the suite's bounds are loosened (by 3) rather than skipped.
+// starved tells whether the machine rather than the delivery sets the
+// latency: the browser could not show the 30 fps stream in real time
+// during the measurement (under 90 % of the frames decoded and not
+// dropped), or more processes wanted a core than there are cores (the
+// 1-minute load average). Then the suite's bounds are loosened (by 3)
+// rather than skipped.
 func (r screenRun) starved(t *testing.T) bool {
 	wall := float64(r.rep.Last.At-r.rep.First.At) / 1000
 	shown := r.decoded() - (r.rep.Last.Dropped - r.rep.First.Dropped)
-	if float64(shown) >= 0.9*30*wall {
+	load, _ := strconv.ParseFloat(strings.Fields(loadAverage() + " 0")[0], 64)
+	if float64(shown) >= 0.9*30*wall && load <= float64(runtime.NumCPU()) {
 		return false
 	}
 	t.Logf("the browser showed %d frames in %.1f s (%.0f fps of 30; %d dropped): too busy a machine for the tight bounds; the quiet figures are in bench/RESULTS.md (load average %s)",
@@ -154,9 +157,9 @@ func TestLLHLSOnScreenLatencyInChromium(t *testing.T) {
 // picture keeps moving, at most one stall in 8 s (none on a quiet
 // machine: bench/RESULTS.md; a CPU-starved browser can miss a frame's
 // deadline), and within 400 ms of the capture wall-clock at the median
-// (about 130 ms quiet). QC_SCREEN_LOW_MAX_MS sets another bound. A browser
-// that cannot decode in real time (starved) gets 3 times the bound and 4
-// stalls.
+// (about 130 ms quiet). QC_SCREEN_LOW_MAX_MS sets another bound. On a
+// starved machine (the browser cannot show 30 fps, or the load average
+// is above the cores) it gets 3 times the bound and 4 stalls.
 func TestLowLatencyTargetPlaysWithoutStalls(t *testing.T) {
 	requireBrowser(t)
 	page := screenSource(t, "640x360")
