@@ -132,7 +132,7 @@ func RunCluster(ctx context.Context, cc ClusterConfig, bin string, w io.Writer, 
 	}
 	ef := strings.Fields(cc.EdgeFlags)
 	for i := range cc.Mids {
-		n, err := start(fmt.Sprintf("mid-%d", i+1), "edge", "mid-tier", append([]string{"-relay-listen", "127.0.0.1:0", "-max-viewers", "100000"}, ef...)...)
+		n, err := start(fmt.Sprintf("mid-%d", i+1), "edge", "mid-tier", append([]string{"-relay-listen", "127.0.0.1:0", "-max-viewers", "100000", "-no-route"}, ef...)...)
 		if err != nil {
 			return nil, err
 		}

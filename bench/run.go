@@ -492,14 +492,28 @@ func startPublisher(ctx context.Context, cfg *Config, errc chan<- error) error {
 }
 
 // waitLive waits until a viewer on the first edge gets an object of
-// every broadcast.
+// every broadcast, 16 broadcasts at a time.
 func waitLive(ctx context.Context, cfg *Config, nw *network, pubErr <-chan error) error {
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
 	for i := range cfg.Broadcasts {
-		if err := waitOne(ctx, cfg, nw, cfg.name(i), pubErr); err != nil {
-			return err
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := waitOne(ctx, cfg, nw, cfg.name(i), pubErr); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return first
 }
 
 func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr <-chan error) error {

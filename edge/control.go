@@ -112,7 +112,7 @@ func (n *Node) report(url string) registry.Report {
 		Node:    registry.NodeInfo{ID: n.cfg.Peer.ID(), Role: "edge", URL: url, Relay: n.RelayAddr()},
 		Viewers: map[string]map[string]int{},
 	}
-	rep.Node.Region, rep.Node.MaxViewers, rep.Node.MaxEgressBps = n.cfg.Region, n.cfg.MaxViewers, n.cfg.MaxEgress
+	rep.Node.Region, rep.Node.MaxViewers, rep.Node.MaxEgressBps, rep.Node.NoRoute = n.cfg.Region, n.cfg.MaxViewers, n.cfg.MaxEgress, n.cfg.NoRoute
 	rep.Node.EgressBps = n.egress.rate(n.sentBytes())
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -148,6 +148,9 @@ type Config struct {
 	MaxEgress int64
 	// Region is this edge's region for the router (e.g. "eu-west").
 	Region string
+	// NoRoute keeps the router from offering this edge to viewers (a
+	// mid-tier that serves lower tiers only).
+	NoRoute bool
 	// WTMaxViewers bounds concurrent WebTransport sessions, which cost
 	// 5-10x a WebSocket viewer's CPU (quic-go's packetisation and
 	// sendmsg). Past it a session is refused with 503 and Retry-After
@@ -210,6 +213,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Int64(&c.MaxEgress, "max-egress", 0, "routing ceiling in bit/s to viewers and lower tiers: past it the router (GET /edge) sends new viewers to other edges first; 0: none")
+	s.Bool(&c.NoRoute, "no-route", false, "never offer this edge to viewers through the router (GET /edge): a mid-tier that serves lower tiers only")
 	s.String(&c.Region, "region", "", "this edge's region, reported for the router (GET /edge?region=, or the X-Quiccast-Region header)")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
 	s.Duration(&c.WTMaxLag, "wt-max-lag", 500*time.Millisecond, "a WebTransport viewer this far behind with a newer group waiting has its old group reset, so the newest goes first (the player's default target is 0.5 s)")

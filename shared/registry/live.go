@@ -59,6 +59,7 @@ type NodeInfo struct {
 	// none).
 	Region       string `json:"region,omitempty"`
 	Draining     bool   `json:"draining,omitempty"`
+	NoRoute      bool   `json:"noRoute,omitempty"` // a mid-tier: never offered to viewers
 	EgressBps    int64  `json:"egressBps,omitempty"`
 	MaxViewers   int    `json:"maxViewers,omitempty"`
 	MaxEgressBps int64  `json:"maxEgressBps,omitempty"`

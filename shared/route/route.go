@@ -5,7 +5,8 @@
 //
 // The order (Rank):
 //  1. only edges whose report is alive (the registry drops the others
-//     after its TTL) and that are not draining;
+//     after its TTL), that are not draining and that take viewers (not
+//     -no-route, a mid-tier);
 //  2. edges below every ceiling (-max-viewers, -max-egress) before those at
 //     or over one, which are listed last, least loaded first, so that a
 //     cluster where every edge is over its routing ceiling still sends
@@ -67,7 +68,7 @@ func overloaded(n registry.NodeInfo) bool {
 func Rank(nodes []registry.NodeInfo, pulling map[string]bool, region string, limit int) []Edge {
 	out := make([]Edge, 0, len(nodes))
 	for _, n := range nodes {
-		if n.Role != "edge" || n.Draining || n.URL == "" {
+		if n.Role != "edge" || n.Draining || n.NoRoute || n.URL == "" {
 			continue
 		}
 		out = append(out, Edge{ID: n.ID, URL: n.URL, Region: n.Region, Load: load(n), Viewers: n.Viewers, CPU: n.CPU,

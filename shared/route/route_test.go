@@ -24,6 +24,8 @@ func TestRankOrder(t *testing.T) {
 	drain := edge("drain", 0, 100)
 	drain.Draining = true
 	origin := registry.NodeInfo{ID: "origin", Role: "origin", URL: "http://origin"}
+	mid := edge("mid", 0, 100)
+	mid.NoRoute = true
 	full := edge("full", 100, 100)
 	egressFull := edge("egress-full", 0, 100)
 	egressFull.EgressBps, egressFull.MaxEgressBps = 2e9, 1e9
@@ -39,7 +41,7 @@ func TestRankOrder(t *testing.T) {
 		region  string
 		want    []string
 	}{
-		{"no draining edge, no origin", []registry.NodeInfo{drain, origin, busy}, nil, "", []string{"busy"}},
+		{"no draining edge, no origin, no mid-tier", []registry.NodeInfo{drain, origin, mid, busy}, nil, "", []string{"busy"}},
 		{"least loaded first", []registry.NodeInfo{busy, idle}, nil, "", []string{"idle", "busy"}},
 		{"ties by CPU", []registry.NodeInfo{hot, idle}, nil, "", []string{"idle", "hot"}},
 		{"pulling before less loaded", []registry.NodeInfo{idle, busy}, []string{"busy"}, "", []string{"busy", "idle"}},
