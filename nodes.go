@@ -93,11 +93,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	// The sets start their nodes from this very binary.
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	if cluster {
-		bin, err := os.Executable()
-		if err != nil {
-			return err
-		}
 		if cc.Steps, err = bench.ParseSteps(clusterSteps); err != nil {
 			return err
 		}
@@ -109,10 +110,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if shedSet {
-		bin, err := os.Executable()
-		if err != nil {
-			return err
-		}
 		if out == "" {
 			out = "bench/results/shed-set"
 		}
@@ -130,10 +127,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.RunShedSet(ctx, cfg, bin, out, counts, shedRuns, stdout, log)
 	}
 	if lossSet {
-		bin, err := os.Executable()
-		if err != nil {
-			return err
-		}
 		if out == "" {
 			out = "bench/results/loss-set"
 		}
@@ -144,10 +137,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.RunLossSet(ctx, bin, out, results, names, log)
 	}
 	if standard {
-		bin, err := os.Executable()
-		if err != nil {
-			return err
-		}
 		if out == "" {
 			out = "bench/results"
 		}
