@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -208,13 +207,15 @@ func (w *wtViewer) group(s *webtransport.ReceiveStream) {
 	}
 }
 
-// errEdgeFull is an edge's 503 that outlasted every retry it hinted.
+// errEdgeFull is an edge's 503: full, the viewer goes elsewhere.
 var errEdgeFull = errors.New("edge full (503)")
 
-// dialWTRetrying dials as the player does when an edge sheds load: a 503
-// is retried after its Retry-After (at most 3 times), and a QUIC
-// CONNECTION_REFUSED (a join burst past the server's accept queue) after a
-// short, jittered pause.
+// dialWTRetrying dials as the browser player does when an edge sheds
+// load: a 503 (a browser sees only that WebTransport failed) is not
+// retried, the player falls back to WebSocket on that edge and skips
+// WebTransport there for a while; the viewer counts as refused. A QUIC
+// CONNECTION_REFUSED (a join burst past the server's accept queue) is
+// retried after a short, jittered pause, at most 3 times.
 func dialWTRetrying(ctx context.Context, tr *webtransport.Transport, target string) (*webtransport.Session, error) {
 	const attempts = 4
 	var err error
@@ -231,12 +232,7 @@ func dialWTRetrying(ctx context.Context, tr *webtransport.Transport, target stri
 		var te *quic.TransportError
 		switch {
 		case rsp != nil && rsp.StatusCode == http.StatusServiceUnavailable:
-			secs, perr := strconv.Atoi(rsp.Header.Get("Retry-After"))
-			if perr != nil || secs < 0 || secs > 10 {
-				secs = 1
-			}
-			wait = time.Duration(secs) * time.Second
-			err = errEdgeFull
+			return nil, errEdgeFull
 		case errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused:
 			wait = time.Duration(100+rand.IntN(400)) * time.Millisecond
 		default:

@@ -155,7 +155,8 @@ type Config struct {
 	// 5-10x a WebSocket viewer's CPU (quic-go's packetisation and
 	// sendmsg). Past it a session is refused with 503 and Retry-After
 	// before the upgrade, so players retry or fall back to WebSocket
-	// instead of every viewer falling behind. 0: 250 per CPU.
+	// instead of every viewer falling behind. 0: 100 per CPU (a 2-core
+	// edge held 200 and fell seconds behind at 500: bench/RESULTS.md).
 	WTMaxViewers int
 	// WTMaxLag: a WebTransport viewer's group still being sent when a
 	// newer group exists and its next object arrived here more than this
@@ -215,7 +216,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Int64(&c.MaxEgress, "max-egress", 0, "routing ceiling in bit/s to viewers and lower tiers: past it the router (GET /edge) sends new viewers to other edges first; 0: none")
 	s.Bool(&c.NoRoute, "no-route", false, "never offer this edge to viewers through the router (GET /edge): a mid-tier that serves lower tiers only")
 	s.String(&c.Region, "region", "", "this edge's region, reported for the router (GET /edge?region=, or the X-Quiccast-Region header)")
-	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 250 per CPU")
+	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 100 per CPU")
 	s.Duration(&c.WTMaxLag, "wt-max-lag", 500*time.Millisecond, "a WebTransport viewer this far behind with a newer group waiting has its old group reset, so the newest goes first (the player's default target is 0.5 s)")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 	s.String(&c.PublicList, "public-list", "auto", "who sees the live broadcasts listed at / and /broadcasts.json: auto (everyone, unless play needs a token or other grant), on (everyone) or off")
@@ -247,7 +248,7 @@ func (c *Config) withDefaults() {
 		c.MaxViewers = d.MaxViewers
 	}
 	if c.WTMaxViewers <= 0 {
-		c.WTMaxViewers = 250 * runtime.GOMAXPROCS(0)
+		c.WTMaxViewers = 100 * runtime.GOMAXPROCS(0)
 	}
 	if c.WTMaxLag <= 0 {
 		c.WTMaxLag = d.WTMaxLag

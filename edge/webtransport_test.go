@@ -172,7 +172,7 @@ func TestTwoHundredWebTransportViewersGetByteExactGroups(t *testing.T) {
 	// a busy machine 200 sessions with the race detector can starve that
 	// long, which is not what this test is about; so can it fall
 	// -wt-max-lag behind.
-	n, _ := startWTEdge(t, Config{Source: src, WriteTimeout: time.Minute, WTMaxLag: time.Minute})
+	n, _ := startWTEdge(t, Config{Source: src, WriteTimeout: time.Minute, WTMaxLag: time.Minute, WTMaxViewers: viewers})
 	hashes := certHashes(t, n).Hashes
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
