@@ -27,6 +27,7 @@ registerTransport('recording', openRecording);
  * @property {string} [base]             edge base URL, default the page's origin
  * @property {string[]} [edges]          edge base URLs to fail over across, in order (default [base])
  * @property {string} [router]           a router URL (any node's /edge): the edges come from it, best first, asked again when the player has tried them all
+ * @property {string} [region]           the viewer's region, for the router (else a geo-aware load balancer's X-Quiccast-Region header decides)
  * @property {string} [token]            play token, sent as ?token= (and in the relay HELLO)
  * @property {() => Promise<string>} [refreshToken] called when the token expired (close 4401); the player reconnects with the token it returns (else the page answers the tokenexpired event with setToken)
  * @property {string} [transport]        'auto' (default: WebTransport, else WebSocket), 'webtransport', 'websocket', 'hls' (LL-HLS through hls.js or native HLS), or a registered name
@@ -264,6 +265,7 @@ export class Player extends EventTarget {
     if (!this.opts.router) return;
     const u = new URL(this.opts.router, location.href);
     u.searchParams.set('broadcast', this.opts.broadcast);
+    if (this.opts.region) u.searchParams.set('region', this.opts.region);
     try {
       const r = await withTimeout(fetch(u, { cache: 'no-store' }), 5000, () => new Error('no answer in 5 s'));
       const body = await r.json();
