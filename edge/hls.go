@@ -280,9 +280,10 @@ func (h *hlsServer) serve(w http.ResponseWriter, r *http.Request) {
 		fail(wire.Errorf(wire.CodeGoingAway, "edge is draining; try another edge"))
 		return
 	}
-	sid := r.URL.Query().Get(hlsSessionParam)
+	query := r.URL.Query()
+	sid := query.Get(hlsSessionParam)
 	playlist := f.kind == "index" || f.kind == "media"
-	if f.kind == "index" && sid == "" && !r.URL.Query().Has("_HLS_msn") && r.URL.Query().Get("preview") != "1" {
+	if f.kind == "index" && sid == "" && !query.Has("_HLS_msn") && query.Get("preview") != "1" {
 		kind = "redirect"
 		status = http.StatusFound
 		h.sessions.redirect(w, r)

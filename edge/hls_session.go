@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"sync"
 	"time"
-
-	"github.com/quiccast/quiccast/shared/wire"
 )
 
 // LL-HLS viewers are plain HTTP requests, not connections. To count them
@@ -119,16 +117,11 @@ func (s *hlsSessions) touch(id, name string, target time.Duration) error {
 	}
 	n := s.n
 	n.mu.Lock()
-	switch {
-	case n.closed || n.draining:
-		n.mu.Unlock()
-		return wire.Errorf(wire.CodeGoingAway, "edge is draining; try another edge")
-	case n.viewers >= n.cfg.MaxViewers:
-		n.mu.Unlock()
-		return wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); try another edge", n.cfg.MaxViewers)
-	}
-	n.viewers++
+	err := n.takeViewerLocked()
 	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	s.by[id] = &hlsSession{name: name, last: now, idle: idle, kick: n.joined(name, transportHLS)}
 	n.metrics.viewers.WithLabelValues(transportHLS).Inc()
 	return nil
@@ -143,9 +136,7 @@ func (s *hlsSessions) end(id string, ss *hlsSession) {
 	ss.ended = true
 	n := s.n
 	n.parted(ss.name, transportHLS)
-	n.mu.Lock()
-	n.viewers--
-	n.mu.Unlock()
+	n.releaseViewer()
 	n.metrics.viewers.WithLabelValues(transportHLS).Dec()
 	n.log.Debug("LL-HLS viewer left", "broadcast", ss.name, "session", id)
 }
@@ -187,17 +178,4 @@ func (s *hlsSessions) run() {
 			return
 		}
 	}
-}
-
-// count returns the sessions counted now (for tests and metrics).
-func (s *hlsSessions) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := 0
-	for _, ss := range s.by {
-		if !ss.ended {
-			c++
-		}
-	}
-	return c
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -75,11 +76,7 @@ func (n *Node) drainRoutes() {
 				n.reporter.Now()
 			}
 			w.Header().Set("Content-Type", "application/json")
-			if on {
-				w.Write([]byte(`{"draining":true}` + "\n"))
-			} else {
-				w.Write([]byte(`{"draining":false}` + "\n"))
-			}
+			fmt.Fprintf(w, "{\"draining\":%t}\n", on)
 		}
 	}
 	n.admin.HandleFunc("POST /admin/drain", set(true))

@@ -83,24 +83,36 @@ func (n *Node) admit(ctx context.Context, r auth.Request) (auth.Grant, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed || n.draining {
+	if err := n.takeViewerLocked(); err != nil {
 		auth.Done(n.cfg.Auth, r)
-		return auth.Grant{}, wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
+		return auth.Grant{}, err
 	}
-	if n.viewers >= n.cfg.MaxViewers {
-		auth.Done(n.cfg.Auth, r)
-		return auth.Grant{}, wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); connect to another edge", n.cfg.MaxViewers)
-	}
-	n.viewers++
 	n.wg.Add(1)
 	return g, nil
 }
 
-// leave counts an admitted viewer out and tells the authoriser (on_done).
-func (n *Node) leave(r auth.Request) {
+// takeViewerLocked counts a viewer in (-max-viewers), unless the edge is
+// draining or full. n.mu is held. releaseViewer counts it out.
+func (n *Node) takeViewerLocked() error {
+	if n.closed || n.draining {
+		return wire.Errorf(wire.CodeGoingAway, "edge is draining; connect to another edge")
+	}
+	if n.viewers >= n.cfg.MaxViewers {
+		return wire.Errorf(wire.CodeOverCapacity, "edge is full (%d viewers); connect to another edge", n.cfg.MaxViewers)
+	}
+	n.viewers++
+	return nil
+}
+
+func (n *Node) releaseViewer() {
 	n.mu.Lock()
 	n.viewers--
 	n.mu.Unlock()
+}
+
+// leave counts an admitted viewer out and tells the authoriser (on_done).
+func (n *Node) leave(r auth.Request) {
+	n.releaseViewer()
 	n.wg.Done()
 	auth.Done(n.cfg.Auth, r)
 }
