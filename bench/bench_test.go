@@ -168,8 +168,8 @@ func TestViewersLeaveNothingBehind(t *testing.T) {
 
 // TestWebTransportViewersPastAnEdgesCapacityAreCountedAsRefused runs more
 // WebTransport viewers than the edge's -wt-max-viewers: the admitted ones
-// play, and the rest, after retrying as each 503's Retry-After hints, are
-// reported as refused, not as failed.
+// play, and the rest, told 503 (which a browser does not retry: it falls
+// back to WebSocket), are reported as refused, not as failed.
 func TestWebTransportViewersPastAnEdgesCapacityAreCountedAsRefused(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

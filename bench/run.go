@@ -527,8 +527,11 @@ func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr 
 			}
 			cancel()
 		}()
+		// WebSocket for WebTransport too: a probe session would hold one
+		// of the edge's -wt-max-viewers slots until it closes, which the
+		// first viewers (who do not retry a 503) could find still taken.
 		tr := cfg.Transport
-		if tr == "mix" {
+		if tr == "mix" || tr == "wt" {
 			tr = "ws"
 		}
 		viewerFuncs[tr](pctx, 0, cfg.Edges[0], name, cfg.Token, st, nw)
