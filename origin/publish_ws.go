@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -51,15 +52,15 @@ func (n *Node) servePublish(w http.ResponseWriter, r *http.Request) {
 		s.Close(nil)
 		return
 	}
-	go func() { // origin shutdown: unblock the reader
+	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
+	go func() { // the origin ended the session (drop, shutdown): unblock the reader
 		<-s.Done()
-		conn.SetReadDeadline(time.Now())
+		rd.stop()
 	}()
 	conn.SetReadLimit(int64(n.cfg.MaxMessage) * 2) // our own limit below speaks first, with a clearer message
 	// Answer a publisher's close only once the session is closed, so a
 	// publisher that reconnects at once finds the name free.
 	conn.SetCloseHandler(func(int, string) error { return nil })
-	rd := &wsReader{conn: conn, n: n, bytes: newBucket(float64(n.cfg.MaxRate)), msgs: newBucket(float64(n.cfg.MaxMessages))}
 	err = s.Feed(rd)
 	if s.ctx.Err() != nil { // the origin ended the session
 		err = s.EndErr()
@@ -89,11 +90,31 @@ type wsReader struct {
 	left  int // bytes the current message may still have
 	bytes *bucket
 	msgs  *bucket
+
+	mu      sync.Mutex
+	stopped bool // set by stop: every later read fails
+}
+
+// stop makes a blocked or later read fail at once. Safe from any
+// goroutine. Read renews the deadline under mu, so a stop between two
+// reads is not undone by the next one (a drop took the idle timeout,
+// 10 s, to act when it was).
+func (r *wsReader) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.conn.SetReadDeadline(time.Now())
+	r.mu.Unlock()
 }
 
 func (r *wsReader) Read(p []byte) (int, error) {
 	for {
+		r.mu.Lock()
+		if r.stopped {
+			r.mu.Unlock()
+			return 0, net.ErrClosed
+		}
 		r.conn.SetReadDeadline(time.Now().Add(r.n.cfg.IdleTimeout))
+		r.mu.Unlock()
 		if r.cur == nil {
 			typ, cur, err := r.conn.NextReader()
 			if err != nil {

@@ -312,3 +312,56 @@ func TestRepublishWithinGraceContinuesGroupNumbers(t *testing.T) {
 		t.Fatalf("first object of epoch 2 lacks the discontinuity flag (group done %v)", done)
 	}
 }
+
+// TestDroppedPublisherIsClosedAtOnce drops publishers that are sending
+// at their pace, at varied moments: each must be closed with the drop's
+// code at once, not after the idle timeout (a read that renewed its
+// deadline just after the drop set it used to wait that long).
+func TestDroppedPublisherIsClosedAtOnce(t *testing.T) {
+	n, _ := startOrigin(t, Config{IdleTimeout: 30 * time.Second})
+	cl := demoClip(t)
+	for i := range 20 {
+		name := fmt.Sprintf("drop/%d", i)
+		c := dialPublish(t, n, name, nil)
+		expectReady(t, c)
+		stop := make(chan struct{})
+		sent := make(chan int, 1)
+		go func() {
+			send(c, cl.Init.Data)
+			k := 0
+			defer func() { sent <- k }()
+			for ; k < len(cl.Chunks); k++ { // 6.4 s at the clip's pace
+				select {
+				case <-stop:
+					return
+				case <-time.After(33 * time.Millisecond):
+				}
+				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				if c.WriteMessage(websocket.BinaryMessage, cl.Chunks[k].Data) != nil {
+					return
+				}
+			}
+		}()
+		testenv.WaitFor(t, 5*time.Second, name+" publishing", func() bool {
+			b, ok := n.Lookup(name)
+			return ok && b.Latest(0) != nil
+		})
+		time.Sleep(time.Duration(i*7) * time.Millisecond) // varied moments within the 33 ms send loop
+		start := time.Now()
+		n.dropPublisher(name, 0, "test")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var err error
+		for err == nil {
+			_, _, err = c.ReadMessage()
+		}
+		close(stop)
+		<-sent
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || wire.Code(ce.Code) != wire.CodeRemoved {
+			t.Fatalf("%s: drop ended the publisher with %v, want close %d", name, err, wire.CodeRemoved)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("%s: closed %s after the drop", name, d)
+		}
+	}
+}

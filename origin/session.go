@@ -197,6 +197,9 @@ func (s *Session) finishGroup(now time.Time) {
 func (s *Session) Feed(r io.Reader) error {
 	cr := cmaf.NewReader(r, s.n.cmafLimits())
 	for {
+		if s.ctx.Err() != nil { // ended by the origin (drop, shutdown) while the bytes still flow
+			return s.EndErr()
+		}
 		seg, err := cr.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
