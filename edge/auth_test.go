@@ -51,19 +51,19 @@ func TestJWTViewerScopeAndExpiry(t *testing.T) {
 			{"live/a", mint(t, "play", "live/a", time.Now().Add(-time.Minute)), wire.CodeTokenExpired, "token expired"},
 			{"live/a", "", wire.CodeUnauthorized, "needs a token"},
 		} {
-			c, err := viewer.Dial(ctx, wsURL(n, ca.name), ca.token)
+			c, err := viewer.DialWith(ctx, testTLS, wsURL(n, ca.name), ca.token)
 			if err != nil {
 				t.Fatal(err)
 			}
 			expectClosed(t, c, ca.code, ca.reason)
 			c.Close()
 		}
-		keep, err := viewer.Dial(ctx, wsURL(n, "live/a"), long)
+		keep, err := viewer.DialWith(ctx, testTLS, wsURL(n, "live/a"), long)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer keep.Close()
-		c, err := viewer.Dial(ctx, wsURL(n, "live/a"), short)
+		c, err := viewer.DialWith(ctx, testTLS, wsURL(n, "live/a"), short)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestWebhookAddressRulesAndRateLimitsForViewers(t *testing.T) {
 	src.add(t, "cam").object(t, true, 10)
 	ctx := context.Background()
 	dial := func(n *Node, path string) *viewer.Conn {
-		c, err := viewer.Dial(ctx, wsURL(n, path), "")
+		c, err := viewer.DialWith(ctx, testTLS, wsURL(n, path), "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -135,11 +135,14 @@ type Config struct {
 	// where it can skip to a newer group, instead of hiding in megabytes
 	// of socket buffer. Bytes in flight are not limited by it.
 	UnsentLimit int
-	// WSWriter is how WebSocket viewers on plain TCP are written:
-	// "events" (a few goroutines per broadcast, non-blocking writev) or
-	// "goroutines" (one writer and one reader goroutine per viewer, as
-	// TLS connections always are).
+	// WSWriter is how WebSocket viewers are written: "events" (a few
+	// goroutines per broadcast, non-blocking writev; wss:// viewers'
+	// TLS 1.3 records sealed there too, see shared/tlsrec) or
+	// "goroutines" (one writer and one reader goroutine per viewer).
 	WSWriter string
+	// KernelTLS lets the kernel seal wss:// viewers' records (kTLS)
+	// where it offers TLS offload; the fan-out seals them otherwise.
+	KernelTLS bool
 	// MaxViewers bounds concurrent viewers of this node.
 	MaxViewers int
 	// MaxEgress is a routing ceiling in bit/s (0: none): past it the
@@ -211,7 +214,8 @@ func (c *Config) Flags(s *config.Set) {
 	c.Peer.Flags(s)
 	c.Admin.Flags(s)
 	s.Bool(&c.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ with the admin routes (see -admin-listen, -admin-token)")
-	s.String(&c.WSWriter, "ws-writer", "events", "how plain-TCP WebSocket viewers are written: events (shared goroutines, non-blocking writev) or goroutines (two per viewer)")
+	s.String(&c.WSWriter, "ws-writer", "events", "how WebSocket viewers are written: events (shared goroutines, non-blocking writev; wss:// records sealed there) or goroutines (two per viewer)")
+	s.Bool(&c.KernelTLS, "ktls", true, "let the kernel seal wss:// viewers' TLS records where it offers kernel TLS (the tls ULP in /proc/sys/net/ipv4/tcp_available_ulp); otherwise the fan-out seals them")
 	s.Int(&c.MaxViewers, "max-viewers", 19000, "most concurrent viewers on this node")
 	s.Int64(&c.MaxEgress, "max-egress", 0, "routing ceiling in bit/s to viewers and lower tiers: past it the router (GET /edge) sends new viewers to other edges first; 0: none")
 	s.Bool(&c.NoRoute, "no-route", false, "never offer this edge to viewers through the router (GET /edge): a mid-tier that serves lower tiers only")
@@ -278,19 +282,22 @@ func (c *Config) withDefaults() {
 
 // Node is a running edge.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	ln      net.Listener
-	srv     *http.Server
-	reg     *prometheus.Registry
-	metrics *edgeMetrics
-	budget  *budget.Budget
-	cluster *RelaySource       // when the edge pulls over the relay
-	dir     *registry.Registry // opened here, closed here
-	relay   *relay.Server      // serving lower tiers, when RelayListen is set
-	relayLn *quic.Listener
-	hls     *hlsServer
-	list    listing // the landing page's
+	cfg Config
+	log *slog.Logger
+	// tlsFallback and ktlsFallback log once that a wss:// fast path was
+	// not available.
+	tlsFallback, ktlsFallback sync.Once
+	ln                        net.Listener
+	srv                       *http.Server
+	reg                       *prometheus.Registry
+	metrics                   *edgeMetrics
+	budget                    *budget.Budget
+	cluster                   *RelaySource       // when the edge pulls over the relay
+	dir                       *registry.Registry // opened here, closed here
+	relay                     *relay.Server      // serving lower tiers, when RelayListen is set
+	relayLn                   *quic.Listener
+	hls                       *hlsServer
+	list                      listing // the landing page's
 
 	// HTTP/3 and WebTransport (webtransport.go), when WTListen is on.
 	certs   certSource

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/tlsrec"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -44,6 +46,9 @@ type shard struct {
 	items   []media.Item
 	caps    []media.Item // the objects being written, for the delay histogram
 	bufs    [][]byte
+	sealed  []byte // TLS records of the viewer being pumped
+	plain   []byte // application data read from a TLS viewer
+	tlsIn   [512]byte
 	io      *rawIO // the shard goroutine's syscalls, without allocating
 }
 
@@ -128,14 +133,16 @@ func (s *shard) shutdown() {
 
 var errDraining = errors.New("edge: draining")
 
-// fastViewer is a WebSocket viewer on a plain TCP connection. Its shard
-// goroutine owns it, except while blocked, when its drain goroutine does.
+// fastViewer is a WebSocket viewer on a TCP connection, plain or with
+// its TLS record layer taken over (tls). Its shard goroutine owns it,
+// except while blocked, when its drain goroutine does.
 type fastViewer struct {
 	n      *Node
 	u      *upstream
 	sh     *shard
 	nc     *net.TCPConn
 	rc     syscall.RawConn
+	tls    *tlsrec.Session // wss://: nil on plain TCP
 	name   string
 	remote string
 	cur    *media.Cursor
@@ -168,7 +175,7 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 	}
 	if now.Sub(v.lastRead) >= readEvery {
 		v.lastRead = now
-		if err := v.readControl(s.io); err != nil {
+		if err := v.readControl(s); err != nil {
 			s.finish(v, err)
 			return 0
 		}
@@ -181,6 +188,19 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		s.items, err = v.cur.Poll(s.items[:0])
 		s.bufs = v.n.wsFrames(s.bufs, s.items)
 		s.items, s.caps = s.caps, s.items // kept until written
+		sealed := false
+		if v.tls != nil {
+			if v.tls.KernelTX() && v.tls.Pending() {
+				s.finish(v, wire.Errorf(wire.CodeBadRequest, "TLS key update asked for on a kernel TLS connection; reconnect"))
+				return total
+			}
+			if !v.tls.KernelTX() && (len(s.bufs) > 0 || v.tls.Pending()) {
+				s.sealed = v.tls.Seal(s.sealed[:0], s.bufs...)
+				clear(s.bufs)
+				s.bufs = append(s.bufs[:0], s.sealed)
+				sealed = true
+			}
+		}
 		if len(s.bufs) == 0 {
 			clear(s.caps)
 			if err != nil {
@@ -197,6 +217,9 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		rest := consume(s.bufs, n)
 		if werr == nil && len(rest) > 0 || errors.Is(werr, unix.EAGAIN) {
 			v.pend = append([][]byte(nil), rest...)
+			if sealed && len(rest) > 0 {
+				v.pend = [][]byte{bytes.Clone(rest[0])} // the shard reuses s.sealed
+			}
 			clear(s.bufs)
 			v.blocked.Store(true)
 			go v.drain()
@@ -277,13 +300,30 @@ func (v *fastViewer) drain() {
 // readControl reads what the client sent, without blocking: pings are
 // answered, a close or EOF ends the viewer. Viewers send nothing else of
 // any size.
-func (v *fastViewer) readControl(io *rawIO) error {
-	n, rerr := io.read(v.rc, v.in[v.inLen:])
+func (v *fastViewer) readControl(s *shard) error {
+	p := v.in[v.inLen:]
+	if v.tls != nil {
+		p = s.tlsIn[:]
+	}
+	n, rerr := s.io.read(v.rc, p)
 	switch {
 	case errors.Is(rerr, unix.EAGAIN):
 		return nil
 	case rerr != nil || n == 0:
 		return errWrite // the viewer is gone
+	}
+	if v.tls != nil {
+		var err error
+		s.plain, err = v.tls.Read(s.plain[:0], p[:n])
+		switch {
+		case errors.Is(err, tlsrec.ErrClosed):
+			return errWrite // the viewer left
+		case err != nil:
+			return wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+		if n = copy(v.in[v.inLen:], s.plain); n < len(s.plain) {
+			return wire.Errorf(wire.CodeBadRequest, "unreadable frame from the viewer")
+		}
 	}
 	v.inLen += n
 	for v.inLen >= 2 {
@@ -358,6 +398,9 @@ func (s *shard) finish(v *fastViewer, err error) {
 		last = append(last, wire.WSCloseMessage(code, wire.Reason(err)))
 		if code != wire.CodeNormal && code != wire.CodeGoingAway {
 			v.n.log.Info("viewer dropped", "broadcast", v.name, "remote", v.remote, "err", err)
+		}
+		if v.tls != nil && !v.tls.KernelTX() {
+			last = [][]byte{v.tls.CloseNotify(v.tls.Seal(nil, last...))}
 		}
 		// finish may run on a drain goroutine: its own rawIO.
 		newRawIO().writev(v.rc, last)

@@ -17,6 +17,10 @@ type edgeMetrics struct {
 	skips       prometheus.Counter
 	subscribes  prometheus.Counter
 	disconnects *prometheus.CounterVec
+	// wsWriters counts WebSocket viewers by how they are written: events
+	// (plain TCP, the fan-out), tls (wss://, records sealed by the
+	// fan-out), ktls (wss://, sealed by the kernel) or goroutines.
+	wsWriters *prometheus.CounterVec
 	// delay: capture wall-clock to the write to a viewer, per transport.
 	delay                                *prometheus.HistogramVec
 	delayWS, delayWT, delayHLS, delayRly prometheus.Observer
@@ -32,6 +36,10 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 			Name: "quiccast_edge_viewer_disconnects_total",
 			Help: "Viewers refused or disconnected by the edge, by close code; code 0 counts viewers that left by themselves.",
 		}, []string{"code"}),
+		wsWriters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quiccast_edge_ws_viewers_total",
+			Help: "WebSocket viewers admitted, by how they are written: events (plain TCP, shared fan-out goroutines), tls (wss://, TLS records sealed by the fan-out), ktls (wss://, sealed by the kernel) or goroutines (two per viewer: -ws-writer goroutines, or a TLS session the fan-out cannot take over).",
+		}, []string{"writer"}),
 	}
 	m.delay = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "quiccast_edge_object_delay_seconds",
@@ -79,7 +87,7 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 	}
 	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_cache_bytes", Help: "Bytes held by mirrored broadcasts."},
 		func() float64 { return float64(n.budget.Used()) }))
-	r.MustRegister(m.viewers, m.sent, m.skips, m.subscribes, m.disconnects,
+	r.MustRegister(m.viewers, m.sent, m.skips, m.subscribes, m.disconnects, m.wsWriters,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_upstreams", Help: "Upstream subscriptions held now."},
 			func() float64 { n.mu.Lock(); defer n.mu.Unlock(); return float64(len(n.ups)) }))
 	return m

@@ -60,7 +60,7 @@ func upstreamUnavailable(t *testing.T, n *Node, name string, status int, code wi
 
 	// The WebSocket upgrade succeeds, so that a browser can read the
 	// close code and reason (it cannot read a refused upgrade's status).
-	c, err := viewer.Dial(context.Background(), wsURL(n, name), "")
+	c, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, name), "")
 	if err != nil {
 		t.Fatal(err)
 	}

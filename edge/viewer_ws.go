@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/auth"
 	"github.com/quiccast/quiccast/shared/media"
+	"github.com/quiccast/quiccast/shared/tlsrec"
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
@@ -32,10 +34,14 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if n.cfg.UnsentLimit > 0 {
-		setUnsentLimit(conn.NetConn(), n.cfg.UnsentLimit)
-	}
 	v := &wsViewer{n: n, conn: conn, nc: conn.NetConn(), name: name, remote: r.RemoteAddr}
+	if n.cfg.UnsentLimit > 0 {
+		nc := v.nc
+		if tc, ok := nc.(*tls.Conn); ok {
+			nc = tc.NetConn()
+		}
+		setUnsentLimit(nc, n.cfg.UnsentLimit)
+	}
 	req := auth.Request{Action: auth.Play, Broadcast: name, Token: auth.TokenFromRequest(r), Remote: r.RemoteAddr,
 		App: "ws", URL: auth.RedactURL(r.URL), Args: r.URL.Query()}
 	g, err := n.admit(r.Context(), req)
@@ -53,21 +59,74 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	n.metrics.viewers.WithLabelValues("ws").Inc()
 	kick := n.joined(name, transportWS)
 	cfg := media.CursorConfig{MaxLag: n.cfg.MaxLag, MaxSkips: n.cfg.MaxSkips, SkipWindow: n.cfg.SkipWindow}
-	if tc, ok := v.nc.(*net.TCPConn); ok && n.cfg.WSWriter != "goroutines" {
-		if rc, err := tc.SyscallConn(); err == nil {
-			// The fan-out owns the viewer from here; this goroutine
-			// (and its stack) goes.
-			n.fanout(u).add(&fastViewer{n: n, u: u, nc: tc, rc: rc, name: name, remote: r.RemoteAddr, kick: kick,
-				cur: u.b.NewCursor(cfg), lastRead: time.Now(), req: req, expires: g.Expires})
-			return
-		}
+	if fv := n.fastViewer(v.nc); fv != nil {
+		// The fan-out owns the viewer from here; this goroutine (and
+		// its stack) goes.
+		fv.u, fv.name, fv.remote, fv.kick, fv.req, fv.expires = u, name, r.RemoteAddr, kick, req, g.Expires
+		fv.cur, fv.lastRead = u.b.NewCursor(cfg), time.Now()
+		n.fanout(u).add(fv)
+		return
 	}
+	n.metrics.wsWriters.WithLabelValues("goroutines").Inc()
 	defer n.leave(req)
 	defer n.detach(u)
 	defer n.metrics.viewers.WithLabelValues("ws").Dec()
 	defer n.parted(name, transportWS)
 	v.run(u.b.NewCursor(cfg), kick)
 }
+
+// fastViewer makes an admitted viewer's connection one the fan-out can
+// write to, or returns nil (the viewer then gets goroutines of its own):
+// plain TCP as it is; TLS 1.3 by taking its record layer over from
+// crypto/tls, with the kernel sealing where it offers TLS and the
+// fan-out sealing otherwise.
+func (n *Node) fastViewer(nc net.Conn) *fastViewer {
+	if n.cfg.WSWriter == "goroutines" {
+		return nil
+	}
+	fv := &fastViewer{n: n}
+	writer := "events"
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		fv.nc = c
+	case *tls.Conn:
+		tc, ok := c.NetConn().(*net.TCPConn)
+		if !ok {
+			return nil
+		}
+		s, _, err := tlsrec.Take(c)
+		if err != nil {
+			n.tlsFallback.Do(func() {
+				n.log.Warn("wss:// viewers that cannot be taken over get goroutines of their own", "err", err)
+			})
+			return nil
+		}
+		s.MaxRecord = maxViewerRecord
+		fv.nc, fv.tls, writer = tc, s, "tls"
+	default:
+		return nil
+	}
+	rc, err := fv.nc.SyscallConn()
+	if err != nil {
+		return nil // not reached for a TCP connection
+	}
+	fv.rc = rc
+	if fv.tls != nil && n.cfg.KernelTLS && tlsrec.KernelAvailable() {
+		if err := fv.tls.StartKernelTX(rc); err == nil {
+			writer = "ktls"
+		} else {
+			n.ktlsFallback.Do(func() {
+				n.log.Warn("kernel TLS offered but refused; the fan-out seals wss:// records itself", "err", err)
+			})
+		}
+	}
+	n.metrics.wsWriters.WithLabelValues(writer).Inc()
+	return fv
+}
+
+// maxViewerRecord bounds a TLS record from a wss:// viewer on the fan-out:
+// viewers send only pings and close frames, under 200 bytes each.
+const maxViewerRecord = 1024
 
 // admit checks the name, the token and the viewer limit, and counts the
 // viewer in. Every admitted viewer must leave. The grant says when the
@@ -124,7 +183,8 @@ func (n *Node) refuse(v *wsViewer, err error) {
 }
 
 // wsViewer is one WebSocket viewer on a connection the fan-out cannot
-// write to directly (TLS), or when -ws-writer=goroutines: one goroutine
+// take (a TLS session tlsrec cannot take over), or when
+// -ws-writer=goroutines: one goroutine
 // writes (run); another reads, only to notice the viewer leaving and to
 // answer pings.
 type wsViewer struct {

@@ -3,9 +3,12 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/quiccast/quiccast/shared/media"
 	"github.com/quiccast/quiccast/shared/testenv"
+	"github.com/quiccast/quiccast/shared/tlsrec"
 	"github.com/quiccast/quiccast/shared/viewer"
 	"github.com/quiccast/quiccast/shared/wire"
 )
@@ -107,6 +111,12 @@ func (f *feed) object(t testing.TB, keyframe bool, size int) {
 
 func startEdge(t *testing.T, cfg Config) (*Node, *testenv.Logs) {
 	t.Helper()
+	if w, ok := strings.CutPrefix(cfg.WSWriter, "tls"); ok { // wss:// (forEachWriter)
+		dir := t.TempDir()
+		writeCert(t, dir, time.Now().Add(-time.Hour))
+		cfg.TLSCert, cfg.TLSKey = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+		cfg.WSWriter = strings.TrimPrefix(w, "-")
+	}
 	logs := &testenv.Logs{}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Logger = logs.Logger()
@@ -119,18 +129,49 @@ func startEdge(t *testing.T, cfg Config) (*Node, *testenv.Logs) {
 }
 
 // forEachWriter runs a test with each way of writing WebSocket viewers:
-// the event-driven fan-out (plain TCP) and a goroutine per viewer (TLS).
+// the event-driven fan-out and a goroutine per viewer, over plain TCP
+// (ws://) and over TLS (wss://: "tls" and "tls-goroutines", which
+// startEdge turns into a certificate and -ws-writer).
 func forEachWriter(t *testing.T, f func(t *testing.T, writer string)) {
-	for _, w := range []string{"events", "goroutines"} {
+	forWriters(t, []string{"events", "goroutines", "tls", "tls-goroutines"}, f)
+}
+
+func forWriters(t *testing.T, writers []string, f func(t *testing.T, writer string)) {
+	for _, w := range writers {
 		t.Run(w, func(t *testing.T) { f(t, w) })
 	}
 }
 
-func wsURL(n *Node, name string) string { return fmt.Sprintf("ws://%s/ws/%s", n.Addr(), name) }
+// testTLS is how the edge tests' wss:// viewers trust the test
+// certificates.
+var testTLS = &tls.Config{InsecureSkipVerify: true}
+
+func init() { websocket.DefaultDialer.TLSClientConfig = testTLS }
+
+func wsURL(n *Node, name string) string {
+	if n.cfg.TLSCert != "" {
+		return fmt.Sprintf("wss://%s/ws/%s", n.Addr(), name)
+	}
+	return fmt.Sprintf("ws://%s/ws/%s", n.Addr(), name)
+}
+
+// wsWriterUsed checks that the edge's WebSocket viewers so far were all
+// written the way writer (forEachWriter's) means.
+func wsWriterUsed(t *testing.T, n *Node, writer string) {
+	t.Helper()
+	want := map[string]string{"events": "events", "goroutines": "goroutines", "tls": "tls", "tls-goroutines": "goroutines"}[writer]
+	if want == "tls" && tlsrec.KernelAvailable() {
+		want = "ktls"
+	}
+	got := testenv.Metric(t, n.Registry(), "quiccast_edge_ws_viewers_total", "writer", want)
+	if got == 0 {
+		t.Errorf("no WebSocket viewer was written by %q", want)
+	}
+}
 
 func dialViewer(t *testing.T, n *Node, name string) *viewer.Conn {
 	t.Helper()
-	c, err := viewer.Dial(context.Background(), wsURL(n, name), "")
+	c, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, name), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +196,12 @@ func expectObject(t *testing.T, c *viewer.Conn, group uint64, index uint32, size
 	if ev.Control != nil || ev.Header.Kind != wire.KindObject || ev.Header.Group != group || ev.Header.Index != index {
 		t.Fatalf("got %+v %+v, want object %d/%d", ev.Control, ev.Header, group, index)
 	}
-	if !bytes.Equal(ev.Payload, payload(group, index, size)) {
-		t.Fatalf("object %d/%d: payload differs", group, index)
+	if want := payload(group, index, size); !bytes.Equal(ev.Payload, want) {
+		d := 0
+		for d < min(len(want), len(ev.Payload)) && want[d] == ev.Payload[d] {
+			d++
+		}
+		t.Fatalf("object %d/%d: payload of %d bytes differs from the %d sent at byte %d", group, index, len(ev.Payload), size, d)
 	}
 }
 
@@ -224,7 +269,7 @@ func TestSlowViewerIsDroppedWithoutSlowingPublisherOrFastViewer(t *testing.T) {
 		f.object(t, true, 1000)
 		n, _ := startEdge(t, Config{Source: src, WSWriter: writer, WriteTimeout: time.Second, UnsentLimit: 16 << 10})
 
-		d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := websocket.Dialer{TLSClientConfig: testTLS, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err == nil {
 				c.(*net.TCPConn).SetReadBuffer(4096)
@@ -311,7 +356,7 @@ func TestLaggingViewerSkipsToNewestGroupThenIsDisconnected(t *testing.T) {
 		n, _ := startEdge(t, Config{Source: src, WSWriter: writer, WriteTimeout: 10 * time.Second, UnsentLimit: 16 << 10,
 			MaxLag: 300 * time.Millisecond, MaxSkips: 2, SkipWindow: time.Minute})
 
-		d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := websocket.Dialer{TLSClientConfig: testTLS, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err == nil {
 				c.(*net.TCPConn).SetReadBuffer(16 << 10)
@@ -402,7 +447,7 @@ func TestViewerRefusals(t *testing.T) {
 		{"unknown broadcast", "nowhere?token=tok", wire.CodeNotFound, `no broadcast "nowhere"`},
 	} {
 		t.Run(ca.name, func(t *testing.T) {
-			c, err := viewer.Dial(context.Background(), wsURL(n, ca.path), "")
+			c, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, ca.path), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -411,13 +456,13 @@ func TestViewerRefusals(t *testing.T) {
 			testenv.WaitFor(t, time.Second, "the log line", func() bool { return len(logs.Lines("viewer refused", fmt.Sprint(uint16(ca.code)))) > 0 })
 		})
 	}
-	first, err := viewer.Dial(context.Background(), wsURL(n, "here"), "tok")
+	first, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, "here"), "tok")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
 	next(t, first)
-	c, err := viewer.Dial(context.Background(), wsURL(n, "here"), "tok")
+	c, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, "here"), "tok")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +532,7 @@ func TestOneUpstreamPerBroadcastReleasedAfterLinger(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := viewer.Dial(context.Background(), wsURL(n, "pop"), "")
+			c, err := viewer.DialWith(context.Background(), testTLS, wsURL(n, "pop"), "")
 			if err != nil {
 				t.Error(err)
 				return
@@ -547,6 +592,44 @@ func TestPingIsAnswered(t *testing.T) {
 		}
 		if pongs.Load() != 1 {
 			t.Fatalf("%d pongs, want 1", pongs.Load())
+		}
+		wsWriterUsed(t, n, writer)
+	})
+}
+
+// TestWSSViewersNeedNoGoroutines: 200 wss:// viewers on the fan-out add
+// no goroutine each (their TLS records are sealed by the shard
+// goroutines), where the goroutine writer adds two per viewer.
+func TestWSSViewersNeedNoGoroutines(t *testing.T) {
+	forWriters(t, []string{"tls", "tls-goroutines"}, func(t *testing.T, writer string) {
+		{
+			src := newFakeSource()
+			f := src.add(t, "g")
+			f.object(t, true, 1000)
+			n, _ := startEdge(t, Config{Source: src, WSWriter: writer})
+			before := runtime.NumGoroutine()
+			const viewers = 200
+			conns := make([]*viewer.Conn, viewers)
+			for i := range conns {
+				conns[i] = dialViewer(t, n, "g")
+				for range 2 {
+					next(t, conns[i]) // catalog, init
+				}
+				expectObject(t, conns[i], 0, 0, 1000)
+			}
+			f.object(t, false, 40000) // sealed as three TLS records
+			for _, c := range conns {
+				expectObject(t, c, 0, 1, 40000)
+			}
+			added := runtime.NumGoroutine() - before
+			t.Logf("%s: %d goroutines added for %d viewers", writer, added, viewers)
+			if writer == "tls" && added > viewers/4 {
+				t.Errorf("%d goroutines added for %d wss:// viewers on the fan-out", added, viewers)
+			}
+			if writer == "tls-goroutines" && added < viewers {
+				t.Errorf("only %d goroutines added for %d viewers with goroutines of their own: the count cannot tell", added, viewers)
+			}
+			wsWriterUsed(t, n, writer)
 		}
 	})
 }

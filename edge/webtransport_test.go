@@ -648,7 +648,7 @@ func TestWebTransportPastItsCapacityIsRefusedWith503AndRetryAfter(t *testing.T) 
 		t.Fatalf("4503 refusals counted %v, want 3", got)
 	}
 	// WebSocket, the player's fallback, is not bound by it.
-	c, err := viewer.Dial(ctx, wsURL(n, "full"), "")
+	c, err := viewer.DialWith(ctx, testTLS, wsURL(n, "full"), "")
 	if err != nil {
 		t.Fatalf("WebSocket while WebTransport is full: %v", err)
 	}

@@ -5,6 +5,7 @@ package viewer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,11 +24,17 @@ type Conn struct {
 // Dial connects to a viewer URL (ws://edge/ws/{broadcast}); token, when
 // set, is sent as Authorization: Bearer.
 func Dial(ctx context.Context, url, token string) (*Conn, error) {
+	return DialWith(ctx, nil, url, token)
+}
+
+// DialWith is Dial with a TLS configuration for wss:// URLs (nil: the
+// system's roots).
+func DialWith(ctx context.Context, tc *tls.Config, url, token string) (*Conn, error) {
 	h := http.Header{}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10, TLSClientConfig: tc}
 	ws, resp, err := d.DialContext(ctx, url, h)
 	if err != nil {
 		if resp != nil {
