@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +91,30 @@ func TestChromiumPlaysOverWebTransportWithAnACMECertificate(t *testing.T) {
 	if rep.Last.Stats.Fallbacks != 0 {
 		t.Fatalf("fell back %d times", rep.Last.Stats.Fallbacks)
 	}
+
+	// The same page over wss://: Chromium's TLS (BoringSSL) against the
+	// edge's fan-out, which seals the records itself once the upgrade is
+	// done (shared/tlsrec), or the kernel where it offers TLS.
+	rep = watchInChromium(t, url+"?transport=websocket", "chromium-wss-acme", 4, 0)
+	checkPlayback(t, rep, "websocket")
+	resp, err := cl.Get("https://" + domain + ":" + port + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !regexp.MustCompile(`quiccast_edge_ws_viewers_total\{writer="k?tls"\} [1-9]`).Match(body) {
+		t.Fatalf("no wss:// viewer on the fan-out; /metrics (HTTP %d) says:\n%s", resp.StatusCode, grepLines(body, "quiccast_edge_ws_viewers_total"))
+	}
+}
+
+// grepLines returns the lines of b that contain s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
