@@ -321,8 +321,9 @@ func TestEdgeFlagsReachTheEdge(t *testing.T) {
 	}
 }
 
-// TestTLSSetSmoke runs the TLS set small (3 viewers, 1 s each): four rows
-// (ws, wss, the wss control, wt), each with every viewer receiving,
+// TestTLSSetSmoke runs the TLS set small (3 viewers, 1 s each): a row
+// each for ws, wss, the wss control and wt (capped and not), each with
+// every viewer receiving,
 // written between the set's markers of a results file, twice without
 // growing it.
 func TestTLSSetSmoke(t *testing.T) {

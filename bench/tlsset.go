@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -27,7 +28,8 @@ var tlsVariants = []struct {
 	{"ws", "ws", "", "ws:// (plain TCP)"},
 	{"wss", "wss", "", "wss:// (the edge's default writer)"},
 	{"wss-goroutines", "wss", "-ws-writer goroutines", "wss:// control (`-ws-writer goroutines`)"},
-	{"wt", "wt", "", "WebTransport"},
+	{"wt", "wt", "", "WebTransport (the edge's default cap: 100 sessions per CPU)"},
+	{"wt-all", "wt", "-wt-max-viewers 100000", "WebTransport, every session admitted (`-wt-max-viewers 100000`)"},
 }
 
 // RunTLSSet runs base (its flags: duration, ramp, bitrate, -edge-flags…)
@@ -42,10 +44,10 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 		base.Duration = 15 * time.Second
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`go tool task bench-tls` (`quiccast bench -tls-set -viewers-list %s -duration %s`) — %s, %s, %s. Each row: `quiccast bench -local -viewers N -ramp %.0f -settle %s -duration %s` with `-transport ws`, `-transport wss` (the edge started with `-tls-cert`/`-tls-key`: a self-signed ECDSA P-256 certificate the bench makes and its viewers trust), `-transport wss -edge-flags '-ws-writer goroutines'`, `-transport wt -local-tls` (the same certificate source); %s; one broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the nodes, and its TLS reads are its own cost, not the edge's.\n\n",
+	fmt.Fprintf(&b, "`go tool task bench-tls` (`quiccast bench -tls-set -viewers-list %s -duration %s`) — %s, %s, %s. Each row: `quiccast bench -local -viewers N -ramp %.0f -settle %s -duration %s` with `-transport ws`, `-transport wss` (the edge started with `-tls-cert`/`-tls-key`: a self-signed ECDSA P-256 certificate the bench makes and its viewers trust), `-transport wss -edge-flags '-ws-writer goroutines'`, `-transport wt -local-tls` (the same certificate source), and again with `-edge-flags '-wt-max-viewers 100000'`; %s; %s; one broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the nodes, and its TLS reads are its own cost, not the edge's.\n\n",
 		joinInts(counts), base.Duration, time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine(), kernelTLSNote(),
-		base.Ramp, base.Settle, base.Duration, edgeFlagsNote(base.EdgeFlags))
-	b.WriteString("| viewers | transport | receiving | latency p50 / p99 | missing | skipped groups | delivered | edge CPU-s per delivered Gbit | edge RSS per viewer | edge goroutines per viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		base.Ramp, base.Settle, base.Duration, edgeFlagsNote(base.EdgeFlags), buildNote())
+	b.WriteString("| viewers | transport | receiving | refused | latency p50 / p99 | missing | skipped groups | delivered | edge CPU-s per delivered Gbit | edge RSS per viewer | edge goroutines per viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range counts {
 		for _, v := range tlsVariants {
 			cfg := base
@@ -57,7 +59,7 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 			log.Info("bench: TLS set", "viewers", n, "transport", v.label)
 			rep, err := Run(ctx, cfg)
 			if err != nil {
-				fmt.Fprintf(&b, "| %d | %s | failed: %v | | | | | | | | %s |\n", n, v.label, err, load)
+				fmt.Fprintf(&b, "| %d | %s | failed: %v | | | | | | | | | %s |\n", n, v.label, err, load)
 				continue
 			}
 			if err := rep.Save(filepath.Join(dir, fmt.Sprintf("%s-%d", v.name, n))); err != nil {
@@ -85,8 +87,32 @@ func tlsRow(n int, label string, r *Report, load string) string {
 			gor = fmt.Sprintf("%.1f", nc.GoroutinesPerViewer)
 		}
 	}
-	return fmt.Sprintf("| %d | %s | %d of %d | %.1f / %.1f ms | %d | %d | %.3f Gbit/s | %s | %s | %s | %s |",
-		n, label, st.Active, st.Viewers, st.Latency.P50, st.Latency.P99, st.Missing, st.Skipped, st.DeliveredGbps, cpu, rss, gor, load)
+	return fmt.Sprintf("| %d | %s | %d of %d | %d | %.1f / %.1f ms | %d | %d | %.3f Gbit/s | %s | %s | %s | %s |",
+		n, label, st.Active, st.Viewers, st.Refused, st.Latency.P50, st.Latency.P99, st.Missing, st.Skipped, st.DeliveredGbps, cpu, rss, gor, load)
+}
+
+// buildNote names the commit this binary (and so each local node, started
+// from it) was built from.
+func buildNote() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "build unknown"
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = " with uncommitted changes"
+			}
+		}
+	}
+	if rev == "" {
+		return "build without version control information"
+	}
+	return fmt.Sprintf("nodes built from commit %.10s%s", rev, dirty)
 }
 
 // kernelTLSNote says whether this kernel offers kernel TLS (the "tls"
