@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,5 +357,43 @@ func TestTLSSetSmoke(t *testing.T) {
 	second, _ := os.ReadFile(results)
 	if !strings.HasPrefix(string(first), "# Results\n\nearlier\n") || !strings.Contains(string(first), tlsSetEnd) || strings.Count(string(second), tlsSetStart) != 1 {
 		t.Fatalf("results file:\n%s\nthen:\n%s", first, second)
+	}
+}
+
+// TestCertificateAndTrust: the run's certificate names 127.0.0.1,
+// localhost and the host given (the emulator's address); -ca trusts a
+// PEM file's certificates; -ca with -insecure, or a file without a
+// certificate, is an error.
+func TestCertificateAndTrust(t *testing.T) {
+	dir := t.TempDir()
+	cert, _, _, err := selfSigned(dir, "10.77.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := (&Config{CA: cert}).clientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, _ := os.ReadFile(cert)
+	blk, _ := pem.Decode(pemBytes)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"127.0.0.1", "localhost", "10.77.0.1"} {
+		if _, err := c.Verify(x509.VerifyOptions{DNSName: name, Roots: tc.RootCAs}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := c.Verify(x509.VerifyOptions{DNSName: "10.77.0.2", Roots: tc.RootCAs}); err == nil {
+		t.Error("verified for an address it does not name")
+	}
+	if _, err := (&Config{CA: cert, Insecure: true}).clientTLS(); err == nil {
+		t.Error("-ca with -insecure accepted")
+	}
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	if _, err := (&Config{CA: bad}).clientTLS(); err == nil {
+		t.Error("a -ca file without a certificate accepted")
 	}
 }
