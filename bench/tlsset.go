@@ -48,7 +48,7 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 	fmt.Fprintf(&b, "`go tool task bench-tls` (`quiccast bench -tls-set -viewers-list %s -duration %s`) — %s, %s, %s. Each row: `quiccast bench -local -viewers N -ramp %.0f -settle %s -duration %s` with `-transport ws`, `-transport wss` (the edge started with `-tls-cert`/`-tls-key`: a self-signed ECDSA P-256 certificate the bench makes and its viewers trust), `-transport wss -edge-flags '-ws-writer goroutines'`, `-transport wt -local-tls` (the same certificate source), and again with `-edge-flags '-wt-max-viewers 100000'`; %s; %s; one broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the nodes, and its TLS reads are its own cost, not the edge's.\n\n",
 		joinInts(counts), base.Duration, time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine(), kernelTLSNote(),
 		base.Ramp, base.Settle, base.Duration, edgeFlagsNote(base.EdgeFlags), buildNote())
-	b.WriteString("| viewers | transport | receiving | refused | latency p50 / p99 | missing | skipped groups | delivered | edge CPU-s per delivered Gbit | edge RSS per viewer | edge goroutines per viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| viewers | transport | receiving | refused | latency p50 / p99 | missing | skipped groups | delivered | edge CPU-s per delivered Gbit | edge RSS per receiving viewer | edge goroutines per receiving viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range counts {
 		for _, v := range tlsVariants {
 			cfg := base
@@ -81,11 +81,17 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 func tlsRow(n int, label string, r *Report, load string) string {
 	st := r.Steps[len(r.Steps)-1]
 	cpu, rss, gor := "–", "–", "–"
+	// The report's per-viewer figures are over the viewers started; a
+	// capped edge serves only some of them.
+	served := 1.0
+	if st.Active > 0 {
+		served = float64(st.Viewers) / float64(st.Active)
+	}
 	for _, nc := range st.Nodes {
 		if strings.HasPrefix(nc.Name, "edge") {
 			cpu = fmt.Sprintf("%.3f", nc.CPUPerGbit)
-			rss = fmt.Sprintf("%.1f KB", nc.BytesPerViewr/1000)
-			gor = fmt.Sprintf("%.1f", max(0, nc.GoroutinesPerViewer)) // a few fewer than before: none per viewer
+			rss = fmt.Sprintf("%.1f KB", nc.BytesPerViewr*served/1000)
+			gor = fmt.Sprintf("%.1f", max(0, nc.GoroutinesPerViewer*served)) // a few fewer than before: none per viewer
 		}
 	}
 	return fmt.Sprintf("| %d | %s | %d of %d | %d | %.1f / %.1f ms | %d | %d | %.3f Gbit/s | %s | %s | %s | %s |",
