@@ -69,7 +69,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
-	var standard, lossSet, shedSet, cluster bool
+	var standard, lossSet, shedSet, tlsSet, cluster bool
 	var clusterSteps string
 	cc := bench.ClusterConfig{}
 	var results, only, shedCounts string
@@ -77,6 +77,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.Bool(&standard, "standard", false, "run the standard set (bench/RESULTS.md's scenarios) and write each report under -out (default bench/results)")
 	s.Bool(&lossSet, "loss-set", false, "run the loss set (2 % and 5 % loss, a bandwidth drop; each over ws, then wt) behind the emulator (root) and print the side-by-side table; reports under -out (default bench/results/loss-set)")
 	s.Bool(&shedSet, "shed-set", false, "run the shed set: -runs runs of WebTransport viewers at each of -viewers-list, every viewer dialling within one second, on one -local edge; prints the table; reports under -out (default bench/results/shed-set)")
+	s.Bool(&tlsSet, "tls-set", false, "run the TLS set: ws://, wss://, wss:// with the edge's '-ws-writer goroutines' (the control) and WebTransport at each of -viewers-list, on one -local edge; prints the table (and writes it into -results); reports under -out (default bench/results/tls-set)")
 	s.Bool(&cluster, "cluster", false, "start a cluster here (a Redis Cluster, origins, mid-tier edges, edges; each a process) and run -cluster-steps on it with routed viewers; prints the table")
 	s.String(&clusterSteps, "cluster-steps", "100x3000", "with -cluster: loads to run in turn, BROADCASTSxVIEWERS, comma-separated")
 	s.Int(&cc.RedisMasters, "cluster-redis", 3, "with -cluster: Redis Cluster masters")
@@ -85,8 +86,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.Int(&cc.Edges, "cluster-edges", 6, "with -cluster: edges viewers use")
 	s.Int(&cc.MidEdges, "cluster-mid-edges", 4, "with -cluster: how many of the edges pull through a mid-tier (the rest pull from the origins)")
 	s.Int(&shedRuns, "runs", 8, "with -shed-set: runs at each viewer count")
-	s.String(&shedCounts, "viewers-list", "500,1000", "with -shed-set: the viewer counts, comma-separated")
-	s.String(&results, "results", "", "with -standard or -loss-set: the results file whose section is rewritten")
+	s.String(&shedCounts, "viewers-list", "", "with -shed-set or -tls-set: the viewer counts, comma-separated (default 500,1000 for -shed-set, 250,1000 for -tls-set)")
+	s.String(&results, "results", "", "with -standard, -loss-set or -tls-set: the results file whose section is rewritten")
 	s.String(&only, "only", "", "with -standard or -loss-set: comma-separated scenario names to run")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -109,17 +110,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err = bench.RunCluster(ctx, cc, bin, stdout, log)
 		return err
 	}
+	if tlsSet {
+		if out == "" {
+			out = "bench/results/tls-set"
+		}
+		if shedCounts == "" {
+			shedCounts = "250,1000"
+		}
+		counts, err := viewerCounts(shedCounts)
+		if err != nil {
+			return err
+		}
+		return bench.RunTLSSet(ctx, cfg, bin, out, results, counts, stdout, log)
+	}
 	if shedSet {
 		if out == "" {
 			out = "bench/results/shed-set"
 		}
-		var counts []int
-		for _, f := range strings.Split(shedCounts, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n <= 0 {
-				return fmt.Errorf("bench: -viewers-list %q: want positive numbers, comma-separated", shedCounts)
-			}
-			counts = append(counts, n)
+		if shedCounts == "" {
+			shedCounts = "500,1000"
+		}
+		counts, err := viewerCounts(shedCounts)
+		if err != nil {
+			return err
 		}
 		if shedRuns <= 0 || shedRuns > 100 {
 			return fmt.Errorf("bench: -runs %d: want 1 to 100", shedRuns)
@@ -160,4 +173,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return rep.Save(out)
+}
+
+// viewerCounts parses -viewers-list.
+func viewerCounts(list string) ([]int, error) {
+	var counts []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bench: -viewers-list %q: want positive numbers, comma-separated", list)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
 }

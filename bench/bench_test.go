@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,5 +260,140 @@ func TestClusterSmoke(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "| 3 × 30 |") {
 		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+// TestWSSViewersOnALocalTLSEdge: with -transport wss the bench makes a
+// certificate, starts the edge with -tls-cert/-tls-key, and its viewers,
+// trusting that certificate, watch over wss:// (the metrics too go over
+// HTTPS); WebTransport viewers trust the same certificate (-local-tls).
+func TestWSSViewersOnALocalTLSEdge(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tr := range []string{"wss", "wt"} {
+		rep, err := Run(ctx, Config{Local: true, LocalTLS: true, Binary: bin, Transport: tr, Viewers: 5, Ramp: 100, Duration: 2 * time.Second,
+			Settle: 500 * time.Millisecond, Logger: (&testenv.Logs{}).Logger()})
+		if err != nil {
+			t.Fatalf("%s: %v", tr, err)
+		}
+		st := rep.Steps[0]
+		if st.Active != 5 || st.Failed != 0 || st.Disconnects != 0 || st.Missing != 0 || st.Objects < 5*30 {
+			t.Fatalf("%s: step %+v", tr, st)
+		}
+		var edge *NodeCost
+		for i := range st.Nodes {
+			if st.Nodes[i].Name == "edge-1" {
+				edge = &st.Nodes[i]
+			}
+		}
+		if edge == nil || !strings.HasPrefix(edge.URL, "https://") || edge.SentGbit <= 0 {
+			t.Fatalf("%s: edge %+v: want its metrics read over HTTPS", tr, edge)
+		}
+	}
+}
+
+// TestEdgeFlagsReachTheEdge: the TLS set's control runs the edge with
+// -edge-flags '-ws-writer goroutines'. With it, each plain WebSocket
+// viewer holds its own goroutines on the edge; without it (the
+// event-driven writer) none.
+func TestEdgeFlagsReachTheEdge(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	perViewer := map[string]float64{}
+	for _, flags := range []string{"-ws-writer goroutines", ""} {
+		rep, err := Run(ctx, Config{Local: true, Binary: bin, Transport: "ws", Viewers: 10, Ramp: 100, Duration: time.Second,
+			Settle: 500 * time.Millisecond, EdgeFlags: flags, Logger: (&testenv.Logs{}).Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := rep.Steps[0]
+		if st.Active != 10 {
+			t.Fatalf("%q: %d of 10 receiving", flags, st.Active)
+		}
+		for _, n := range st.Nodes {
+			if n.Name == "edge-1" {
+				perViewer[flags] = n.GoroutinesPerViewer
+			}
+		}
+	}
+	if perViewer["-ws-writer goroutines"] < 1.5 || perViewer[""] > 0.5 {
+		t.Fatalf("edge goroutines per viewer: %v; want ≥ 1.5 with -ws-writer goroutines, ≤ 0.5 without", perViewer)
+	}
+}
+
+// TestTLSSetSmoke runs the TLS set small (3 viewers, 1 s each): a row
+// each for ws, wss, the wss control and wt (capped and not), each with
+// every viewer receiving,
+// written between the set's markers of a results file, twice without
+// growing it.
+func TestTLSSetSmoke(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	results := filepath.Join(dir, "RESULTS.md")
+	if err := os.WriteFile(results, []byte("# Results\n\nearlier\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := RunTLSSet(ctx, Config{Duration: time.Second, Settle: 500 * time.Millisecond, Ramp: 100}, bin, dir, results, []int{3}, &b, (&testenv.Logs{}).Logger()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, v := range tlsVariants {
+		if !strings.Contains(out, "| 3 | "+v.label+" | 3 of 3 |") {
+			t.Errorf("no row for %s with 3 of 3 receiving:\n%s", v.label, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, v.name+"-3", "report.json")); err != nil {
+			t.Error(err)
+		}
+	}
+	first, _ := os.ReadFile(results)
+	if err := replaceBetween(results, tlsSetStart, tlsSetEnd, "## TLS set\n\n"+out); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := os.ReadFile(results)
+	if !strings.HasPrefix(string(first), "# Results\n\nearlier\n") || !strings.Contains(string(first), tlsSetEnd) || strings.Count(string(second), tlsSetStart) != 1 {
+		t.Fatalf("results file:\n%s\nthen:\n%s", first, second)
+	}
+}
+
+// TestCertificateAndTrust: the run's certificate names 127.0.0.1,
+// localhost and the host given (the emulator's address); -ca trusts a
+// PEM file's certificates; -ca with -insecure, or a file without a
+// certificate, is an error.
+func TestCertificateAndTrust(t *testing.T) {
+	dir := t.TempDir()
+	cert, _, _, err := selfSigned(dir, "10.77.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := (&Config{CA: cert}).clientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, _ := os.ReadFile(cert)
+	blk, _ := pem.Decode(pemBytes)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"127.0.0.1", "localhost", "10.77.0.1"} {
+		if _, err := c.Verify(x509.VerifyOptions{DNSName: name, Roots: tc.RootCAs}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := c.Verify(x509.VerifyOptions{DNSName: "10.77.0.2", Roots: tc.RootCAs}); err == nil {
+		t.Error("verified for an address it does not name")
+	}
+	if _, err := (&Config{CA: cert, Insecure: true}).clientTLS(); err == nil {
+		t.Error("-ca with -insecure accepted")
+	}
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	if _, err := (&Config{CA: bad}).clientTLS(); err == nil {
+		t.Error("a -ca file without a certificate accepted")
 	}
 }

@@ -235,7 +235,7 @@ func scrapeNodes(ctx context.Context, nodes []*node, token string) map[string]Me
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if m, err := Scrape(ctx, n.http, token, nil); err == nil {
+			if m, err := Scrape(ctx, n.http, token, nil, nil); err == nil {
 				mu.Lock()
 				out[n.name] = m
 				mu.Unlock()

@@ -104,6 +104,9 @@ func startNode(ctx context.Context, bin, name, kind string, wrap []string, args 
 	select {
 	case m := <-ready:
 		n.http = "http://" + fmt.Sprint(m["addr"])
+		if m["tls"] == true { // -tls-cert: HTTPS (and wss://) on -listen
+			n.http = "https://" + fmt.Sprint(m["addr"])
+		}
 		n.relay, _ = m["relay"].(string)
 		return n, nil
 	case <-n.done:

@@ -23,7 +23,7 @@ func profileNodes(ctx context.Context, cfg *Config, dep *local) *sync.WaitGroup 
 		return &wg
 	}
 	secs := max(1, int(cfg.Duration.Seconds())-1)
-	cl := &http.Client{Transport: &http.Transport{DialContext: cfg.dialNodes}, Timeout: time.Duration(secs+30) * time.Second}
+	cl := &http.Client{Transport: &http.Transport{DialContext: cfg.dialNodes, TLSClientConfig: cfg.tls}, Timeout: time.Duration(secs+30) * time.Second}
 	for _, n := range append([]*node{dep.origin}, dep.edges...) {
 		wg.Add(1)
 		go func() {

@@ -188,6 +188,7 @@ func (r *Report) addStep(st *Stats, at [5]int64, viewers int, before, steady, en
 			perEdge := float64(viewers) / float64(max(1, len(cfg.Edges)))
 			c.RSSBefore = b["process_resident_memory_bytes"]
 			c.BytesPerViewr = (c.RSSAfter - c.RSSBefore) / perEdge
+			c.GoroutinesPerViewer = (end[k]["go_goroutines"] - b["go_goroutines"]) / perEdge
 		}
 		s.Nodes = append(s.Nodes, c)
 	}
@@ -220,7 +221,7 @@ func (r *Report) WriteText(w io.Writer) {
 		for _, n := range st.Nodes {
 			fmt.Fprintf(w, "  %-8s CPU %.2f s, sent %.3f Gbit, %.3f CPU-s/Gbit, RSS %.1f MiB", n.Name, n.CPUSeconds, n.SentGbit, n.CPUPerGbit, n.RSSAfter/(1<<20))
 			if n.BytesPerViewr != 0 {
-				fmt.Fprintf(w, ", %.1f KB/viewer", n.BytesPerViewr/1000)
+				fmt.Fprintf(w, ", %.1f KB/viewer, %.1f goroutines/viewer", n.BytesPerViewr/1000, n.GoroutinesPerViewer)
 			}
 			fmt.Fprintln(w)
 		}

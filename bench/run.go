@@ -6,6 +6,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,16 @@ type Config struct {
 	// EdgeFlags are added, space-separated, to each local edge's command
 	// line (e.g. "-wt-max-viewers 500").
 	EdgeFlags string
+	// LocalTLS, with Local, starts the edges with a self-signed
+	// certificate made for the run (HTTPS, wss:// and WebTransport on
+	// their -listen port, -tls-cert/-tls-key) that the viewers trust; on
+	// by itself for Transport "wss".
+	LocalTLS bool
+	// CA trusts this PEM file's certificates for the edges (wss://,
+	// WebTransport, HTTPS scrapes) instead of the system's; Insecure
+	// checks none.
+	CA       string
+	Insecure bool
 
 	Broadcast string
 	// Broadcasts publishes this many broadcasts (Broadcast/1, /2, …);
@@ -105,6 +116,7 @@ type Config struct {
 	Dial      Dialer
 	Packet    func() (net.PacketConn, error) // UDP sockets for QUIC viewers
 	dialNodes Dialer
+	tls       *tls.Config // how edges' certificates are checked; nil: the system's roots (WebTransport: not checked)
 	Logger    *slog.Logger
 }
 
@@ -114,7 +126,10 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.String(&c.Origin, "origin", "", "origin URL (http://host:port) the synthetic publisher sends to")
 	s.Bool(&c.Local, "local", false, "start an origin and -local-edges edges here (child processes) and measure them")
 	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
-	s.String(&c.EdgeFlags, "edge-flags", "", "with -local: more flags for each edge, space-separated, e.g. '-wt-max-viewers 500'")
+	s.String(&c.EdgeFlags, "edge-flags", "", "with -local: more flags for each edge, space-separated, e.g. '-wt-max-viewers 500' or '-ws-writer goroutines'")
+	s.Bool(&c.LocalTLS, "local-tls", false, "with -local: start the edges with a self-signed certificate made for the run (HTTPS, wss:// and WebTransport on -listen) that the viewers trust; implied by -transport wss")
+	s.String(&c.CA, "ca", "", "PEM file of the certificate(s) to trust for the edges (wss://, WebTransport, HTTPS /metrics) instead of the system's")
+	s.Bool(&c.Insecure, "insecure", false, "do not check the edges' certificates")
 	s.String(&c.Broadcast, "broadcast", "", "broadcast name; default bench/<random>")
 	s.String(&c.Token, "token", "", "publish and play token")
 	s.GlobalString(&c.AdminToken, "admin-token", "", "the nodes' -admin-token, to read their /metrics (and profiles); set for you with -local")
@@ -124,7 +139,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.Int(&c.ObjectRate, "object-rate", 30, "objects (CMAF chunks) per second")
 	s.Duration(&c.GroupLength, "group", time.Second, "group (GOP) length")
 	s.Int(&c.Viewers, "viewers", 100, "viewers")
-	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket), wt (WebTransport), hls (LL-HLS with blocking reloads) or mix (each in turn)")
+	s.String(&c.Transport, "transport", "ws", "viewer transport: ws (WebSocket), wss (WebSocket over TLS), wt (WebTransport), hls (LL-HLS with blocking reloads) or mix (ws, wt, hls in turn)")
 	s.Float64(&c.Ramp, "ramp", 500, "viewers started per second")
 	s.Duration(&c.Duration, "duration", 20*time.Second, "measured time after the ramp")
 	s.Duration(&c.Settle, "settle", 2*time.Second, "wait after the ramp before measuring")
@@ -213,6 +228,7 @@ type viewerFunc func(ctx context.Context, id int, edge, name, token string, st *
 // viewerFuncs are the viewer transports by name.
 var viewerFuncs = map[string]viewerFunc{
 	"ws":  runWSViewer,
+	"wss": runWSSViewer,
 	"wt":  runWTViewer,
 	"hls": runHLSViewer,
 }
@@ -257,6 +273,7 @@ func routeViewer(ctx context.Context, cfg *Config, name string) (string, error) 
 type network struct {
 	dial   Dialer
 	packet func() (net.PacketConn, error)
+	tls    *tls.Config // certificates to trust (nil: the system's; WebTransport: none checked)
 }
 
 // Run runs one benchmark and reports it.
@@ -301,6 +318,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Dial, cfg.Packet, cfg.dialNodes = emu.DialB, emu.ListenPacketB, emu.DialA
 		rep.Settings.Network = link.String()
 	}
+	var err error
+	if cfg.tls, err = cfg.clientTLS(); err != nil {
+		return nil, err
+	}
+	edgeFlags := strings.Fields(cfg.EdgeFlags)
+	if cfg.Local && cfg.useTLS() {
+		if cfg.Transport == "mix" {
+			return nil, errors.New("bench: -transport mix has plain ws viewers: not with -local-tls")
+		}
+		dir, err := os.MkdirTemp("", "quiccast-bench-tls-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		cert, key, pool, err := selfSigned(dir, host)
+		if err != nil {
+			return nil, fmt.Errorf("bench: certificate: %w", err)
+		}
+		edgeFlags = append(edgeFlags, "-tls-cert", cert, "-tls-key", key)
+		if cfg.tls == nil {
+			cfg.tls = &tls.Config{RootCAs: pool}
+		}
+	}
 	if cfg.Local {
 		bin := cfg.Binary
 		if bin == "" {
@@ -309,8 +349,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, err
 			}
 		}
-		var err error
-		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap, strings.Fields(cfg.EdgeFlags)); err != nil {
+		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap, edgeFlags); err != nil {
 			return nil, err
 		}
 		defer dep.stop()
@@ -326,11 +365,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := startPublisher(pubCtx, &cfg, pubErr); err != nil {
 		return nil, err
 	}
-	if err := waitLive(ctx, &cfg, &network{dial: cfg.Dial, packet: cfg.Packet}, pubErr); err != nil {
+	nw := &network{dial: cfg.Dial, packet: cfg.Packet, tls: cfg.tls}
+	if err := waitLive(ctx, &cfg, nw, pubErr); err != nil {
 		return nil, err
 	}
 
-	nw := &network{dial: cfg.Dial, packet: cfg.Packet}
 	st := &Stats{}
 	if len(cfg.Tiers) > 0 {
 		st.tiers = map[string]*Hist{}
@@ -534,6 +573,9 @@ func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr 
 		if tr == "mix" || tr == "wt" {
 			tr = "ws"
 		}
+		if tr == "ws" && strings.HasPrefix(cfg.Edges[0], "https://") {
+			tr = "wss"
+		}
 		viewerFuncs[tr](pctx, 0, cfg.Edges[0], name, cfg.Token, st, nw)
 		cancel()
 		if st.Objects.Load() > 0 {
@@ -568,7 +610,7 @@ func scrapeAll(ctx context.Context, cfg *Config, dep *local) map[string]Metrics 
 		}
 	}
 	for name, u := range urls {
-		if m, err := Scrape(ctx, u, cfg.AdminToken, cfg.dialNodes); err == nil {
+		if m, err := Scrape(ctx, u, cfg.AdminToken, cfg.dialNodes, cfg.tls); err == nil {
 			m["_url"] = 0
 			out[name+"|"+u] = m
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -15,8 +16,9 @@ import (
 type Metrics map[string]float64
 
 // Scrape reads base/metrics (Prometheus text format), with the node's
-// admin token when one is given.
-func Scrape(ctx context.Context, base, adminToken string, dial Dialer) (Metrics, error) {
+// admin token when one is given; tc (nil: the defaults) checks an HTTPS
+// node's certificate.
+func Scrape(ctx context.Context, base, adminToken string, dial Dialer, tc *tls.Config) (Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
@@ -26,7 +28,7 @@ func Scrape(ctx context.Context, base, adminToken string, dial Dialer) (Metrics,
 	if adminToken != "" {
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 	}
-	cl := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	cl := &http.Client{Transport: &http.Transport{DialContext: dial, TLSClientConfig: tc, DisableKeepAlives: true}}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("bench: scrape %s: %w", base, err)
@@ -68,6 +70,9 @@ type NodeCost struct {
 	RSSBefore     float64 `json:"rss_before_bytes"`
 	RSSAfter      float64 `json:"rss_after_bytes"`
 	BytesPerViewr float64 `json:"memory_bytes_per_viewer"`
+	// GoroutinesPerViewer is an edge's goroutines at the end against
+	// before any viewer joined, over its viewers.
+	GoroutinesPerViewer float64 `json:"goroutines_per_viewer,omitempty"`
 }
 
 // cost compares two scrapes; sent names the node's byte counters (summed).

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -108,6 +109,11 @@ type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 // runWSViewer watches one broadcast over the edge's WebSocket until ctx is
 // done, reading only frame headers (payloads are skipped, not copied).
 func runWSViewer(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network) {
+	runWS(ctx, id, edge, name, token, st, nw, false)
+}
+
+// runWS is runWSViewer, over TLS (wss://, trusting nw.tls) when secure.
+func runWS(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network, secure bool) {
 	t := &tracker{st: st, shard: id, started: time.Now()}
 	u, err := url.Parse(edge)
 	if err != nil {
@@ -121,6 +127,14 @@ func runWSViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 	}
 	defer c.Close()
 	go func() { <-ctx.Done(); c.SetDeadline(time.Now()) }()
+	if secure {
+		tc := tls.Client(c, withServerName(nw.tls, u.Host))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			st.Failed.Add(1)
+			return
+		}
+		c = tc
+	}
 	path := "/ws/" + name
 	if token != "" {
 		path += "?token=" + url.QueryEscape(token)

@@ -38,8 +38,15 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 			qt.Close()
 		}
 	}()
+	// Without a certificate to trust (-ca, -insecure, or the one a TLS
+	// -local run made), the edge's rotating development certificate is
+	// not checked: the bench measures, it does not authenticate.
+	tc := &tls.Config{InsecureSkipVerify: true}
+	if nw.tls != nil {
+		tc = withServerName(nw.tls, u.Host)
+	}
 	tr := &webtransport.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // development certificates; the bench measures, it does not authenticate
+		TLSClientConfig: tc,
 		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true,
 			MaxIncomingUniStreams: 1000, MaxIdleTimeout: 15 * time.Second, KeepAlivePeriod: 5 * time.Second},
 		DialAddr: func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
