@@ -161,6 +161,12 @@ type Config struct {
 	// instead of every viewer falling behind. 0: 100 per CPU (a 2-core
 	// edge held 200 and fell seconds behind at 500: bench/RESULTS.md).
 	WTMaxViewers int
+	// WTMaxSchedDelay refuses new WebTransport sessions (503, before the
+	// upgrade) while runnable goroutines wait longer than this for a CPU
+	// (the 99th percentile over the last half second) and it already
+	// serves a quarter of WTMaxViewers: the edge is starved and its
+	// admitted viewers would fall behind. 0: 30 ms; negative: never.
+	WTMaxSchedDelay time.Duration
 	// WTMaxLag: a WebTransport viewer's group still being sent when a
 	// newer group exists and its next object arrived here more than this
 	// ago is reset, so the newest group goes first (webtransport-go's
@@ -221,6 +227,7 @@ func (c *Config) Flags(s *config.Set) {
 	s.Bool(&c.NoRoute, "no-route", false, "never offer this edge to viewers through the router (GET /edge): a mid-tier that serves lower tiers only")
 	s.String(&c.Region, "region", "", "this edge's region, reported for the router (GET /edge?region=, or the X-Quiccast-Region header)")
 	s.Int(&c.WTMaxViewers, "wt-max-viewers", 0, "most concurrent WebTransport sessions on this node, past which new ones get 503 with Retry-After (players fall back to WebSocket); 0: 100 per CPU")
+	s.Duration(&c.WTMaxSchedDelay, "wt-max-sched-delay", 30*time.Millisecond, "refuse new WebTransport sessions (503 before the upgrade) while this process's runnable goroutines wait longer than this for a CPU (p99 over the last 0.5 s) and it serves a quarter of -wt-max-viewers already: the edge is CPU-starved; negative: never")
 	s.Duration(&c.WTMaxLag, "wt-max-lag", 500*time.Millisecond, "a WebTransport viewer this far behind with a newer group waiting has its old group reset, so the newest goes first (the player's default target is 0.5 s)")
 	s.Duration(&c.Linger, "linger", 10*time.Second, "keep an upstream subscription this long after its last viewer left")
 	s.String(&c.PublicList, "public-list", "auto", "who sees the live broadcasts listed at / and /broadcasts.json: auto (everyone, unless play needs a token or other grant), on (everyone) or off")
@@ -256,6 +263,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.WTMaxLag <= 0 {
 		c.WTMaxLag = d.WTMaxLag
+	}
+	if c.WTMaxSchedDelay == 0 {
+		c.WTMaxSchedDelay = d.WTMaxSchedDelay
 	}
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
@@ -327,6 +337,7 @@ type Node struct {
 	watch     map[string]*watchers // viewers per broadcast, for the API
 	viewers   int
 	wtViewers int
+	sched     *schedMeter // the scheduler's latency, for WebTransport admission
 	closed    bool
 }
 
@@ -388,6 +399,7 @@ func New(cfg Config) (*Node, error) {
 	} else if err := n.startTLS(); err != nil {
 		return fail(err)
 	}
+	n.sched = newSchedMeter(500 * time.Millisecond) // read while WebTransport is served
 	n.metrics = newEdgeMetrics(n.reg, n)
 	n.hls = newHLSServer(n)
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -463,11 +475,24 @@ func (n *Node) Run(ctx context.Context) error {
 	n.admin.Start()
 	n.startReports()
 	if n.wt != nil {
-		n.bg.Add(1)
+		n.bg.Add(2)
 		go func() {
 			defer n.bg.Done()
 			if err := n.wt.Serve(n.wtConn); err != nil && n.ctx.Err() == nil {
 				n.log.Error("HTTP/3 server stopped", "err", err)
+			}
+		}()
+		go func() {
+			defer n.bg.Done()
+			t := time.NewTicker(n.sched.every)
+			defer t.Stop()
+			for {
+				select {
+				case <-n.ctx.Done():
+					return
+				case now := <-t.C:
+					n.sched.read(now)
+				}
 			}
 		}()
 	}

@@ -21,6 +21,9 @@ type edgeMetrics struct {
 	// (plain TCP, the fan-out), tls (wss://, records sealed by the
 	// fan-out), ktls (wss://, sealed by the kernel) or goroutines.
 	wsWriters *prometheus.CounterVec
+	// wtStarved counts WebTransport sessions refused because the process
+	// was CPU-starved (-wt-max-sched-delay).
+	wtStarved prometheus.Counter
 	// delay: capture wall-clock to the write to a viewer, per transport.
 	delay                                *prometheus.HistogramVec
 	delayWS, delayWT, delayHLS, delayRly prometheus.Observer
@@ -40,6 +43,12 @@ func newEdgeMetrics(r prometheus.Registerer, n *Node) *edgeMetrics {
 			Name: "quiccast_edge_ws_viewers_total",
 			Help: "WebSocket viewers admitted, by how they are written: events (plain TCP, shared fan-out goroutines), tls (wss://, TLS records sealed by the fan-out), ktls (wss://, sealed by the kernel) or goroutines (two per viewer: -ws-writer goroutines, or a TLS session the fan-out cannot take over).",
 		}, []string{"writer"}),
+	}
+	m.wtStarved = prometheus.NewCounter(prometheus.CounterOpts{Name: "quiccast_edge_wt_refused_starved_total", Help: "WebTransport sessions refused before the upgrade because this process's goroutines waited longer than -wt-max-sched-delay for a CPU."})
+	r.MustRegister(m.wtStarved)
+	if n.sched != nil {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quiccast_edge_sched_delay_p99_seconds", Help: "The 99th percentile of how long this process's runnable goroutines waited for a CPU over the last 0.5 s (0 when not measured)."},
+			func() float64 { return n.sched.delay(time.Now()).Seconds() }))
 	}
 	m.delay = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "quiccast_edge_object_delay_seconds",

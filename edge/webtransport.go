@@ -277,16 +277,25 @@ func (n *Node) closeExpired(w http.ResponseWriter, r *http.Request, name string,
 	sess.CloseWithError(webtransport.SessionErrorCode(wire.CodeTokenExpired), wire.Reason(err))
 }
 
-// takeWTSlot reserves one of -wt-max-viewers WebTransport sessions; false
-// when none is left. releaseWTSlot gives it back.
-func (n *Node) takeWTSlot() bool {
+// takeWTSlot reserves one of -wt-max-viewers WebTransport sessions, or
+// says why not: none is left, or the process is CPU-starved
+// (-wt-max-sched-delay) while it already serves a quarter of
+// -wt-max-viewers (below that its sessions are not what starves it, and
+// refusing them would shed nothing). releaseWTSlot gives it back.
+func (n *Node) takeWTSlot() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.wtViewers >= n.cfg.WTMaxViewers {
-		return false
+		return wire.Errorf(wire.CodeOverCapacity, "WebTransport is full on this edge (%d sessions); retry later, use another edge or WebSocket", n.cfg.WTMaxViewers)
+	}
+	if max := n.cfg.WTMaxSchedDelay; max > 0 && n.wtViewers >= n.cfg.WTMaxViewers/4 {
+		if d := n.sched.delay(time.Now()); d > max {
+			n.metrics.wtStarved.Inc()
+			return wire.Errorf(wire.CodeOverCapacity, "this edge is CPU-starved (goroutines wait %s for a CPU); retry later, use another edge or WebSocket", d.Round(time.Millisecond))
+		}
 	}
 	n.wtViewers++
-	return true
+	return nil
 }
 
 func (n *Node) releaseWTSlot() {
@@ -305,8 +314,8 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 	// A WebTransport slot is taken before anything else costs the node:
 	// past -wt-max-viewers the session is refused before the upgrade, so
 	// the player retries after Retry-After or falls back to WebSocket.
-	if !n.takeWTSlot() {
-		n.refuseHTTP(w, r, name, wire.Errorf(wire.CodeOverCapacity, "WebTransport is full on this edge (%d sessions); retry later, use another edge or WebSocket", n.cfg.WTMaxViewers))
+	if err := n.takeWTSlot(); err != nil {
+		n.refuseHTTP(w, r, name, err)
 		return
 	}
 	defer n.releaseWTSlot()

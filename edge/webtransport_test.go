@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -657,6 +658,56 @@ func TestWebTransportPastItsCapacityIsRefusedWith503AndRetryAfter(t *testing.T) 
 	a.close()
 	testenv.WaitFor(t, 10*time.Second, "a freed WebTransport slot", func() bool {
 		v, err := watchWT(ctx, n, hashes, "full", "")
+		if err != nil {
+			return false
+		}
+		v.close()
+		return true
+	})
+}
+
+// Issue 10: an edge whose goroutines wait too long for a CPU refuses new
+// WebTransport sessions (503, naming the starvation) once it serves a
+// quarter of -wt-max-viewers, and admits them again when the CPU is
+// back. The starvation is real: busy goroutines in this process.
+func TestWebTransportIsRefusedWhileTheEdgeIsCPUStarved(t *testing.T) {
+	src := newFakeSource()
+	src.add(t, "busy").object(t, true, 10)
+	n, logs := startWTEdge(t, Config{Source: src, WTMaxViewers: 8, WTMaxSchedDelay: 20 * time.Millisecond})
+	hashes := certHashes(t, n).Hashes
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range 2 { // a quarter of 8: below it, starvation refuses nothing
+		v, err := watchWT(ctx, n, hashes, "busy", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.close()
+	}
+	// Spinning goroutines, 8 per P, are preempted every 10 ms: a
+	// runnable goroutine waits about 70 ms for a P.
+	var stop atomic.Bool
+	var hogs sync.WaitGroup
+	for range 8 * runtime.GOMAXPROCS(0) {
+		hogs.Add(1)
+		go func() {
+			defer hogs.Done()
+			for !stop.Load() {
+			}
+		}()
+	}
+	testenv.WaitFor(t, 30*time.Second, "a session refused as CPU-starved", func() bool {
+		_, rsp, err := dialWT(ctx, n, hashes, "busy", nil)
+		return err != nil && rsp != nil && rsp.StatusCode == http.StatusServiceUnavailable &&
+			len(logs.Lines("viewer refused", "this edge is CPU-starved (goroutines wait")) > 0
+	})
+	stop.Store(true)
+	hogs.Wait()
+	if testenv.Metric(t, n.Registry(), "quiccast_edge_wt_refused_starved_total") == 0 {
+		t.Error("starved refusals not counted")
+	}
+	testenv.WaitFor(t, 30*time.Second, "a session admitted once the CPU is back", func() bool {
+		v, err := watchWT(ctx, n, hashes, "busy", "")
 		if err != nil {
 			return false
 		}
