@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -395,5 +397,24 @@ func TestCertificateAndTrust(t *testing.T) {
 	os.WriteFile(bad, []byte("not a certificate"), 0o644)
 	if _, err := (&Config{CA: bad}).clientTLS(); err == nil {
 		t.Error("a -ca file without a certificate accepted")
+	}
+}
+
+// TestH3AddrsFollowCertHash: WebTransport viewers dial the HTTP/3 port an
+// edge's /cert-hash names, which differs from its TCP port when that UDP
+// port was taken; an edge that does not answer keeps its own.
+func TestH3AddrsFollowCertHash(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cert-hash" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte(`{"port":4433,"algorithm":"sha-256","hashes":[]}`))
+	}))
+	defer srv.Close()
+	dead := "http://127.0.0.1:1"
+	got := h3Addrs(context.Background(), []string{srv.URL, dead}, &network{})
+	if got[srv.URL] != "127.0.0.1:4433" || len(got) != 1 {
+		t.Fatalf("h3Addrs = %v, want %s at 127.0.0.1:4433 only", got, srv.URL)
 	}
 }

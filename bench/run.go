@@ -273,7 +273,8 @@ func routeViewer(ctx context.Context, cfg *Config, name string) (string, error) 
 type network struct {
 	dial   Dialer
 	packet func() (net.PacketConn, error)
-	tls    *tls.Config // certificates to trust (nil: the system's; WebTransport: none checked)
+	tls    *tls.Config       // certificates to trust (nil: the system's; WebTransport: none checked)
+	h3     map[string]string // an edge's HTTP/3 host:port by its URL, when not its TCP port (h3Addrs)
 }
 
 // Run runs one benchmark and reports it.
@@ -366,6 +367,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	nw := &network{dial: cfg.Dial, packet: cfg.Packet, tls: cfg.tls}
+	if cfg.Transport == "wt" || cfg.Transport == "mix" {
+		nw.h3 = h3Addrs(ctx, cfg.Edges, nw)
+	}
 	if err := waitLive(ctx, &cfg, nw, pubErr); err != nil {
 		return nil, err
 	}

@@ -3,12 +3,15 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +22,40 @@ import (
 	"github.com/quiccast/quiccast/shared/wire"
 )
 
+// h3Addrs reads each edge's HTTP/3 port from its /cert-hash. It is the
+// number of its TCP port unless that UDP port was taken when the edge
+// started (-wt-listen same with -listen :0 then takes any other, as a
+// -local edge may: one shed-set run in 16 had every viewer fail dialling
+// the TCP port's number). An edge that does not say keeps that number.
+func h3Addrs(ctx context.Context, edges []string, nw *network) map[string]string {
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: nw.dial, TLSClientConfig: nw.tls}}
+	defer cl.CloseIdleConnections()
+	out := map[string]string{}
+	for _, e := range edges {
+		u, err := url.Parse(e)
+		if err != nil {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(e, "/")+"/cert-hash", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			continue
+		}
+		var body struct{ Port int }
+		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK && body.Port > 0 {
+			out[e] = net.JoinHostPort(u.Hostname(), strconv.Itoa(body.Port))
+		}
+	}
+	return out
+}
+
 // runWTViewer watches a broadcast over WebTransport (/wt/{name} on the
-// edge's HTTP/3 port, the same number as its HTTP port), speaking the relay
+// edge's HTTP/3 port, h3Addrs), speaking the relay
 // protocol as the browser player does: HELLO, SUBSCRIBE, then one stream
 // per group. Payloads are read and discarded, not kept.
 func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stats, nw *network) {
@@ -67,7 +102,11 @@ func runWTViewer(ctx context.Context, id int, edge, name, token string, st *Stat
 		},
 	}
 	defer tr.Close()
-	target := "https://" + u.Host + "/wt/" + name
+	host := u.Host
+	if h, ok := nw.h3[edge]; ok {
+		host = h
+	}
+	target := "https://" + host + "/wt/" + name
 	if token != "" {
 		target += "?token=" + url.QueryEscape(token)
 	}
