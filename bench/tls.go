@@ -2,20 +2,17 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/quiccast/quiccast/shared/certs"
 )
 
 // TLS for the viewers: wss:// (the WebSocket protocol of viewer_ws.go
@@ -27,59 +24,27 @@ func runWSSViewer(ctx context.Context, id int, edge, name, token string, st *Sta
 	runWS(ctx, id, edge, name, token, st, nw, true)
 }
 
-// selfSigned writes a self-signed ECDSA P-256 certificate for 127.0.0.1,
-// localhost and hosts (IP addresses or names) into dir (cert.pem,
-// key.pem) and returns the files and a pool that trusts it.
+// selfSigned writes a self-signed ECDSA P-256 certificate (shared/certs)
+// for 127.0.0.1, localhost and hosts (IP addresses or names) into dir
+// (cert.pem, key.pem) and returns the files and a pool that trusts it.
 func selfSigned(dir string, hosts ...string) (certFile, keyFile string, pool *x509.CertPool, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certs.SelfSigned(append([]string{"127.0.0.1", "localhost"}, hosts...), 7*24*time.Hour)
 	if err != nil {
 		return "", "", nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return "", "", nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "quiccast bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:    []string{"localhost"},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			if !ip.Equal(tmpl.IPAddresses[0]) {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			}
-		} else if h != "" && h != "localhost" {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", nil, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
+	kb, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
 	if err != nil {
 		return "", "", nil, err
 	}
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
 		return "", "", nil, err
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return "", "", nil, err
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return "", "", nil, err
 	}
 	pool = x509.NewCertPool()
-	pool.AddCert(c)
+	pool.AddCert(c.Leaf)
 	return certFile, keyFile, pool, nil
 }
 
