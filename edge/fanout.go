@@ -150,6 +150,7 @@ type fastViewer struct {
 
 	blocked  atomic.Bool
 	pend     [][]byte // frames left to write while blocked
+	unsealed [][]byte // wss://: frames polled but not yet sealed (shared, not copied)
 	ctl      [][]byte // control frames to send (pongs)
 	lastRead time.Time
 	in       [256]byte // a partial frame from the client
@@ -185,9 +186,15 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 		s.bufs = append(s.bufs[:0], v.ctl...)
 		v.ctl = nil
 		var err error
-		s.items, err = v.cur.Poll(s.items[:0])
-		s.bufs = v.n.wsFrames(s.bufs, s.items)
-		s.items, s.caps = s.caps, s.items // kept until written
+		if len(v.unsealed) > 0 { // the rest of the last batch first
+			s.bufs = append(s.bufs, v.unsealed...)
+			clear(v.unsealed)
+			v.unsealed = v.unsealed[:0]
+		} else {
+			s.items, err = v.cur.Poll(s.items[:0])
+			s.bufs = v.n.wsFrames(s.bufs, s.items)
+			s.items, s.caps = s.caps, s.items // kept until written
+		}
 		sealed := false
 		if v.tls != nil {
 			if v.tls.KernelTX() && v.tls.Pending() {
@@ -195,7 +202,12 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 				return total
 			}
 			if !v.tls.KernelTX() && (len(s.bufs) > 0 || v.tls.Pending()) {
-				s.sealed = v.tls.Seal(s.sealed[:0], s.bufs...)
+				// Seal at most sealChunk: what a full socket leaves
+				// over is copied into v.pend, so a viewer that stops
+				// reading holds that much, not a whole group.
+				now, rest := splitBytes(s.bufs, sealChunk)
+				v.unsealed = append(v.unsealed, rest...)
+				s.sealed = v.tls.Seal(s.sealed[:0], now...)
 				clear(s.bufs)
 				s.bufs = append(s.bufs[:0], s.sealed)
 				sealed = true
@@ -235,6 +247,25 @@ func (s *shard) pump(v *fastViewer, now time.Time) int64 {
 			return total
 		}
 	}
+}
+
+// sealChunk bounds the plaintext sealed for one write to a wss:// viewer.
+const sealChunk = 64 << 10
+
+// splitBytes splits bufs after n bytes (within a buffer if need be); the
+// slices share bufs' bytes.
+func splitBytes(bufs [][]byte, n int) (head, tail [][]byte) {
+	for i, b := range bufs {
+		if len(b) > n {
+			if n == 0 {
+				return bufs[:i], bufs[i:]
+			}
+			head = append(bufs[:i:i], b[:n])
+			return head, append([][]byte{b[n:]}, bufs[i+1:]...)
+		}
+		n -= len(b)
+	}
+	return bufs, nil
 }
 
 // wsFrames appends the WebSocket frames of cursor items to bufs: the
@@ -312,20 +343,34 @@ func (v *fastViewer) readControl(s *shard) error {
 	case rerr != nil || n == 0:
 		return errWrite // the viewer is gone
 	}
-	if v.tls != nil {
-		var err error
-		s.plain, err = v.tls.Read(s.plain[:0], p[:n])
-		switch {
-		case errors.Is(err, tlsrec.ErrClosed):
-			return errWrite // the viewer left
-		case err != nil:
-			return wire.Errorf(wire.CodeBadRequest, "%v", err)
-		}
-		if n = copy(v.in[v.inLen:], s.plain); n < len(s.plain) {
-			return wire.Errorf(wire.CodeBadRequest, "unreadable frame from the viewer")
+	if v.tls == nil {
+		v.inLen += n
+		return v.frames()
+	}
+	var err error
+	s.plain, err = v.tls.Read(s.plain[:0], p[:n])
+	switch {
+	case errors.Is(err, tlsrec.ErrClosed):
+		return errWrite // the viewer left
+	case err != nil:
+		return wire.Errorf(wire.CodeBadRequest, "%v", err)
+	}
+	// Several records' worth may have come at once: in pieces that
+	// fit v.in, each taken before the next.
+	for plain := s.plain; len(plain) > 0; {
+		k := copy(v.in[v.inLen:], plain)
+		v.inLen += k
+		plain = plain[k:]
+		if err := v.frames(); err != nil {
+			return err
 		}
 	}
-	v.inLen += n
+	return nil
+}
+
+// frames takes the complete frames in v.in: pings are answered, a close
+// ends the viewer. Viewers send nothing else of any size.
+func (v *fastViewer) frames() error {
 	for v.inLen >= 2 {
 		b := v.in[:v.inLen]
 		op, plen := b[0]&0x0f, int(b[1]&0x7f)
@@ -343,6 +388,9 @@ func (v *fastViewer) readControl(s *shard) error {
 		}
 		switch op {
 		case wire.WSPing:
+			if len(v.ctl) >= maxPendingPongs {
+				return wire.Errorf(wire.CodeBadRequest, "more than %d pings unanswered", maxPendingPongs)
+			}
 			v.ctl = append(v.ctl, wire.WSMessage(wire.WSPong, p))
 		case wire.WSClose:
 			return errWrite // the viewer left
@@ -354,6 +402,10 @@ func (v *fastViewer) readControl(s *shard) error {
 	}
 	return nil
 }
+
+// maxPendingPongs bounds the pongs a viewer's pings queue before the
+// next write.
+const maxPendingPongs = 16
 
 // wsEnding says how a WebSocket viewer whose run ended with err is told:
 // a last text message (ended, goaway; nil for none) before the close, and
@@ -402,9 +454,15 @@ func (s *shard) finish(v *fastViewer, err error) {
 		if v.tls != nil && !v.tls.KernelTX() {
 			last = [][]byte{v.tls.CloseNotify(v.tls.Seal(nil, last...))}
 		}
-		// finish may run on a drain goroutine: its own rawIO.
-		newRawIO().writev(v.rc, last)
+		// After a write cut short (a blocked viewer's drain timed out,
+		// or the edge drains) the stream ends inside a frame, or a TLS
+		// record: its rest goes first, or last words would be read as
+		// part of it. One attempt: what the socket does not take is
+		// not sent. finish may run on a drain goroutine: its own rawIO.
+		newRawIO().writev(v.rc, append(v.pend, last...))
 	}
+	clear(v.unsealed)
+	v.unsealed = nil
 	v.nc.Close()
 	s.mu.Lock()
 	for i, x := range s.viewers {

@@ -36,13 +36,12 @@ func (s *Session) KernelTX() bool { return s.kernelTX }
 
 // kernelCryptoInfo is the TLS_TX socket option's value for the sending
 // keys: struct tls12_crypto_info_{aes_gcm_128,aes_gcm_256,chacha20_poly1305}
-// of linux/tls.h, in host (little-endian) order for the two header
-// fields. For TLS 1.3 the kernel's salt and iv together are the static
+// of linux/tls.h, in host order for the two header fields. For TLS 1.3 the kernel's salt and iv together are the static
 // IV, and rec_seq is the next record's sequence number.
 func (s *Session) kernelCryptoInfo() []byte {
 	h := &s.out
-	b := binary.LittleEndian.AppendUint16(nil, 0x0304) // TLS_1_3_VERSION
-	b = binary.LittleEndian.AppendUint16(b, h.suite.kernel)
+	b := binary.NativeEndian.AppendUint16(nil, 0x0304) // TLS_1_3_VERSION
+	b = binary.NativeEndian.AppendUint16(b, h.suite.kernel)
 	if h.suite.kernel == 54 { // chacha20: iv[12], key[32], no salt
 		b = append(b, h.iv[:]...)
 		b = append(b, h.key...)

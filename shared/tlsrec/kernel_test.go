@@ -28,7 +28,7 @@ func TestKernelCryptoInfoLayout(t *testing.T) {
 		s.out.setSecret(bytes.Repeat([]byte{1}, s.out.suite.hash().Size()))
 		s.out.seq = 0x0102030405060708
 		b := s.kernelCryptoInfo()
-		if len(b) != size || binary.LittleEndian.Uint16(b) != 0x0304 || binary.LittleEndian.Uint16(b[2:]) != s.out.suite.kernel {
+		if len(b) != size || binary.NativeEndian.Uint16(b) != 0x0304 || binary.NativeEndian.Uint16(b[2:]) != s.out.suite.kernel {
 			t.Fatalf("%s: %d bytes % x", tls.CipherSuiteName(id), len(b), b[:4])
 		}
 		if !bytes.Equal(b[len(b)-8:], []byte{1, 2, 3, 4, 5, 6, 7, 8}) {

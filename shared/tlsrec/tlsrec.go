@@ -349,20 +349,17 @@ func (s *Session) Read(dst, raw []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// handshake takes post-handshake messages: only KeyUpdate, each whole in
-// one record.
+// handshake takes a post-handshake message: only KeyUpdate, alone in its
+// record (a key change must fall on a record boundary, RFC 8446 5.1).
 func (s *Session) handshake(p []byte) error {
-	for len(p) > 0 {
-		if len(p) < 5 || p[0] != keyUpdate || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1 {
-			return fmt.Errorf("%w: post-handshake message other than KeyUpdate", ErrBadRecord)
-		}
-		if err := s.in.update(); err != nil {
-			return err
-		}
-		if p[4] == 1 {
-			s.updateDue = true
-		}
-		p = p[5:]
+	if len(p) != 5 || p[0] != keyUpdate || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1 {
+		return fmt.Errorf("%w: post-handshake message other than one KeyUpdate", ErrBadRecord)
+	}
+	if err := s.in.update(); err != nil {
+		return err
+	}
+	if p[4] == 1 {
+		s.updateDue = true
 	}
 	return nil
 }
