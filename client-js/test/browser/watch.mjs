@@ -195,8 +195,13 @@ try {
     if (shot) await page.screenshot({ path: shot });
     console.log(JSON.stringify({ first: a, last: b, g2g: summary(g2g), latency: summary(latency), events, logs }));
     const wall = (b.at - a.at) / 1000;
-    if (!(b.currentTime - a.currentTime > wall * 0.5)) fail(`currentTime went from ${a.currentTime} to ${b.currentTime} in ${wall} s`);
-    if (!(b.frames - a.frames > wall * 10)) fail(`decoded frames went from ${a.frames} to ${b.frames} in ${wall} s`);
+    // On a starved machine the sampling loop itself runs late (a 2 s
+    // window once took 20 s beside two CPU hogs and the rest of the
+    // suite): the page must then have played half the window asked for,
+    // not half of what the loop took.
+    const span = seconds > 0 && wall > 2 * seconds ? seconds : wall;
+    if (!(b.currentTime - a.currentTime > span * 0.5)) fail(`currentTime went from ${a.currentTime} to ${b.currentTime} in ${wall} s`);
+    if (!(b.frames - a.frames > span * 10)) fail(`decoded frames went from ${a.frames} to ${b.frames} in ${wall} s`);
   }
 } finally {
   progress('state done');
