@@ -179,7 +179,7 @@ func TestWebTransportViewersPastAnEdgesCapacityAreCountedAsRefused(t *testing.T)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Config{Local: true, Binary: bin, Transport: "wt", Viewers: 8, Ramp: 100, Duration: 12 * time.Second, Settle: 500 * time.Millisecond,
-		EdgeFlags: "-wt-max-viewers 3", Logger: (&testenv.Logs{}).Logger()})
+		EdgeFlags: "-wt-max-viewers 3 -wt-max-sched-delay -1ns", Logger: (&testenv.Logs{}).Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestShedSetSmoke(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	var b bytes.Buffer
-	if err := RunShedSet(ctx, Config{Duration: 2 * time.Second, Settle: time.Second, EdgeFlags: "-wt-max-viewers 6"}, bin, dir, []int{10}, 1, &b, (&testenv.Logs{}).Logger()); err != nil {
+	if err := RunShedSet(ctx, Config{Duration: 2 * time.Second, Settle: time.Second, EdgeFlags: "-wt-max-viewers 6 -wt-max-sched-delay -1ns"}, bin, dir, []int{10}, 1, &b, (&testenv.Logs{}).Logger()); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()

@@ -681,16 +681,30 @@ func TestPingBurstsAndLargeObjects(t *testing.T) {
 			objects++
 		}
 		// Pongs are handled inside ReadMessage, which returns data
-		// messages only: read until the stream goes quiet (pings are
-		// read every half second).
-		ws.SetReadDeadline(time.Now().Add(3 * time.Second))
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				break
+		// messages only (and a timed-out read ends the connection):
+		// small objects keep coming until the four pongs are in (pings
+		// are read every half second, a few at a time).
+		stop := make(chan struct{})
+		var feeding sync.WaitGroup
+		defer feeding.Wait()
+		defer close(stop)
+		feeding.Add(1)
+		go func() {
+			defer feeding.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+					f.object(t, false, 10)
+				}
 			}
-		}
-		if pongs.Load() != 4 {
-			t.Fatalf("%d pongs, want 4", pongs.Load())
+		}()
+		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for pongs.Load() < 4 {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				t.Fatalf("%d pongs, want 4: %v", pongs.Load(), err)
+			}
 		}
 	})
 }
