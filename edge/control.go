@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"net"
 	"os"
 
@@ -15,8 +16,9 @@ import (
 
 // watchers are one broadcast's viewers on this node. Guarded by Node.mu.
 type watchers struct {
-	by   map[string]int // transport -> viewers
-	kick chan struct{}  // closed (and replaced) by a kick
+	by     map[string]int  // transport -> viewers
+	kick   context.Context // cancelled (and replaced) by a kick
+	kicked context.CancelFunc
 }
 
 // Transports counted per broadcast. LL-HLS viewers are sessions
@@ -30,14 +32,16 @@ const (
 // errRemoved ends the viewers of a kicked broadcast.
 var errRemoved = wire.Errorf(wire.CodeRemoved, "an operator removed the viewers of this broadcast")
 
-// joined counts a viewer of name in and returns the channel a kick of
-// name closes.
-func (n *Node) joined(name, transport string) <-chan struct{} {
+// joined counts a viewer of name in and returns the context a kick of
+// name cancels (a context, so that a session can have a function run on
+// a kick without a goroutine waiting for it).
+func (n *Node) joined(name, transport string) context.Context {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	w := n.watch[name]
 	if w == nil {
-		w = &watchers{by: map[string]int{}, kick: make(chan struct{})}
+		w = &watchers{by: map[string]int{}}
+		w.kick, w.kicked = context.WithCancel(context.Background())
 		n.watch[name] = w
 	}
 	w.by[transport]++
@@ -69,8 +73,8 @@ func (n *Node) kickViewers(name string) {
 		n.mu.Unlock()
 		return
 	}
-	close(w.kick)
-	w.kick = make(chan struct{})
+	w.kicked()
+	w.kick, w.kicked = context.WithCancel(context.Background())
 	viewers := 0
 	for _, c := range w.by {
 		viewers += c

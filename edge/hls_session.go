@@ -122,7 +122,7 @@ func (s *hlsSessions) touch(id, name string, target time.Duration) error {
 	if err != nil {
 		return err
 	}
-	s.by[id] = &hlsSession{name: name, last: now, idle: idle, kick: n.joined(name, transportHLS)}
+	s.by[id] = &hlsSession{name: name, last: now, idle: idle, kick: n.joined(name, transportHLS).Done()}
 	n.metrics.viewers.WithLabelValues(transportHLS).Inc()
 	return nil
 }

@@ -57,7 +57,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	v.req, v.expires = req, g.Expires
 	n.metrics.viewers.WithLabelValues("ws").Inc()
-	kick := n.joined(name, transportWS)
+	kick := n.joined(name, transportWS).Done()
 	cfg := media.CursorConfig{MaxLag: n.cfg.MaxLag, MaxSkips: n.cfg.MaxSkips, SkipWindow: n.cfg.SkipWindow}
 	if fv := n.fastViewer(v.nc); fv != nil {
 		// The fan-out owns the viewer from here; this goroutine (and

@@ -350,13 +350,7 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 	// A kick or the token's expiry ends the session with its code: the
 	// relay server sends the viewer an ERROR with it on the control
 	// stream, then the session closes with it.
-	go func() {
-		select {
-		case <-kick:
-			end(errRemoved)
-		case <-ctx.Done():
-		}
-	}()
+	defer context.AfterFunc(kick, func() { end(errRemoved) })()
 	var expired atomic.Bool
 	if !g.Expires.IsZero() {
 		t := time.AfterFunc(time.Until(g.Expires), func() {
@@ -370,7 +364,7 @@ func (n *Node) serveWT(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case n.ctx.Err() != nil:
 		err = wire.Errorf(wire.CodeGoingAway, "edge draining")
-	case kicked(kick):
+	case kicked(kick.Done()):
 		err = errRemoved
 	case expired.Load():
 		err = auth.ExpiredError(req)

@@ -622,3 +622,48 @@ func TestLaggingGroupIsResetWhenANewerOneWaits(t *testing.T) {
 		})
 	}
 }
+
+// TestEachSubscriptionSendsOnOneGoroutine: a subscriber that keeps up
+// costs the server one goroutine, across group boundaries: the goroutine
+// that follows the track sends each group in turn (an edge serves
+// thousands of WebTransport viewers this way).
+func TestEachSubscriptionSendsOnOneGoroutine(t *testing.T) {
+	const subs = 8
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	src := newSource(t, "live/one", 1)
+	ts.add(src)
+	src.object(t, true, 1000)
+	var mirrors []*media.Broadcast
+	for range subs {
+		c := dial(t, ts.addr, ClientConfig{})
+		m := media.New("live/one", media.Limits{})
+		if _, err := c.Subscribe(context.Background(), "live/one", nil, m); err != nil {
+			t.Fatal(err)
+		}
+		mirrors = append(mirrors, m)
+	}
+	for g := uint64(1); g <= 3; g++ {
+		for i := range 5 {
+			src.object(t, i == 0, 5000)
+		}
+		for _, m := range mirrors {
+			waitGroupDone(t, m, g-1)
+		}
+	}
+	senders := func() int {
+		buf := make([]byte, 4<<20)
+		n := 0
+		for _, st := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(st, "relay.(*sender)") {
+				n++
+			}
+		}
+		return n
+	}
+	// Goroutines that were handed a group while its end was still on
+	// the way finish it and leave: wait for the steady state.
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("one sending goroutine per subscription (%d)", subs), func() bool { return senders() == subs })
+	for _, m := range mirrors {
+		sameObjects(t, src.b, m, 2)
+	}
+}

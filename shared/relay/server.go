@@ -179,37 +179,35 @@ func (s *Server) ServeConn(ctx context.Context, conn Conn) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var ctl atomic.Pointer[control] // once HELLO_OK is sent
-	go func() {
-		select {
-		case <-conn.Context().Done():
-			cancel()
-		case <-ctx.Done():
-			// A read on the control stream does not see ctx: when the
-			// server stops, closing the connection ends it (and tells
-			// the peer to go elsewhere), so Serve's callers do not wait
-			// for peers that never hang up.
-			if parent.Err() == nil {
-				return
-			}
-			var we *wire.Error
-			if errors.As(context.Cause(parent), &we) {
-				// The ERROR message first: a peer reading the control
-				// stream sees it before the close resets the stream.
-				// Closing at once would reset the stream before the
-				// message arrives: give the peer a moment to read it
-				// and hang up.
-				if c := ctl.Load(); c != nil && c.send(&Msg{Type: MsgError, Code: we.Code, Reason: wire.Reason(we)}) == nil {
-					select {
-					case <-conn.Context().Done():
-					case <-time.After(time.Second):
-					}
-				}
-				conn.CloseWithError(we.Code, wire.Reason(we))
-				return
-			}
-			conn.CloseWithError(wire.CodeGoingAway, "node shutting down")
+	// No goroutine waits for the ends (a viewer's session would pay one):
+	// the connection's end cancels ctx, and ctx's end runs the close.
+	defer context.AfterFunc(conn.Context(), cancel)()
+	context.AfterFunc(ctx, func() {
+		// A read on the control stream does not see ctx: when the
+		// server stops, closing the connection ends it (and tells the
+		// peer to go elsewhere), so Serve's callers do not wait for
+		// peers that never hang up.
+		if parent.Err() == nil {
+			return
 		}
-	}()
+		var we *wire.Error
+		if errors.As(context.Cause(parent), &we) {
+			// The ERROR message first: a peer reading the control
+			// stream sees it before the close resets the stream.
+			// Closing at once would reset the stream before the
+			// message arrives: give the peer a moment to read it and
+			// hang up.
+			if c := ctl.Load(); c != nil && c.send(&Msg{Type: MsgError, Code: we.Code, Reason: wire.Reason(we)}) == nil {
+				select {
+				case <-conn.Context().Done():
+				case <-time.After(time.Second):
+				}
+			}
+			conn.CloseWithError(we.Code, wire.Reason(we))
+			return
+		}
+		conn.CloseWithError(wire.CodeGoingAway, "node shutting down")
+	})
 	log := s.cfg.Logger.With("peer", conn.RemoteAddr().String())
 	refuse := func(err error) error {
 		s.Stats.Refused.Add(1)
@@ -356,12 +354,21 @@ func (c *serverConn) subscribe(ctx context.Context, m *Msg) {
 
 // sender sends one subscription: its catalogs on the control stream and
 // each group on a stream of its own.
+//
+// One goroutine follows each track: it sends the track's groups one after
+// the other, waking once per object. Only when the group it sends cannot
+// be finished while a newer one waits (its writes block, or its end has
+// not arrived yet) does it hand following over to a new goroutine and
+// finish, or reset, its own group alone, so that a slow group never holds
+// the newer one back. The first track is followed on the subscription's
+// own goroutine.
 type sender struct {
 	c     *serverConn
 	id    uint32
 	name  string
 	start *uint64
 	b     *media.Broadcast
+	ended sync.Once // ENDED sent
 
 	mu        sync.Mutex
 	announced map[*media.Catalog]bool
@@ -371,6 +378,16 @@ type sender struct {
 type groupStream struct {
 	seq uint64
 	s   SendStream
+}
+
+// follower is the state of one track's following: the next group to
+// send. Only the goroutine that follows touches it; a hand-over passes it
+// on.
+type follower struct {
+	ti      uint16
+	next    uint64
+	started bool
+	wg      *sync.WaitGroup // the track's goroutines beyond the first
 }
 
 func (s *sender) run(ctx context.Context) {
@@ -397,7 +414,7 @@ func (s *sender) run(ctx context.Context) {
 		select {
 		case <-ch:
 		case <-b.Done():
-			s.c.ctl.send(&Msg{Type: MsgEnded, ID: s.id})
+			s.end()
 			return
 		case <-ctx.Done():
 			return
@@ -417,46 +434,40 @@ func (s *sender) run(ctx context.Context) {
 	s.c.log.Log(ctx, lvl, "relay: subscribed", "broadcast", s.name, "sub", s.id)
 	var wg sync.WaitGroup
 	tctx, stop := context.WithCancel(ctx)
-	for ti := range cat.Tracks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.track(tctx, uint16(ti))
-		}()
+	follow := func(ti uint16) {
+		f := &follower{ti: ti, wg: &wg}
+		if s.start != nil {
+			f.started, f.next = true, *s.start
+		}
+		s.follow(tctx, f)
+	}
+	for ti := 1; ti < len(cat.Tracks); ti++ {
+		wg.Go(func() { follow(uint16(ti)) })
+	}
+	if len(cat.Tracks) > 0 {
+		follow(0) // returns when the broadcast ends, or early: handed over, or the connection failed
 	}
 	select {
 	case <-b.Done():
-		s.c.ctl.send(&Msg{Type: MsgEnded, ID: s.id})
+		s.end()
 	case <-ctx.Done():
 	}
 	stop()
 	wg.Wait()
 }
 
-// track opens a stream for every group of one track from the start on.
-func (s *sender) track(ctx context.Context, ti uint16) {
-	var next uint64
-	started := s.start != nil
-	if started {
-		next = *s.start
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
+// end sends ENDED, once.
+func (s *sender) end() {
+	s.ended.Do(func() { s.c.ctl.send(&Msg{Type: MsgEnded, ID: s.id}) })
+}
+
+// follow sends f's track's groups in order until ctx is done or the
+// broadcast ends, or until it hands following over (see sender).
+func (s *sender) follow(ctx context.Context, f *follower) {
 	for {
-		ch := s.b.Changed()
-		var g *media.Group
-		if started {
-			g = s.b.GroupAtOrAfter(ti, next)
-		} else if g = s.b.Latest(ti); g != nil {
-			started = true
-		}
+		g := s.nextGroup(ctx, f)
 		if g == nil {
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return
-			}
+			return
 		}
 		if err := s.announce(g.Catalog); err != nil {
 			return
@@ -472,17 +483,48 @@ func (s *sender) track(ctx context.Context, ti uint16) {
 			return
 		}
 		var hb [GroupHeaderLen]byte
-		GroupHeader{Sub: s.id, Track: ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.put(hb[:])
+		GroupHeader{Sub: s.id, Track: f.ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.put(hb[:])
 		gs := &groupStream{seq: g.Seq, s: str}
-		s.prioritise(ti, gs)
+		s.prioritise(f.ti, gs)
 		s.c.s.Stats.Groups.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.group(ctx, g, gs, hb[:])
-			s.retire(ti, gs)
-		}()
-		next = g.Seq + 1
+		leading := true
+		handOver := func() {
+			if leading {
+				leading = false
+				f.wg.Go(func() { s.follow(ctx, f) })
+			}
+		}
+		s.group(ctx, g, gs, hb[:], handOver)
+		s.retire(f.ti, gs)
+		if !leading {
+			return
+		}
+	}
+}
+
+// nextGroup waits for the next group of f's track to send: the newest
+// when following starts without a start group, then each in turn. nil:
+// ctx is done or the broadcast ended.
+func (s *sender) nextGroup(ctx context.Context, f *follower) *media.Group {
+	for {
+		ch := s.b.Changed()
+		var g *media.Group
+		if f.started {
+			g = s.b.GroupAtOrAfter(f.ti, f.next)
+		} else if g = s.b.Latest(f.ti); g != nil {
+			f.started = true
+		}
+		if g != nil {
+			f.next = g.Seq + 1
+			return g
+		}
+		select {
+		case <-ch:
+		case <-s.b.Done():
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
 	}
 }
 
@@ -523,11 +565,12 @@ func (s *sender) retire(ti uint16, gs *groupStream) {
 
 // group writes one group's objects to its stream as they arrive and closes
 // the stream after the last. A group that falls MaxGroupsBehind the newest
-// is reset with CodeTooSlow.
-func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte) {
+// is reset with CodeTooSlow. While a newer group waits and this one cannot
+// be finished at once, handOver starts following the newer ones.
+func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte, handOver func()) {
 	srv := s.c.s
 	str := gs.s
-	if err := s.write(ctx, g, str, header, g.Created); err != nil {
+	if err := s.write(ctx, g, str, header, g.Created, handOver); err != nil {
 		return
 	}
 	var objs []*media.Object
@@ -543,7 +586,7 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 				// the group's end would wait behind it.
 				str.SetPriority(1)
 			}
-			if err := s.write(ctx, g, str, o.Frame(), o.Arrival); err != nil {
+			if err := s.write(ctx, g, str, o.Frame(), o.Arrival, handOver); err != nil {
 				return
 			}
 			srv.Stats.Bytes.Add(int64(len(o.Frame())))
@@ -560,8 +603,17 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 		if len(objs) > 0 {
 			continue
 		}
+		// The rest of this group has not arrived: if a newer group
+		// has, it need not wait for it.
+		if l := s.b.Latest(g.Track); l != nil && l.Seq > g.Seq {
+			handOver()
+		}
 		select {
 		case <-ch:
+		case <-s.b.Done():
+			s.end()
+			str.CancelWrite(wire.CodeGoingAway)
+			return
 		case <-ctx.Done():
 			str.CancelWrite(wire.CodeGoingAway)
 			return
@@ -571,24 +623,29 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 
 // write writes p (what arrived here at arrival, Unix ns), checking between
 // short deadlines whether the group has fallen too far behind to be worth
-// finishing.
-func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64) error {
+// finishing, and handing following over while a newer group waits behind
+// a write that blocks.
+func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64, handOver func()) error {
 	srv := s.c.s
 	stalled := time.Now()
-	slice := 250 * time.Millisecond
+	slice := writeSlice
 	if srv.cfg.MaxLag > 0 {
 		slice = min(slice, max(srv.cfg.MaxLag/4, 10*time.Millisecond))
 	}
-	for len(p) > 0 {
-		if l := s.b.Latest(g.Track); l != nil && l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind) {
+	for blocked := false; len(p) > 0; blocked = true {
+		l := s.b.Latest(g.Track)
+		switch {
+		case l != nil && l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind):
 			srv.Stats.Resets.Add(1)
 			str.CancelWrite(wire.CodeTooSlow)
 			return fmt.Errorf("group %d reset: %d groups behind", g.Seq, l.Seq-g.Seq)
-		} else if l != nil && l.Seq > g.Seq && srv.cfg.MaxLag > 0 && time.Now().UnixNano()-arrival > int64(srv.cfg.MaxLag) {
+		case l != nil && l.Seq > g.Seq && srv.cfg.MaxLag > 0 && time.Now().UnixNano()-arrival > int64(srv.cfg.MaxLag):
 			srv.Stats.Resets.Add(1)
 			srv.Stats.LagResets.Add(1)
 			str.CancelWrite(wire.CodeTooSlow)
 			return fmt.Errorf("group %d reset: %s behind with group %d waiting", g.Seq, time.Duration(time.Now().UnixNano()-arrival), l.Seq)
+		case blocked && l != nil && l.Seq > g.Seq:
+			handOver()
 		}
 		if time.Since(stalled) > srv.cfg.WriteTimeout {
 			srv.Stats.Resets.Add(1)
@@ -611,6 +668,11 @@ func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []
 	}
 	return nil
 }
+
+// writeSlice is how long a group stream's write may block before the
+// sender looks again whether the group is still worth sending and whether
+// a newer group waits for it.
+const writeSlice = 50 * time.Millisecond
 
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
