@@ -31,6 +31,11 @@ var commands = []command{
 	{"bench", "load-test a deployment (or a local one): viewers, latency percentiles, CPU per Gbit, memory per viewer", runBench},
 }
 
+// hiddenCommands run but are not listed: what the bench starts.
+var hiddenCommands = []command{
+	{"naive-wt", "the bench's naive WebTransport fan-out server (bench/naivewt)", runNaiveWT},
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "quiccast: a low-latency live video CDN\n\nusage: quiccast <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
@@ -53,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	for _, c := range commands {
+	for _, c := range append(commands, hiddenCommands...) {
 		if c.name != args[0] {
 			continue
 		}

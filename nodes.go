@@ -69,7 +69,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s := config.New("bench", "Bench publishes a broadcast and watches it with many viewers, reporting join time, per-object latency percentiles, losses and each node's CPU per delivered Gbit and memory per viewer. Every run stops by itself.")
 	cfg.Flags(s, &edges)
 	s.String(&out, "out", "", "directory for report.txt, report.json and report.html; empty prints the summary only")
-	var standard, lossSet, shedSet, tlsSet, cluster bool
+	var standard, lossSet, shedSet, tlsSet, naiveSet, cluster bool
+	var naiveRuns int
 	var clusterSteps string
 	cc := bench.ClusterConfig{}
 	var results, only, shedCounts string
@@ -78,6 +79,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.Bool(&lossSet, "loss-set", false, "run the loss set (2 % and 5 % loss, a bandwidth drop; each over ws, then wt) behind the emulator (root) and print the side-by-side table; reports under -out (default bench/results/loss-set)")
 	s.Bool(&shedSet, "shed-set", false, "run the shed set: -runs runs of WebTransport viewers at each of -viewers-list, every viewer dialling within one second, on one -local edge; prints the table; reports under -out (default bench/results/shed-set)")
 	s.Bool(&tlsSet, "tls-set", false, "run the TLS set: ws://, wss://, wss:// with the edge's '-ws-writer goroutines' (the control) and WebTransport at each of -viewers-list, on one -local edge; prints the table (and writes it into -results); reports under -out (default bench/results/tls-set)")
+	s.Bool(&naiveSet, "naive-set", false, "run the naive set: at each of -viewers-list, -naive-runs runs each of the edge (WebTransport, every session admitted) and the naive webtransport-go server (-server naive) in turn, on one -local node; prints the table with the ratio of medians (and writes it into -results); reports under -out (default bench/results/naive-set)")
+	s.Int(&naiveRuns, "naive-runs", 2, "with -naive-set: runs of each server at each viewer count")
 	s.Bool(&cluster, "cluster", false, "start a cluster here (a Redis Cluster, origins, mid-tier edges, edges; each a process) and run -cluster-steps on it with routed viewers; prints the table")
 	s.String(&clusterSteps, "cluster-steps", "100x3000", "with -cluster: loads to run in turn, BROADCASTSxVIEWERS, comma-separated")
 	s.Int(&cc.RedisMasters, "cluster-redis", 3, "with -cluster: Redis Cluster masters")
@@ -86,8 +89,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.Int(&cc.Edges, "cluster-edges", 6, "with -cluster: edges viewers use")
 	s.Int(&cc.MidEdges, "cluster-mid-edges", 4, "with -cluster: how many of the edges pull through a mid-tier (the rest pull from the origins)")
 	s.Int(&shedRuns, "runs", 8, "with -shed-set: runs at each viewer count")
-	s.String(&shedCounts, "viewers-list", "", "with -shed-set or -tls-set: the viewer counts, comma-separated (default 500,1000 for -shed-set, 250,1000 for -tls-set)")
-	s.String(&results, "results", "", "with -standard, -loss-set or -tls-set: the results file whose section is rewritten")
+	s.String(&shedCounts, "viewers-list", "", "with -shed-set, -tls-set or -naive-set: the viewer counts, comma-separated (default 500,1000 for -shed-set, 250,1000 for -tls-set, 250,500,1000 for -naive-set)")
+	s.String(&results, "results", "", "with -standard, -loss-set, -tls-set or -naive-set: the results file whose section is rewritten")
 	s.String(&only, "only", "", "with -standard or -loss-set: comma-separated scenario names to run")
 	log, err := parse(s, &lf, args, stderr)
 	if err != nil {
@@ -109,6 +112,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cc.Bitrate, cc.Duration, cc.Transport, cc.EdgeFlags = cfg.Bitrate, cfg.Duration, cfg.Transport, cfg.EdgeFlags
 		_, err = bench.RunCluster(ctx, cc, bin, stdout, log)
 		return err
+	}
+	if naiveSet {
+		if out == "" {
+			out = "bench/results/naive-set"
+		}
+		if shedCounts == "" {
+			shedCounts = "250,500,1000"
+		}
+		counts, err := viewerCounts(shedCounts)
+		if err != nil {
+			return err
+		}
+		if naiveRuns <= 0 || naiveRuns > 100 {
+			return fmt.Errorf("bench: -naive-runs %d: want 1 to 100", naiveRuns)
+		}
+		return bench.RunNaiveSet(ctx, cfg, bin, out, results, counts, naiveRuns, stdout, log)
 	}
 	if tlsSet {
 		if out == "" {

@@ -35,10 +35,11 @@ type local struct {
 	token  string // cluster and admin token of this run
 }
 
-// startLocal starts the origin and n edges. wrap, when set, prefixes each
+// startLocal starts the origin and n edges (server "edge") or n naive
+// WebTransport servers (server "naive", bench/naivewt). wrap, when set, prefixes each
 // command (ip netns exec …, for the emulator); host is the address they
 // listen on.
-func startLocal(ctx context.Context, bin string, edges int, host string, wrap, edgeFlags []string) (*local, error) {
+func startLocal(ctx context.Context, bin string, edges int, server, host string, wrap, edgeFlags []string) (*local, error) {
 	// The relay and /metrics may be on an emulator address other hosts
 	// could reach: the nodes and the bench authenticate with a token made
 	// for this run.
@@ -54,6 +55,16 @@ func startLocal(ctx context.Context, bin string, edges int, host string, wrap, e
 		return nil, err
 	}
 	for i := range edges {
+		if server == "naive" {
+			e, err := startNode(ctx, bin, fmt.Sprintf("naive-%d", i+1), "naive-wt", wrap,
+				"-listen", host+":0", "-origin", l.origin.relay, "-cluster-token", token, "-admin-token", token)
+			if err != nil {
+				l.stop()
+				return nil, err
+			}
+			l.edges = append(l.edges, e)
+			continue
+		}
 		args := append([]string{"-listen", host + ":0", "-parent", l.origin.relay, "-node-id", fmt.Sprintf("bench-edge-%d", i+1), "-max-viewers", "100000", "-pprof",
 			"-cluster-token", token, "-admin-token", token}, edgeFlags...)
 		e, err := startNode(ctx, bin, fmt.Sprintf("edge-%d", i+1), "edge", wrap, args...)

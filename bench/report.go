@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/quiccast/quiccast/bench/naivewt"
 )
 
 // Report is the result of a run: machine, settings, per-step figures, a
@@ -57,6 +59,7 @@ type Settings struct {
 	Publisher   string  `json:"publisher"`
 	Broadcasts  int     `json:"broadcasts"`
 	Network     string  `json:"network,omitempty"`
+	Server      string  `json:"server,omitempty"` // with -local: edge or naive
 }
 
 // Step is one measured window at a constant number of viewers.
@@ -98,7 +101,7 @@ func newReport(cfg Config) *Report {
 		Date:    time.Now().UTC(),
 		Machine: machine(),
 		Settings: Settings{Transport: cfg.Transport, Viewers: cfg.Viewers, BitrateBps: cfg.Bitrate, ObjectRate: cfg.ObjectRate,
-			GroupLength: cfg.GroupLength.String(), Duration: cfg.Duration.String(), Ramp: cfg.Ramp, Edges: edges, Publisher: cfg.Publisher, Broadcasts: cfg.Broadcasts},
+			GroupLength: cfg.GroupLength.String(), Duration: cfg.Duration.String(), Ramp: cfg.Ramp, Edges: edges, Publisher: cfg.Publisher, Broadcasts: cfg.Broadcasts, Server: cfg.Server},
 	}
 }
 
@@ -176,8 +179,9 @@ func (r *Report) addStep(st *Stats, at [5]int64, viewers int, before, steady, en
 	for _, k := range keys {
 		name, url, _ := strings.Cut(k, "|")
 		// An edge's viewers: WebSocket and LL-HLS bytes, and
-		// WebTransport's, which have their own counter.
-		sent := []string{"quiccast_edge_sent_bytes_total", "quiccast_edge_webtransport_sent_bytes_total"}
+		// WebTransport's, which have their own counter; or the naive
+		// server's (-server naive).
+		sent := []string{"quiccast_edge_sent_bytes_total", "quiccast_edge_webtransport_sent_bytes_total", naivewt.SentMetric}
 		if strings.HasPrefix(name, "origin") {
 			sent = []string{"quiccast_origin_relay_sent_bytes_total"}
 		}

@@ -51,6 +51,11 @@ type Config struct {
 	Local      bool
 	LocalEdges int
 	Binary     string
+	// Server, with Local, is what serves the viewers: "edge" (quiccast's
+	// edges, the default) or "naive" (bench/naivewt, the naive
+	// webtransport-go fan-out server issue 10 compares the edge with;
+	// WebTransport viewers only), LocalEdges of them.
+	Server string
 	// EdgeFlags are added, space-separated, to each local edge's command
 	// line (e.g. "-wt-max-viewers 500").
 	EdgeFlags string
@@ -126,6 +131,7 @@ func (c *Config) Flags(s *config.Set, edges *string) {
 	s.String(&c.Origin, "origin", "", "origin URL (http://host:port) the synthetic publisher sends to")
 	s.Bool(&c.Local, "local", false, "start an origin and -local-edges edges here (child processes) and measure them")
 	s.Int(&c.LocalEdges, "local-edges", 1, "edges to start with -local")
+	s.String(&c.Server, "server", "edge", "with -local: what serves the viewers: edge (quiccast's) or naive (bench/naivewt, a naive webtransport-go fan-out server, the control of issue 10; -transport wt only)")
 	s.String(&c.EdgeFlags, "edge-flags", "", "with -local: more flags for each edge, space-separated, e.g. '-wt-max-viewers 500' or '-ws-writer goroutines'")
 	s.Bool(&c.LocalTLS, "local-tls", false, "with -local: start the edges with a self-signed certificate made for the run (HTTPS, wss:// and WebTransport on -listen) that the viewers trust; implied by -transport wss")
 	s.String(&c.CA, "ca", "", "PEM file of the certificate(s) to trust for the edges (wss://, WebTransport, HTTPS /metrics) instead of the system's")
@@ -185,6 +191,9 @@ func (c *Config) defaults() {
 	}
 	if c.LocalEdges <= 0 {
 		c.LocalEdges = d.LocalEdges
+	}
+	if c.Server == "" {
+		c.Server = d.Server
 	}
 	if c.Step <= 0 {
 		c.Step = d.Step
@@ -286,6 +295,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	} else if _, ok := viewerFuncs[cfg.Transport]; !ok {
 		return nil, fmt.Errorf("bench: unknown transport %q", cfg.Transport)
 	}
+	switch {
+	case cfg.Server != "edge" && cfg.Server != "naive":
+		return nil, fmt.Errorf("bench: -server %q: want edge or naive", cfg.Server)
+	case cfg.Server == "naive" && (!cfg.Local || cfg.Transport != "wt" || cfg.useTLS()):
+		return nil, errors.New("bench: -server naive needs -local and -transport wt, without -local-tls")
+	}
 	limit := cfg.Duration + time.Duration(float64(cfg.Viewers)/cfg.Ramp*float64(time.Second)) + cfg.Settle + time.Minute
 	if cfg.FindMax {
 		limit = 30 * time.Minute
@@ -350,7 +365,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, err
 			}
 		}
-		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, host, wrap, edgeFlags); err != nil {
+		if dep, err = startLocal(ctx, bin, cfg.LocalEdges, cfg.Server, host, wrap, edgeFlags); err != nil {
 			return nil, err
 		}
 		defer dep.stop()
@@ -574,7 +589,7 @@ func waitOne(ctx context.Context, cfg *Config, nw *network, name string, pubErr 
 		// of the edge's -wt-max-viewers slots until it closes, which the
 		// first viewers (who do not retry a 503) could find still taken.
 		tr := cfg.Transport
-		if tr == "mix" || tr == "wt" {
+		if tr == "mix" || tr == "wt" && cfg.Server != "naive" { // the naive server has no slots, and no WebSocket
 			tr = "ws"
 		}
 		if tr == "ws" && strings.HasPrefix(cfg.Edges[0], "https://") {

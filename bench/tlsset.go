@@ -55,15 +55,13 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 			cfg.Local, cfg.Transport, cfg.Viewers = true, v.transport, n
 			cfg.LocalTLS = v.transport != "ws"
 			cfg.EdgeFlags = strings.TrimSpace(base.EdgeFlags + " " + v.edgeFlags)
-			cfg.Binary, cfg.Logger = bin, log
-			load := loadAvg()
 			log.Info("bench: TLS set", "viewers", n, "transport", v.label)
-			rep, err := Run(ctx, cfg)
-			if err != nil {
+			rep, load, err := runSaved(ctx, cfg, bin, filepath.Join(dir, fmt.Sprintf("%s-%d", v.name, n)), log)
+			if rep == nil {
 				fmt.Fprintf(&b, "| %d | %s | failed: %v | | | | | | | | | %s |\n", n, v.label, err, load)
 				continue
 			}
-			if err := rep.Save(filepath.Join(dir, fmt.Sprintf("%s-%d", v.name, n))); err != nil {
+			if err != nil {
 				return err
 			}
 			b.WriteString(tlsRow(n, v.label, rep, load) + "\n")
@@ -87,12 +85,10 @@ func tlsRow(n int, label string, r *Report, load string) string {
 	if st.Active > 0 {
 		served = float64(st.Viewers) / float64(st.Active)
 	}
-	for _, nc := range st.Nodes {
-		if strings.HasPrefix(nc.Name, "edge") {
-			cpu = fmt.Sprintf("%.3f", nc.CPUPerGbit)
-			rss = fmt.Sprintf("%.1f KB", nc.BytesPerViewr*served/1000)
-			gor = fmt.Sprintf("%.1f", max(0, nc.GoroutinesPerViewer*served)) // a few fewer than before: none per viewer
-		}
+	if nc := servingNode(&st); nc != nil {
+		cpu = fmt.Sprintf("%.3f", nc.CPUPerGbit)
+		rss = fmt.Sprintf("%.1f KB", nc.BytesPerViewr*served/1000)
+		gor = fmt.Sprintf("%.1f", max(0, nc.GoroutinesPerViewer*served)) // a few fewer than before: none per viewer
 	}
 	return fmt.Sprintf("| %d | %s | %d of %d | %d | %.1f / %.1f ms | %d | %d | %.3f Gbit/s | %s | %s | %s | %s |",
 		n, label, st.Active, st.Viewers, st.Refused, st.Latency.P50, st.Latency.P99, st.Missing, st.Skipped, st.DeliveredGbps, cpu, rss, gor, load)
