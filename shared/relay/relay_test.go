@@ -667,3 +667,34 @@ func TestEachSubscriptionSendsOnOneGoroutine(t *testing.T) {
 		sameObjects(t, src.b, m, 2)
 	}
 }
+
+// TestBlockedWriteIsResetAfterWriteTimeout: group writes have no deadline;
+// the server's watchdog resets one that has accepted nothing for
+// WriteTimeout even when no newer group exists.
+func TestBlockedWriteIsResetAfterWriteTimeout(t *testing.T) {
+	ts := startServer(t, ServerConfig{WriteTimeout: 300 * time.Millisecond}, TLSFiles{})
+	src := newSource(t, "stuck", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	conn := slowSubscriber(t, ts, "stuck")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g0, err := conn.AcceptUniStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.object(t, false, 200_000) // outgrows the 64 KB window the test never reads
+	testenv.WaitFor(t, 5*time.Second, "the blocked group reset", func() bool { return ts.srv.Stats.Resets.Load() == 1 })
+	_, err = io.Copy(io.Discard, g0)
+	var se *quic.StreamError
+	if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(wire.CodeTooSlow) {
+		t.Fatalf("group 0 ended with %v, want a reset with %d", err, wire.CodeTooSlow)
+	}
+	// The watchdog stops once no subscription is left to watch.
+	conn.CloseWithError(0, "")
+	testenv.WaitFor(t, 5*time.Second, "the watchdog to stop", func() bool {
+		ts.srv.wmu.Lock()
+		defer ts.srv.wmu.Unlock()
+		return !ts.srv.watching
+	})
+}

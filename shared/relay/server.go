@@ -111,12 +111,16 @@ type Server struct {
 	conns   map[*serverConn]struct{}
 	goaway  bool
 	goawayU string
+
+	wmu      sync.Mutex
+	writers  map[*writer]struct{} // sending goroutines, watched while they write
+	watching bool                 // the watchdog runs
 }
 
 // NewServer returns a Server.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
-	return &Server{cfg: cfg, conns: map[*serverConn]struct{}{}}
+	return &Server{cfg: cfg, conns: map[*serverConn]struct{}{}, writers: map[*writer]struct{}{}}
 }
 
 // Serve accepts QUIC connections from ln until ctx is done or ln fails.
@@ -464,6 +468,8 @@ func (s *sender) end() {
 // follow sends f's track's groups in order until ctx is done or the
 // broadcast ends, or until it hands following over (see sender).
 func (s *sender) follow(ctx context.Context, f *follower) {
+	w := s.c.s.watch(s, ctx)
+	defer s.c.s.unwatch(w)
 	for {
 		g := s.nextGroup(ctx, f)
 		if g == nil {
@@ -487,16 +493,19 @@ func (s *sender) follow(ctx context.Context, f *follower) {
 		gs := &groupStream{seq: g.Seq, s: str}
 		s.prioritise(f.ti, gs)
 		s.c.s.Stats.Groups.Add(1)
-		leading := true
-		handOver := func() {
-			if leading {
-				leading = false
+		var leading atomic.Bool
+		leading.Store(true)
+		// Called by this goroutine, or by the watchdog while a write of
+		// this goroutine's blocks (then under w.mu, so that the write
+		// has not returned).
+		w.handOver = func() {
+			if leading.CompareAndSwap(true, false) {
 				f.wg.Go(func() { s.follow(ctx, f) })
 			}
 		}
-		s.group(ctx, g, gs, hb[:], handOver)
+		s.group(ctx, g, gs, hb[:], w)
 		s.retire(f.ti, gs)
-		if !leading {
+		if !leading.Load() {
 			return
 		}
 	}
@@ -566,11 +575,11 @@ func (s *sender) retire(ti uint16, gs *groupStream) {
 // group writes one group's objects to its stream as they arrive and closes
 // the stream after the last. A group that falls MaxGroupsBehind the newest
 // is reset with CodeTooSlow. While a newer group waits and this one cannot
-// be finished at once, handOver starts following the newer ones.
-func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte, handOver func()) {
+// be finished at once, w.handOver starts following the newer ones.
+func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte, w *writer) {
 	srv := s.c.s
 	str := gs.s
-	if err := s.write(ctx, g, str, header, g.Created, handOver); err != nil {
+	if err := s.write(ctx, g, str, header, g.Created, w); err != nil {
 		return
 	}
 	var objs []*media.Object
@@ -586,7 +595,7 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 				// the group's end would wait behind it.
 				str.SetPriority(1)
 			}
-			if err := s.write(ctx, g, str, o.Frame(), o.Arrival, handOver); err != nil {
+			if err := s.write(ctx, g, str, o.Frame(), o.Arrival, w); err != nil {
 				return
 			}
 			srv.Stats.Bytes.Add(int64(len(o.Frame())))
@@ -606,7 +615,7 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 		// The rest of this group has not arrived: if a newer group
 		// has, it need not wait for it.
 		if l := s.b.Latest(g.Track); l != nil && l.Seq > g.Seq {
-			handOver()
+			w.handOver()
 		}
 		select {
 		case <-ch:
@@ -621,60 +630,142 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 	}
 }
 
-// write writes p (what arrived here at arrival, Unix ns), checking between
-// short deadlines whether the group has fallen too far behind to be worth
-// finishing, and handing following over while a newer group waits behind
-// a write that blocks.
-func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64, handOver func()) error {
-	srv := s.c.s
-	stalled := time.Now()
-	slice := writeSlice
-	if srv.cfg.MaxLag > 0 {
-		slice = min(slice, max(srv.cfg.MaxLag/4, 10*time.Millisecond))
+// write writes p (what arrived here at arrival, Unix ns) unless the group
+// is already too far behind to be worth finishing. The write has no
+// deadline (quic-go makes a timer for every Write on a stream with one):
+// the server's watchdog looks at it every writeSlice while it blocks.
+func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64, w *writer) error {
+	if err := s.behind(g, str, arrival); err != nil {
+		return err
 	}
-	for blocked := false; len(p) > 0; blocked = true {
-		l := s.b.Latest(g.Track)
-		switch {
-		case l != nil && l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind):
-			srv.Stats.Resets.Add(1)
-			str.CancelWrite(wire.CodeTooSlow)
-			return fmt.Errorf("group %d reset: %d groups behind", g.Seq, l.Seq-g.Seq)
-		case l != nil && l.Seq > g.Seq && srv.cfg.MaxLag > 0 && time.Now().UnixNano()-arrival > int64(srv.cfg.MaxLag):
-			srv.Stats.Resets.Add(1)
-			srv.Stats.LagResets.Add(1)
-			str.CancelWrite(wire.CodeTooSlow)
-			return fmt.Errorf("group %d reset: %s behind with group %d waiting", g.Seq, time.Duration(time.Now().UnixNano()-arrival), l.Seq)
-		case blocked && l != nil && l.Seq > g.Seq:
-			handOver()
-		}
-		if time.Since(stalled) > srv.cfg.WriteTimeout {
-			srv.Stats.Resets.Add(1)
-			str.CancelWrite(wire.CodeTooSlow)
-			return fmt.Errorf("group %d reset: nothing accepted for %s", g.Seq, srv.cfg.WriteTimeout)
-		}
-		if ctx.Err() != nil {
-			str.CancelWrite(wire.CodeGoingAway)
-			return ctx.Err()
-		}
-		str.SetWriteDeadline(time.Now().Add(slice))
-		n, err := str.Write(p)
-		p = p[n:]
-		if n > 0 {
-			stalled = time.Now()
-		}
-		if err != nil && !isTimeout(err) {
-			return err
-		}
+	if ctx.Err() != nil {
+		str.CancelWrite(wire.CodeGoingAway)
+		return ctx.Err()
+	}
+	w.mu.Lock()
+	w.since, w.g, w.str, w.arrival, w.why = time.Now(), g, str, arrival, nil
+	w.mu.Unlock()
+	_, err := str.Write(p)
+	w.mu.Lock()
+	why := w.why
+	w.since, w.g, w.str = time.Time{}, nil, nil
+	w.mu.Unlock()
+	if why != nil {
+		return why
+	}
+	return err
+}
+
+// behind resets g's stream, and says why, when g is too far behind:
+// MaxGroupsBehind newer groups exist, or a newer one does while what is
+// being written arrived MaxLag ago.
+func (s *sender) behind(g *media.Group, str SendStream, arrival int64) error {
+	srv := s.c.s
+	l := s.b.Latest(g.Track)
+	switch {
+	case l == nil || l.Seq <= g.Seq:
+		return nil
+	case l.Seq-g.Seq > uint64(srv.cfg.MaxGroupsBehind):
+		srv.Stats.Resets.Add(1)
+		str.CancelWrite(wire.CodeTooSlow)
+		return fmt.Errorf("group %d reset: %d groups behind", g.Seq, l.Seq-g.Seq)
+	case srv.cfg.MaxLag > 0 && time.Now().UnixNano()-arrival > int64(srv.cfg.MaxLag):
+		srv.Stats.Resets.Add(1)
+		srv.Stats.LagResets.Add(1)
+		str.CancelWrite(wire.CodeTooSlow)
+		return fmt.Errorf("group %d reset: %s behind with group %d waiting", g.Seq, time.Duration(time.Now().UnixNano()-arrival), l.Seq)
 	}
 	return nil
 }
 
-// writeSlice is how long a group stream's write may block before the
-// sender looks again whether the group is still worth sending and whether
-// a newer group waits for it.
+// writeSlice is how often the watchdog looks at writes that block:
+// whether their group is still worth sending, and whether a newer group
+// waits for them.
 const writeSlice = 50 * time.Millisecond
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
+// writer is a sending goroutine as the watchdog sees it: the write it is
+// in, if any.
+type writer struct {
+	s        *sender
+	ctx      context.Context
+	handOver func() // of the group being sent
+
+	mu      sync.Mutex
+	since   time.Time // when the write began; zero: not writing
+	g       *media.Group
+	str     SendStream
+	arrival int64
+	why     error // the watchdog reset the write: why
+}
+
+// watch registers a sending goroutine with the watchdog, starting it if
+// it is not running.
+func (srv *Server) watch(s *sender, ctx context.Context) *writer {
+	w := &writer{s: s, ctx: ctx, handOver: func() {}}
+	srv.wmu.Lock()
+	srv.writers[w] = struct{}{}
+	if !srv.watching {
+		srv.watching = true
+		go srv.watchdog()
+	}
+	srv.wmu.Unlock()
+	return w
+}
+
+func (srv *Server) unwatch(w *writer) {
+	srv.wmu.Lock()
+	delete(srv.writers, w)
+	srv.wmu.Unlock()
+}
+
+// watchdog looks at every sending goroutine each writeSlice, and stops
+// when there is none.
+func (srv *Server) watchdog() {
+	t := time.NewTicker(writeSlice)
+	defer t.Stop()
+	var ws []*writer
+	for now := range t.C {
+		srv.wmu.Lock()
+		if len(srv.writers) == 0 {
+			srv.watching = false
+			srv.wmu.Unlock()
+			return
+		}
+		ws = ws[:0]
+		for w := range srv.writers {
+			ws = append(ws, w)
+		}
+		srv.wmu.Unlock()
+		for _, w := range ws {
+			w.check(now)
+		}
+		clear(ws)
+	}
+}
+
+// check ends a write that has blocked for writeSlice if its group is no
+// longer worth sending, its subscription ended, or it accepted nothing for
+// WriteTimeout; else, if a newer group waits, it hands following over.
+func (w *writer) check(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.since.IsZero() || w.why != nil || now.Sub(w.since) < writeSlice {
+		return
+	}
+	srv := w.s.c.s
+	switch {
+	case w.ctx.Err() != nil:
+		w.why = w.ctx.Err()
+		w.str.CancelWrite(wire.CodeGoingAway)
+	case now.Sub(w.since) > srv.cfg.WriteTimeout:
+		srv.Stats.Resets.Add(1)
+		w.why = fmt.Errorf("group %d reset: a write blocked for %s", w.g.Seq, srv.cfg.WriteTimeout)
+		w.str.CancelWrite(wire.CodeTooSlow)
+	default:
+		if w.why = w.s.behind(w.g, w.str, w.arrival); w.why == nil {
+			if l := w.s.b.Latest(w.g.Track); l != nil && l.Seq > w.g.Seq {
+				w.handOver()
+			}
+		}
+	}
 }
