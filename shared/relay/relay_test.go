@@ -579,17 +579,9 @@ func TestServeReturnsWhenStoppedWithPeersConnected(t *testing.T) {
 func TestLaggingGroupIsResetWhenANewerOneWaits(t *testing.T) {
 	for _, lag := range []time.Duration{100 * time.Millisecond, 0} {
 		t.Run(fmt.Sprint("max-lag=", lag), func(t *testing.T) {
-			ts := startServer(t, ServerConfig{MaxGroupsBehind: 8, MaxLag: lag}, TLSFiles{})
-			src := newSource(t, "lag", 1)
-			ts.add(src)
-			src.object(t, true, 10)
-			conn := slowSubscriber(t, ts, "lag")
+			ts, src, conn, g0 := slowFirstGroup(t, ServerConfig{MaxGroupsBehind: 8, MaxLag: lag})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			g0, err := conn.AcceptUniStream(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Group 0 outgrows the 64 KB window the test never reads;
 			// it is then older than MaxLag when group 1 begins.
 			for range 4 {
@@ -672,20 +664,10 @@ func TestEachSubscriptionSendsOnOneGoroutine(t *testing.T) {
 // the server's watchdog resets one that has accepted nothing for
 // WriteTimeout even when no newer group exists.
 func TestBlockedWriteIsResetAfterWriteTimeout(t *testing.T) {
-	ts := startServer(t, ServerConfig{WriteTimeout: 300 * time.Millisecond}, TLSFiles{})
-	src := newSource(t, "stuck", 1)
-	ts.add(src)
-	src.object(t, true, 10)
-	conn := slowSubscriber(t, ts, "stuck")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	g0, err := conn.AcceptUniStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, src, conn, g0 := slowFirstGroup(t, ServerConfig{WriteTimeout: 300 * time.Millisecond})
 	src.object(t, false, 200_000) // outgrows the 64 KB window the test never reads
 	testenv.WaitFor(t, 5*time.Second, "the blocked group reset", func() bool { return ts.srv.Stats.Resets.Load() == 1 })
-	_, err = io.Copy(io.Discard, g0)
+	_, err := io.Copy(io.Discard, g0)
 	var se *quic.StreamError
 	if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(wire.CodeTooSlow) {
 		t.Fatalf("group 0 ended with %v, want a reset with %d", err, wire.CodeTooSlow)
@@ -697,4 +679,23 @@ func TestBlockedWriteIsResetAfterWriteTimeout(t *testing.T) {
 		defer ts.srv.wmu.Unlock()
 		return !ts.srv.watching
 	})
+}
+
+// slowFirstGroup starts a server with cfg, a broadcast with one object and
+// a subscriber whose streams take 64 KB, and returns its first group
+// stream.
+func slowFirstGroup(t *testing.T, cfg ServerConfig) (*testServer, *source, *quic.Conn, *quic.ReceiveStream) {
+	t.Helper()
+	ts := startServer(t, cfg, TLSFiles{})
+	src := newSource(t, "slow/first", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	conn := slowSubscriber(t, ts, "slow/first")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g0, err := conn.AcceptUniStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts, src, conn, g0
 }
