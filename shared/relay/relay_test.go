@@ -633,6 +633,9 @@ func TestEachSubscriptionSendsOnOneGoroutine(t *testing.T) {
 			t.Fatal(err)
 		}
 		mirrors = append(mirrors, m)
+		// The subscription starts at the newest group once its sender
+		// runs: let it start at group 0 before group 1 begins.
+		testenv.WaitFor(t, 20*time.Second, "group 0 begun in the mirror", func() bool { return len(m.Groups(0)) > 0 })
 	}
 	for g := uint64(1); g <= 3; g++ {
 		for i := range 5 {
@@ -698,4 +701,146 @@ func slowFirstGroup(t *testing.T, cfg ServerConfig) (*testServer, *source, *quic
 		t.Fatal(err)
 	}
 	return ts, src, conn, g0
+}
+
+// blockedWrites counts the server's group writes that are blocked now.
+func blockedWrites(srv *Server) int {
+	srv.wmu.Lock()
+	defer srv.wmu.Unlock()
+	n := 0
+	for w := range srv.writers {
+		w.mu.Lock()
+		if !w.since.IsZero() {
+			n++
+		}
+		w.mu.Unlock()
+	}
+	return n
+}
+
+// TestEndedReachesASubscriberWhoseGroupWriteBlocks: when the broadcast
+// ends while a group write to a slow subscriber blocks, the subscriber gets
+// ENDED and the group a reset (1001) at once, not after WriteTimeout.
+func TestEndedReachesASubscriberWhoseGroupWriteBlocks(t *testing.T) {
+	ts := startServer(t, ServerConfig{WriteTimeout: time.Minute}, TLSFiles{})
+	src := newSource(t, "slow/end", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tc, _ := ClientTLS(TLSFiles{})
+	qc := QUICConfig()
+	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
+	conn, err := quic.DialAddr(ctx, ts.addr, tc, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	st, _ := conn.OpenStreamSync(ctx)
+	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
+	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "slow/end"}))
+	ended := make(chan struct{})
+	go func() {
+		for {
+			m, err := readMsg(st)
+			if err != nil {
+				return
+			}
+			if m.Type == MsgEnded {
+				close(ended)
+			}
+		}
+	}()
+	g0, err := conn.AcceptUniStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.object(t, false, 200_000) // outgrows the 64 KB window the test never reads
+	testenv.WaitFor(t, 10*time.Second, "a blocked group write", func() bool { return blockedWrites(ts.srv) == 1 })
+	src.b.Close()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second): // WriteTimeout is a minute
+		t.Fatal("no ENDED within 20 s of the broadcast's end")
+	}
+	_, err = io.Copy(io.Discard, g0)
+	var se *quic.StreamError
+	if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(wire.CodeGoingAway) {
+		t.Fatalf("group 0 ended with %v, want a reset with %d", err, wire.CodeGoingAway)
+	}
+	if r := ts.srv.Stats.Resets.Load(); r != 0 {
+		t.Fatalf("%d resets counted as too slow", r)
+	}
+}
+
+// TestNewerGroupOpensWhileAnOlderOneHasABacklog: a relay subscriber with
+// a backlog in one group gets the next group's stream as soon as that
+// group begins (with priorities it goes first), not after the backlog.
+func TestNewerGroupOpensWhileAnOlderOneHasABacklog(t *testing.T) {
+	const objects, size = 40, 30_000
+	ts := startServer(t, ServerConfig{}, TLSFiles{})
+	src := newSource(t, "backlog", 1)
+	ts.add(src)
+	src.object(t, true, 10)
+	tc, _ := ClientTLS(TLSFiles{})
+	qc := QUICConfig()
+	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
+	conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	st, _ := conn.OpenStreamSync(context.Background())
+	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
+	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "backlog"}))
+	go func() {
+		for {
+			if _, err := readMsg(st); err != nil {
+				return
+			}
+		}
+	}()
+	var read0 atomic.Int64 // bytes of group 0 read
+	opened := make(chan uint64, 4)
+	go func() {
+		for {
+			s, err := conn.AcceptUniStream(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				h, err := readGroupHeader(s)
+				if err != nil {
+					return
+				}
+				opened <- h.Group
+				buf := make([]byte, 8<<10)
+				for {
+					n, err := s.Read(buf)
+					if h.Group == 0 {
+						read0.Add(int64(n))
+						time.Sleep(4 * time.Millisecond) // about 2 MB/s: each write is done within the watchdog's 50 ms
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	if g := <-opened; g != 0 {
+		t.Fatalf("first group %d", g)
+	}
+	for range objects {
+		src.object(t, false, size)
+	}
+	src.object(t, true, 1000) // group 1
+	select {
+	case g := <-opened:
+		if r := read0.Load(); g != 1 || r > objects*size/2 {
+			t.Fatalf("group %d opened after %d of group 0's %d bytes were read", g, r, objects*size)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("group 1 never opened")
+	}
 }

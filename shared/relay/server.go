@@ -574,8 +574,9 @@ func (s *sender) retire(ti uint16, gs *groupStream) {
 
 // group writes one group's objects to its stream as they arrive and closes
 // the stream after the last. A group that falls MaxGroupsBehind the newest
-// is reset with CodeTooSlow. While a newer group waits and this one cannot
-// be finished at once, w.handOver starts following the newer ones.
+// is reset with CodeTooSlow. While a newer group waits and this one is not
+// finished (more than 64 KiB of it is still to be written, a write blocks, or its
+// end has not arrived), w.handOver starts following the newer ones.
 func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, header []byte, w *writer) {
 	srv := s.c.s
 	str := gs.s
@@ -588,13 +589,25 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 		ch := s.b.Changed()
 		var done bool
 		objs, done = s.b.Objects(g, next, objs[:0])
+		rest := 0 // bytes of objs not written yet
+		for _, o := range objs {
+			rest += len(o.Frame())
+		}
 		for _, o := range objs {
 			if o.Flags&wire.FlagEndOfGroup != 0 {
 				// Only the end marker is left: let it through ahead
 				// of the newest group's data, or readers waiting for
 				// the group's end would wait behind it.
 				str.SetPriority(1)
+			} else if l := s.b.Latest(g.Track); rest > writeChunk && l != nil && l.Seq > g.Seq {
+				// A newer group waits behind a backlog of this one: it
+				// need not wait for it (with priorities it goes
+				// first). A subscriber that keeps up has at most a few
+				// objects left here when the next group begins, which
+				// it writes on.
+				w.handOver()
 			}
+			rest -= len(o.Frame())
 			if err := s.write(ctx, g, str, o.Frame(), o.Arrival, w); err != nil {
 				return
 			}
@@ -642,19 +655,39 @@ func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []
 		str.CancelWrite(wire.CodeGoingAway)
 		return ctx.Err()
 	}
-	w.mu.Lock()
-	w.since, w.g, w.str, w.arrival, w.why = time.Now(), g, str, arrival, nil
-	w.mu.Unlock()
-	_, err := str.Write(p)
-	w.mu.Lock()
-	why := w.why
-	w.since, w.g, w.str = time.Time{}, nil, nil
-	w.mu.Unlock()
-	if why != nil {
-		return why
+	select {
+	case <-s.b.Done():
+		s.end()
+		str.CancelWrite(wire.CodeGoingAway)
+		return errBroadcastEnded
+	default:
 	}
-	return err
+	// quic-go's Write returns once all of p but about a packet is sent:
+	// pieces of at most writeChunk keep "blocked since" meaning "nothing
+	// accepted since" for a large object on a slow link.
+	for len(p) > 0 {
+		n := min(len(p), writeChunk)
+		w.mu.Lock()
+		w.since, w.g, w.str, w.arrival, w.why = time.Now(), g, str, arrival, nil
+		w.mu.Unlock()
+		_, err := str.Write(p[:n])
+		w.mu.Lock()
+		why := w.why
+		w.since, w.g, w.str = time.Time{}, nil, nil
+		w.mu.Unlock()
+		if why != nil {
+			return why
+		}
+		if err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
 }
+
+// writeChunk is the most one Write of a group stream hands quic-go.
+const writeChunk = 64 << 10
 
 // behind resets g's stream, and says why, when g is too far behind:
 // MaxGroupsBehind newer groups exist, or a newer one does while what is
@@ -682,6 +715,8 @@ func (s *sender) behind(g *media.Group, str SendStream, arrival int64) error {
 // whether their group is still worth sending, and whether a newer group
 // waits for them.
 const writeSlice = 50 * time.Millisecond
+
+var errBroadcastEnded = errors.New("relay: the broadcast ended")
 
 // writer is a sending goroutine as the watchdog sees it: the write it is
 // in, if any.
@@ -757,9 +792,15 @@ func (w *writer) check(now time.Time) {
 	case w.ctx.Err() != nil:
 		w.why = w.ctx.Err()
 		w.str.CancelWrite(wire.CodeGoingAway)
+	case w.s.b.Closed():
+		// As before 1da3e3b, when run's select on b.Done sent ENDED and
+		// stop() reset the groups in flight: the write ends now, and
+		// follow, finding no next group, lets run send ENDED.
+		w.why = errBroadcastEnded
+		w.str.CancelWrite(wire.CodeGoingAway)
 	case now.Sub(w.since) > srv.cfg.WriteTimeout:
 		srv.Stats.Resets.Add(1)
-		w.why = fmt.Errorf("group %d reset: a write blocked for %s", w.g.Seq, srv.cfg.WriteTimeout)
+		w.why = fmt.Errorf("group %d reset: nothing accepted for %s", w.g.Seq, srv.cfg.WriteTimeout)
 		w.str.CancelWrite(wire.CodeTooSlow)
 	default:
 		if w.why = w.s.behind(w.g, w.str, w.arrival); w.why == nil {
