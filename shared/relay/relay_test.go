@@ -339,17 +339,7 @@ func TestGoAwayEndsSubscriptions(t *testing.T) {
 // 64 KB before their reader, which reads only control messages.
 func slowSubscriber(t *testing.T, ts *testServer, name string) *quic.Conn {
 	t.Helper()
-	tc, _ := ClientTLS(TLSFiles{})
-	qc := QUICConfig()
-	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
-	conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	st, _ := conn.OpenStreamSync(context.Background())
-	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
-	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: name}))
+	conn, st := slowSubscription(t, ts, name)
 	go func() {
 		for {
 			if _, err := readMsg(st); err != nil {
@@ -358,6 +348,27 @@ func slowSubscriber(t *testing.T, ts *testServer, name string) *quic.Conn {
 		}
 	}()
 	return conn
+}
+
+// slowSubscription dials ts with stream windows of 64 KB, says HELLO and
+// subscribes to name; it returns the connection and its control stream.
+func slowSubscription(t *testing.T, ts *testServer, name string) (*quic.Conn, *quic.Stream) {
+	t.Helper()
+	tc, _ := ClientTLS(TLSFiles{})
+	qc := QUICConfig()
+	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
+	conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	st, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
+	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: name}))
+	return conn, st
 }
 
 func TestGroupFallingBehindIsReset(t *testing.T) {
@@ -728,17 +739,7 @@ func TestEndedReachesASubscriberWhoseGroupWriteBlocks(t *testing.T) {
 	src.object(t, true, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tc, _ := ClientTLS(TLSFiles{})
-	qc := QUICConfig()
-	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
-	conn, err := quic.DialAddr(ctx, ts.addr, tc, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	st, _ := conn.OpenStreamSync(ctx)
-	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
-	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "slow/end"}))
+	conn, st := slowSubscription(t, ts, "slow/end")
 	ended := make(chan struct{})
 	go func() {
 		for {
@@ -782,24 +783,7 @@ func TestNewerGroupOpensWhileAnOlderOneHasABacklog(t *testing.T) {
 	src := newSource(t, "backlog", 1)
 	ts.add(src)
 	src.object(t, true, 10)
-	tc, _ := ClientTLS(TLSFiles{})
-	qc := QUICConfig()
-	qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = 64<<10, 64<<10
-	conn, err := quic.DialAddr(context.Background(), ts.addr, tc, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	st, _ := conn.OpenStreamSync(context.Background())
-	st.Write(encodeMsg(&Msg{Type: MsgHello, Version: Version}))
-	st.Write(encodeMsg(&Msg{Type: MsgSubscribe, ID: 1, Broadcast: "backlog"}))
-	go func() {
-		for {
-			if _, err := readMsg(st); err != nil {
-				return
-			}
-		}
-	}()
+	conn := slowSubscriber(t, ts, "backlog")
 	var read0 atomic.Int64 // bytes of group 0 read
 	opened := make(chan uint64, 4)
 	go func() {
