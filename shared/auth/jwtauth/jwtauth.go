@@ -134,7 +134,15 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 			NoErrorReturnFirstHTTPReq: &noErr, // start while the JWKS server is down; tokens fail until it answers
 			RefreshInterval:           cfg.RefreshInterval,
 			RefreshUnknownKID:         rate.NewLimiter(rate.Every(cfg.RefreshUnknownKID), 1),
-			RateLimitWaitMax:          time.Millisecond, // over the limit: refuse now, never queue connections
+			// keyfunc (jwkset v0.11.4) bounds the wait for the rate
+			// limit and the refresh's HTTP request with this one
+			// deadline: it must allow the fetch (a millisecond made
+			// every refresh of a JWKS not on this host fail). Over the
+			// limit a token is still refused at once: rate.Limiter.Wait
+			// returns at once when its reservation lies beyond the
+			// deadline, so at most one token per RefreshUnknownKID
+			// waits for the next refresh, and never longer than this.
+			RateLimitWaitMax: cfg.HTTPClient.Timeout,
 			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 				return func(_ context.Context, err error) {
 					log.Warn("JWKS refresh failed; keeping the keys already fetched", "url", auth.Redact(u), "err", err)

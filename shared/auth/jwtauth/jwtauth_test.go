@@ -120,6 +120,7 @@ type jwksServer struct {
 	mu      sync.Mutex
 	body    []byte
 	fetches atomic.Int32
+	delay   atomic.Int64 // each answer waits this long (ns)
 	*httptest.Server
 }
 
@@ -127,6 +128,7 @@ func newJWKSServer(t *testing.T) *jwksServer {
 	s := &jwksServer{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
+		time.Sleep(time.Duration(s.delay.Load()))
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -234,6 +236,10 @@ func TestJWKSKidRotationIsRateLimited(t *testing.T) {
 	// The issuer rotates to k2: the first token naming k2 fetches the set again.
 	ek2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	srv.set(t, map[string]any{"k1": ek.Public(), "k2": ek2.Public()})
+	// A JWKS server across the Internet takes tens of milliseconds to
+	// answer: the refresh must not be bounded by how long a token may
+	// wait for the rate limit (keyfunc uses one deadline for both).
+	srv.delay.Store(int64(50 * time.Millisecond))
 	r.Token = sign(t, jwt.SigningMethodES256, ek2, "k2", c)
 	if _, err := v.Decide(ctx, r); err != nil {
 		t.Fatalf("a token with the new kid: %v", err)
