@@ -648,19 +648,11 @@ func (s *sender) group(ctx context.Context, g *media.Group, gs *groupStream, hea
 // deadline (quic-go makes a timer for every Write on a stream with one):
 // the server's watchdog looks at it every writeSlice while it blocks.
 func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []byte, arrival int64, w *writer) error {
-	if err := s.behind(g, str, arrival); err != nil {
+	if err := s.worthWriting(ctx, g, str, arrival); err != nil {
+		if err == errBroadcastEnded {
+			s.end()
+		}
 		return err
-	}
-	if ctx.Err() != nil {
-		str.CancelWrite(wire.CodeGoingAway)
-		return ctx.Err()
-	}
-	select {
-	case <-s.b.Done():
-		s.end()
-		str.CancelWrite(wire.CodeGoingAway)
-		return errBroadcastEnded
-	default:
 	}
 	// quic-go's Write returns once all of p but about a packet is sent:
 	// pieces of at most writeChunk keep "blocked since" meaning "nothing
@@ -688,6 +680,26 @@ func (s *sender) write(ctx context.Context, g *media.Group, str SendStream, p []
 
 // writeChunk is the most one Write of a group stream hands quic-go.
 const writeChunk = 64 << 10
+
+// worthWriting resets g's stream, and says why, when writing to it (what
+// arrived here at arrival) is no longer worth it: the subscription ended
+// (ctx) or the broadcast did (errBroadcastEnded), both 1001; or g is
+// MaxGroupsBehind the newest group, or a newer one exists while what is
+// being written arrived MaxLag ago (4008). The sending goroutine asks before
+// each write, the watchdog while a write blocks.
+func (s *sender) worthWriting(ctx context.Context, g *media.Group, str SendStream, arrival int64) error {
+	var err error
+	switch {
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case s.b.Closed():
+		err = errBroadcastEnded
+	default:
+		return s.behind(g, str, arrival)
+	}
+	str.CancelWrite(wire.CodeGoingAway)
+	return err
+}
 
 // behind resets g's stream, and says why, when g is too far behind:
 // MaxGroupsBehind newer groups exist, or a newer one does while what is
@@ -788,25 +800,19 @@ func (w *writer) check(now time.Time) {
 		return
 	}
 	srv := w.s.c.s
-	switch {
-	case w.ctx.Err() != nil:
-		w.why = w.ctx.Err()
-		w.str.CancelWrite(wire.CodeGoingAway)
-	case w.s.b.Closed():
-		// As before 1da3e3b, when run's select on b.Done sent ENDED and
-		// stop() reset the groups in flight: the write ends now, and
-		// follow, finding no next group, lets run send ENDED.
-		w.why = errBroadcastEnded
-		w.str.CancelWrite(wire.CodeGoingAway)
-	case now.Sub(w.since) > srv.cfg.WriteTimeout:
+	// A broadcast's end resets the write here; the sending goroutine
+	// then finds no next group and its subscription sends ENDED (not the
+	// watchdog: a control-stream write may block).
+	if w.why = w.s.worthWriting(w.ctx, w.g, w.str, w.arrival); w.why != nil {
+		return
+	}
+	if now.Sub(w.since) > srv.cfg.WriteTimeout {
 		srv.Stats.Resets.Add(1)
 		w.why = fmt.Errorf("group %d reset: nothing accepted for %s", w.g.Seq, srv.cfg.WriteTimeout)
 		w.str.CancelWrite(wire.CodeTooSlow)
-	default:
-		if w.why = w.s.behind(w.g, w.str, w.arrival); w.why == nil {
-			if l := w.s.b.Latest(w.g.Track); l != nil && l.Seq > w.g.Seq {
-				w.handOver()
-			}
-		}
+		return
+	}
+	if l := w.s.b.Latest(w.g.Track); l != nil && l.Seq > w.g.Seq {
+		w.handOver()
 	}
 }
