@@ -21,7 +21,6 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -320,7 +319,7 @@ func (s *Server) serveWT(w http.ResponseWriter, r *http.Request) {
 			v.send(&relay.Msg{Type: relay.MsgError, ID: m.ID, Code: wire.CodeNotFound, Reason: "no catalog yet"})
 			continue
 		}
-		if v.send(catalogMsg(relay.MsgSubscribeOK, m.ID, cat)) != nil {
+		if v.send(relay.CatalogMsg(relay.MsgSubscribeOK, m.ID, cat)) != nil {
 			return
 		}
 		for ti := range cat.Tracks {
@@ -345,14 +344,6 @@ func (v *viewer) send(m *relay.Msg) error {
 	defer v.mu.Unlock()
 	_, err := v.ctl.Write(relay.EncodeMsg(m))
 	return err
-}
-
-func catalogMsg(typ string, id uint32, cat *media.Catalog) *relay.Msg {
-	m := &relay.Msg{Type: typ, ID: id, Catalog: &cat.Catalog}
-	for _, in := range cat.Inits {
-		m.Inits = append(m.Inits, in.Payload())
-	}
-	return m
 }
 
 // run sends one track to the viewer from the newest group on, a group at
@@ -383,7 +374,7 @@ func (v *viewer) run(ctx context.Context, b *media.Broadcast, id uint32, ti uint
 		started, next = true, g.Seq+1
 		if g.Catalog != announced {
 			announced = g.Catalog
-			if v.send(catalogMsg(relay.MsgAnnounce, id, g.Catalog)) != nil {
+			if v.send(relay.CatalogMsg(relay.MsgAnnounce, id, g.Catalog)) != nil {
 				return
 			}
 		}
@@ -393,13 +384,8 @@ func (v *viewer) run(ctx context.Context, b *media.Broadcast, id uint32, ti uint
 			return
 		}
 		groups.Inc()
-		// The group header (shared/relay/README.md): sub, track, group,
-		// epoch. relay has no exported encoder for it.
 		var h [relay.GroupHeaderLen]byte
-		binary.BigEndian.PutUint32(h[:], id)
-		binary.BigEndian.PutUint16(h[4:], ti)
-		binary.BigEndian.PutUint64(h[6:], g.Seq)
-		binary.BigEndian.PutUint64(h[14:], g.Catalog.Epoch)
+		relay.GroupHeader{Sub: id, Track: ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.Put(h[:])
 		if _, err := str.Write(h[:]); err != nil {
 			dropped.Inc()
 			return

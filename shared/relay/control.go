@@ -145,7 +145,8 @@ type GroupHeader struct {
 	Epoch uint64
 }
 
-func (h GroupHeader) put(b []byte) {
+// Put writes h into b, which holds at least GroupHeaderLen bytes.
+func (h GroupHeader) Put(b []byte) {
 	binary.BigEndian.PutUint32(b, h.Sub)
 	binary.BigEndian.PutUint16(b[4:], h.Track)
 	binary.BigEndian.PutUint64(b[6:], h.Group)
@@ -171,6 +172,11 @@ func ReadMsg(r io.Reader) (*Msg, error) { return readMsg(r) }
 
 // EncodeMsg returns a control message as it goes on the control stream.
 func EncodeMsg(m *Msg) []byte { return encodeMsg(m) }
+
+// CatalogMsg is the message that carries cat to subscription id:
+// SUBSCRIBE_OK or ANNOUNCE (typ), for servers that speak the protocol
+// without Server (the bench's naive server).
+func CatalogMsg(typ string, id uint32, cat *media.Catalog) *Msg { return catalogMsg(typ, id, cat) }
 
 // ReadGroupHeader reads the header that opens a group stream.
 func ReadGroupHeader(r io.Reader) (GroupHeader, error) { return readGroupHeader(r) }

@@ -33,7 +33,7 @@ func goldenControl() []byte {
 
 func goldenGroup() []byte {
 	var hb [GroupHeaderLen]byte
-	GroupHeader{Sub: 1, Track: 0, Group: 7, Epoch: 2}.put(hb[:])
+	GroupHeader{Sub: 1, Track: 0, Group: 7, Epoch: 2}.Put(hb[:])
 	b := hb[:]
 	b = wire.Append(b, wire.Header{Kind: wire.KindObject, Flags: wire.FlagKeyframe, Group: 7, Index: 0, DecodeTime: 630000, Capture: 1700000000000000}, []byte("moof+mdat 0"))
 	b = wire.Append(b, wire.Header{Kind: wire.KindObject, Group: 7, Index: 1, DecodeTime: 633000, Capture: 1700000000033333}, []byte("moof+mdat 1"))

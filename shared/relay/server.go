@@ -489,7 +489,7 @@ func (s *sender) follow(ctx context.Context, f *follower) {
 			return
 		}
 		var hb [GroupHeaderLen]byte
-		GroupHeader{Sub: s.id, Track: f.ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.put(hb[:])
+		GroupHeader{Sub: s.id, Track: f.ti, Group: g.Seq, Epoch: g.Catalog.Epoch}.Put(hb[:])
 		gs := &groupStream{seq: g.Seq, s: str}
 		s.prioritise(f.ti, gs)
 		s.c.s.Stats.Groups.Add(1)
