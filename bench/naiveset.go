@@ -18,9 +18,9 @@ import (
 // take turns, runs times each, in one invocation, into one table with the
 // ratio of their medians.
 
-// naiveEdgeFlags admit every session on the edge, as the naive server
-// does.
-const naiveEdgeFlags = "-wt-max-viewers 100000 -wt-max-sched-delay -1ns"
+// admitAllWT are the edge flags that admit every WebTransport session (no
+// session cap, no CPU-starvation refusal), as the naive server does.
+const admitAllWT = "-wt-max-viewers 100000 -wt-max-sched-delay -1ns"
 
 // naiveServers are the two servers of the set, in the order they take
 // turns.
@@ -51,7 +51,7 @@ func RunNaiveSet(ctx context.Context, base Config, bin, dir, results string, cou
 	var b strings.Builder
 	fmt.Fprintf(&b, "`go tool task bench-naive` (`quiccast bench -naive-set -naive-runs %d -viewers-list %s -ramp %.0f -settle %s -duration %s`) — %s, %s, %s. At each count, %d runs of each server in turn: `quiccast bench -local -transport wt -viewers N -ramp %.0f -settle %s -duration %s` with `-edge-flags '%s'` (%s; every session admitted) and with `-server naive` (bench/naivewt: a goroutine and a blocking write per viewer, webtransport-go and quic-go defaults). One broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). CPU-s per Gbit: the server's CPU over the measured window against the frame bytes it wrote to viewers' group streams; RSS and goroutines per viewer: at the end of the window against before any viewer joined, over the viewers receiving. Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the servers.\n\n",
 		runs, joinInts(counts), base.Ramp, base.Settle, base.Duration, time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine(), buildNote(),
-		runs, base.Ramp, base.Settle, base.Duration, strings.TrimSpace(base.EdgeFlags+" "+naiveEdgeFlags), edgeFlagsNote(base.EdgeFlags))
+		runs, base.Ramp, base.Settle, base.Duration, strings.TrimSpace(base.EdgeFlags+" "+admitAllWT), edgeFlagsNote(base.EdgeFlags))
 	b.WriteString("| server | viewers | run | receiving | latency p50 / p99 | missing | skipped groups | CPU-s per delivered Gbit | RSS per viewer | goroutines per viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var ratios []string
 	for _, n := range counts {
@@ -61,7 +61,7 @@ func RunNaiveSet(ctx context.Context, base Config, bin, dir, results string, cou
 				cfg := base
 				cfg.Local, cfg.Transport, cfg.Viewers, cfg.Server = true, "wt", n, sv.server
 				cfg.LocalTLS = false
-				cfg.EdgeFlags = strings.TrimSpace(base.EdgeFlags + " " + naiveEdgeFlags)
+				cfg.EdgeFlags = strings.TrimSpace(base.EdgeFlags + " " + admitAllWT)
 				name := fmt.Sprintf("%s-%d-%d", sv.server, n, i)
 				if base.Profile != "" {
 					cfg.Profile = filepath.Join(base.Profile, name)
@@ -112,30 +112,31 @@ func runSaved(ctx context.Context, cfg Config, bin, dir string, log *slog.Logger
 
 // servingNode is the cost of the node that served the viewers of a
 // one-node local run (the edge, or the naive server), nil if none was
-// scraped.
-func servingNode(st *Step) *NodeCost {
+// scraped, with its memory and goroutines per receiving viewer: the
+// report's per-viewer figures are over the viewers started, and a capped
+// edge serves only some of them.
+func servingNode(st *Step) (nc *NodeCost, rss, goroutines float64) {
+	served := 1.0
+	if st.Active > 0 {
+		served = float64(st.Viewers) / float64(st.Active)
+	}
 	for i := range st.Nodes {
-		if !strings.HasPrefix(st.Nodes[i].Name, "origin") {
-			return &st.Nodes[i]
+		if nc = &st.Nodes[i]; !strings.HasPrefix(nc.Name, "origin") {
+			return nc, nc.BytesPerViewr * served, max(0, nc.GoroutinesPerViewer*served)
 		}
 	}
-	return nil
+	return nil, 0, 0
 }
 
 func naiveRow(label string, n, run int, r *Report, load string) (string, naiveRun) {
 	st := r.Steps[len(r.Steps)-1]
 	cpu, rss, gor := "–", "–", "–"
 	var nr naiveRun
-	// The report's per-viewer figures are over the viewers started.
-	served := 1.0
-	if st.Active > 0 {
-		served = float64(st.Viewers) / float64(st.Active)
-	}
-	if nc := servingNode(&st); nc != nil && nc.SentGbit > 0 && st.Active > 0 {
-		nr = naiveRun{cpu: nc.CPUPerGbit, rss: nc.BytesPerViewr * served, ok: true}
+	if nc, perRSS, perGor := servingNode(&st); nc != nil && nc.SentGbit > 0 && st.Active > 0 {
+		nr = naiveRun{cpu: nc.CPUPerGbit, rss: perRSS, ok: true}
 		cpu = fmt.Sprintf("%.3f", nr.cpu)
 		rss = fmt.Sprintf("%.1f KB", nr.rss/1000)
-		gor = fmt.Sprintf("%.2f", max(0, nc.GoroutinesPerViewer*served))
+		gor = fmt.Sprintf("%.2f", perGor)
 	}
 	missing := 0.0
 	if t := st.Objects + st.Missing; t > 0 {

@@ -30,7 +30,7 @@ var tlsVariants = []struct {
 	{"wss", "wss", "", "wss:// (the edge's default writer)"},
 	{"wss-goroutines", "wss", "-ws-writer goroutines", "wss:// control (`-ws-writer goroutines`)"},
 	{"wt", "wt", "", "WebTransport (the edge's default cap: 100 sessions per CPU)"},
-	{"wt-all", "wt", "-wt-max-viewers 100000 -wt-max-sched-delay -1ns", "WebTransport, every session admitted (`-wt-max-viewers 100000 -wt-max-sched-delay -1ns`)"},
+	{"wt-all", "wt", admitAllWT, "WebTransport, every session admitted (`" + admitAllWT + "`)"},
 }
 
 // RunTLSSet runs base (its flags: duration, ramp, bitrate, -edge-flags…)
@@ -45,9 +45,9 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 		base.Duration = 15 * time.Second
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`go tool task bench-tls` (`quiccast bench -tls-set -viewers-list %s -duration %s`) — %s, %s, %s. Each row: `quiccast bench -local -viewers N -ramp %.0f -settle %s -duration %s` with `-transport ws`, `-transport wss` (the edge started with `-tls-cert`/`-tls-key`: a self-signed ECDSA P-256 certificate the bench makes and its viewers trust), `-transport wss -edge-flags '-ws-writer goroutines'`, `-transport wt -local-tls` (the same certificate source), and again with `-edge-flags '-wt-max-viewers 100000 -wt-max-sched-delay -1ns'`; %s; %s; one broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the nodes, and its TLS reads are its own cost, not the edge's.\n\n",
+	fmt.Fprintf(&b, "`go tool task bench-tls` (`quiccast bench -tls-set -viewers-list %s -duration %s`) — %s, %s, %s. Each row: `quiccast bench -local -viewers N -ramp %.0f -settle %s -duration %s` with `-transport ws`, `-transport wss` (the edge started with `-tls-cert`/`-tls-key`: a self-signed ECDSA P-256 certificate the bench makes and its viewers trust), `-transport wss -edge-flags '-ws-writer goroutines'`, `-transport wt -local-tls` (the same certificate source), and again with `-edge-flags '%s'`; %s; %s; one broadcast, 2 Mbit/s as 30 objects/s in 1 s groups (the synthetic publisher). Load average (1/5/15 min) read before each run; the load generator shares the machine's 2 cores with the nodes, and its TLS reads are its own cost, not the edge's.\n\n",
 		joinInts(counts), base.Duration, time.Now().UTC().Format("2006-01-02 15:04 MST"), machineLine(), kernelTLSNote(),
-		base.Ramp, base.Settle, base.Duration, edgeFlagsNote(base.EdgeFlags), buildNote())
+		base.Ramp, base.Settle, base.Duration, admitAllWT, edgeFlagsNote(base.EdgeFlags), buildNote())
 	b.WriteString("| viewers | transport | receiving | refused | latency p50 / p99 | missing | skipped groups | delivered | edge CPU-s per delivered Gbit | edge RSS per receiving viewer | edge goroutines per receiving viewer | load average |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range counts {
 		for _, v := range tlsVariants {
@@ -79,16 +79,10 @@ func RunTLSSet(ctx context.Context, base Config, bin, dir, results string, count
 func tlsRow(n int, label string, r *Report, load string) string {
 	st := r.Steps[len(r.Steps)-1]
 	cpu, rss, gor := "–", "–", "–"
-	// The report's per-viewer figures are over the viewers started; a
-	// capped edge serves only some of them.
-	served := 1.0
-	if st.Active > 0 {
-		served = float64(st.Viewers) / float64(st.Active)
-	}
-	if nc := servingNode(&st); nc != nil {
+	if nc, perRSS, perGor := servingNode(&st); nc != nil {
 		cpu = fmt.Sprintf("%.3f", nc.CPUPerGbit)
-		rss = fmt.Sprintf("%.1f KB", nc.BytesPerViewr*served/1000)
-		gor = fmt.Sprintf("%.1f", max(0, nc.GoroutinesPerViewer*served)) // a few fewer than before: none per viewer
+		rss = fmt.Sprintf("%.1f KB", perRSS/1000)
+		gor = fmt.Sprintf("%.1f", perGor) // a few fewer than before: none per viewer
 	}
 	return fmt.Sprintf("| %d | %s | %d of %d | %d | %.1f / %.1f ms | %d | %d | %.3f Gbit/s | %s | %s | %s | %s |",
 		n, label, st.Active, st.Viewers, st.Refused, st.Latency.P50, st.Latency.P99, st.Missing, st.Skipped, st.DeliveredGbps, cpu, rss, gor, load)
